@@ -1,0 +1,17 @@
+//! ftpgate: a TLS-terminating FTP/FTPS proxy and bastion.
+//!
+//! Layers, each depending only on those before it: [`protocol`] (pure wire
+//! format), [`session`] (one client's control channel and data channels),
+//! [`server`] (accept loops). [`relay`], [`config`], [`metrics`] and
+//! [`passive`] are leaves that know nothing of sessions.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod metrics;
+pub mod passive;
+pub mod protocol;
+pub mod relay;
+pub mod server;
+pub mod session;

@@ -1,0 +1,73 @@
+//! Process-wide counters and gauges. Plain atomics for now so every layer can
+//! count without a dependency on an exporter; the Prometheus endpoint reads them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Client sessions open now.
+    pub sessions_open: AtomicU64,
+    pub sessions_total: AtomicU64,
+    /// Clients turned away because `limits.max_sessions` was reached.
+    pub sessions_refused: AtomicU64,
+    /// Command lines refused before reaching the backend (syntax, length, NUL,
+    /// bare CR/LF).
+    pub commands_rejected: AtomicU64,
+    /// PORT/EPRT refused by bounce protection.
+    pub active_refused: AtomicU64,
+    /// Client-facing passive listeners open now.
+    pub passive_listeners_open: AtomicU64,
+    /// PASV/EPSV that found no free port in the range.
+    pub passive_ports_exhausted: AtomicU64,
+    /// Connections to a passive port from an address other than the client's.
+    pub data_connections_refused: AtomicU64,
+    /// Data relays running now.
+    pub data_channels_open: AtomicU64,
+    pub transfers_ok: AtomicU64,
+    pub transfers_failed: AtomicU64,
+    pub transfers_aborted: AtomicU64,
+    pub bytes_client_to_backend: AtomicU64,
+    pub bytes_backend_to_client: AtomicU64,
+    /// Backend unreachable, closed, timed out or sent an unusable reply.
+    pub backend_errors: AtomicU64,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        Arc::new(Metrics::default())
+    }
+
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Holds a gauge up while alive, so every exit path (error, panic, cancel)
+/// brings it back down.
+#[derive(Debug)]
+pub struct GaugeGuard {
+    metrics: Arc<Metrics>,
+    gauge: fn(&Metrics) -> &AtomicU64,
+}
+
+impl GaugeGuard {
+    pub fn new(metrics: &Arc<Metrics>, gauge: fn(&Metrics) -> &AtomicU64) -> GaugeGuard {
+        gauge(metrics).fetch_add(1, Ordering::Relaxed);
+        GaugeGuard { metrics: Arc::clone(metrics), gauge }
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        (self.gauge)(&self.metrics).fetch_sub(1, Ordering::Relaxed);
+    }
+}

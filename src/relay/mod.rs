@@ -1,0 +1,143 @@
+//! Moves bytes between two streams until one side finishes. Knows nothing of FTP.
+//!
+//! The relay is two half-duplex copies. When one direction reaches end of file
+//! the write half it fed is shut down, so the far peer sees the same orderly
+//! close the near peer made, and the relay ends: a stream-mode transfer is over
+//! when its sender closes. Any write still queued in the kernel is delivered
+//! after the caller drops the streams, because the shutdown already sent FIN
+//! after it.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Per-direction copy buffer. Large enough that a TLS writer can emit full
+/// 16 KiB records and loopback transfers are not bounded by syscall count.
+pub const COPY_BUFFER: usize = 64 * 1024;
+
+/// Which of the two streams passed to [`relay`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    A,
+    B,
+}
+
+/// How a relay ended.
+#[derive(Debug)]
+pub enum RelayEnd {
+    /// This side closed its sending direction; everything it sent was passed on
+    /// and the other side's write half was shut down.
+    Eof(Side),
+    /// No byte moved in either direction for the stall timeout.
+    Stalled,
+    /// Reading from or writing to the named side failed.
+    Failed(Side, io::Error),
+}
+
+#[derive(Debug)]
+pub struct RelayReport {
+    pub a_to_b: u64,
+    pub b_to_a: u64,
+    pub end: RelayEnd,
+}
+
+/// Relays between `a` and `b` until one of them finishes sending, one fails,
+/// or nothing moves for `stall`.
+pub async fn relay<A, B>(a: A, b: B, stall: Duration) -> RelayReport
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut a_read, mut a_write) = tokio::io::split(a);
+    let (mut b_read, mut b_write) = tokio::io::split(b);
+    let start = Instant::now();
+    let last_activity = AtomicU64::new(0);
+    let a_to_b = AtomicU64::new(0);
+    let b_to_a = AtomicU64::new(0);
+    let end = tokio::select! {
+        r = copy_half(&mut a_read, &mut b_write, &a_to_b, &last_activity, start) => match r {
+            Ok(()) => RelayEnd::Eof(Side::A),
+            Err((side_is_reader, e)) => RelayEnd::Failed(if side_is_reader { Side::A } else { Side::B }, e),
+        },
+        r = copy_half(&mut b_read, &mut a_write, &b_to_a, &last_activity, start) => match r {
+            Ok(()) => RelayEnd::Eof(Side::B),
+            Err((side_is_reader, e)) => RelayEnd::Failed(if side_is_reader { Side::B } else { Side::A }, e),
+        },
+        () = stall_watch(&last_activity, start, stall) => RelayEnd::Stalled,
+    };
+    RelayReport { a_to_b: a_to_b.load(Ordering::Relaxed), b_to_a: b_to_a.load(Ordering::Relaxed), end }
+}
+
+/// Copies until EOF, then shuts down `to`. Errors say whether the reading side
+/// (`true`) or the writing side failed.
+async fn copy_half<R, W>(
+    from: &mut R,
+    to: &mut W,
+    count: &AtomicU64,
+    last_activity: &AtomicU64,
+    start: Instant,
+) -> Result<(), (bool, io::Error)>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; COPY_BUFFER];
+    loop {
+        let n = from.read(&mut buf).await.map_err(|e| (true, e))?;
+        if n == 0 {
+            to.shutdown().await.map_err(|e| (false, e))?;
+            return Ok(());
+        }
+        to.write_all(&buf[..n]).await.map_err(|e| (false, e))?;
+        count.fetch_add(n as u64, Ordering::Relaxed);
+        last_activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+async fn stall_watch(last_activity: &AtomicU64, start: Instant, stall: Duration) {
+    loop {
+        let last = Duration::from_millis(last_activity.load(Ordering::Relaxed));
+        let deadline = last + stall;
+        let now = start.elapsed();
+        if now >= deadline {
+            return;
+        }
+        tokio::time::sleep(deadline - now).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::duplex;
+
+    #[tokio::test]
+    async fn relays_and_propagates_eof() {
+        let (mut client, a) = duplex(1024);
+        let (b, mut server) = duplex(1024);
+        let task = tokio::spawn(relay(a, b, Duration::from_secs(5)));
+        let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let send = payload.clone();
+        let writer = tokio::spawn(async move {
+            client.write_all(&send).await.unwrap();
+            client.shutdown().await.unwrap();
+            client
+        });
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, payload);
+        let report = task.await.unwrap();
+        assert_eq!(report.a_to_b, payload.len() as u64);
+        assert!(matches!(report.end, RelayEnd::Eof(Side::A)));
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stalls_out() {
+        let (_client, a) = duplex(1024);
+        let (b, _server) = duplex(1024);
+        let report = relay(a, b, Duration::from_secs(3)).await;
+        assert!(matches!(report.end, RelayEnd::Stalled));
+    }
+}

@@ -1,0 +1,564 @@
+//! One client session: the control-channel state machine between a client and
+//! its backend, and the data channels it opens.
+//!
+//! Commands go to the backend and replies come back verbatim, except for what
+//! ftpgate must own: data-channel setup (`PASV`, `EPSV`, `PORT`, `EPRT`), which
+//! ftpgate answers itself so every data connection runs through its own ports;
+//! the transfer commands, whose final reply is held until the data relay has
+//! delivered every byte; `ABOR`; and `FEAT`, filtered to what ftpgate carries.
+
+pub mod active;
+pub mod control;
+pub mod data;
+pub mod feat;
+
+use crate::config::Settings;
+use crate::metrics::{GaugeGuard, Metrics};
+use crate::passive::{self, PassiveListener};
+use crate::protocol::address;
+use crate::protocol::command::TransferDirection;
+use crate::protocol::{Command, Reply, Verb};
+use crate::relay::RelayEnd;
+use control::{BackendControl, BackendError, ClientControl, ClientEvent};
+use data::DataOutcome;
+use std::collections::VecDeque;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn, Instrument};
+
+/// Commands a client may pipeline during a transfer before ftpgate stops
+/// reading from it; they run, in order, once the transfer ends.
+const MAX_QUEUED_COMMANDS: usize = 16;
+
+/// Everything a session needs from the server, shared by all sessions.
+#[derive(Debug)]
+pub struct SessionContext {
+    pub settings: Arc<Settings>,
+    pub metrics: Arc<Metrics>,
+}
+
+#[derive(Debug, Error)]
+enum SessionError {
+    #[error("client control connection: {0}")]
+    Client(io::Error),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+type SessionResult<T> = Result<T, SessionError>;
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// The data connection the client has asked for and not used yet.
+enum DataSetup {
+    /// ftpgate listens on `listener`; the backend listens on `backend`.
+    Passive { listener: PassiveListener, backend: SocketAddr },
+    /// The client listens at this address (PORT/EPRT).
+    Active(SocketAddr),
+}
+
+/// Runs one client session to its end. Never panics on peer input; every exit
+/// path closes both control connections and any data channel.
+pub async fn run(client: TcpStream, ctx: Arc<SessionContext>, id: u64) {
+    let Ok(client_peer) = client.peer_addr() else { return };
+    let Ok(client_local) = client.local_addr() else { return };
+    let span = tracing::info_span!("session", id, client = %client_peer);
+    async move {
+        let _open = GaugeGuard::new(&ctx.metrics, |m| &m.sessions_open);
+        Metrics::inc(&ctx.metrics.sessions_total);
+        let _ = client.set_nodelay(true);
+        let (cr, cw) = client.into_split();
+        let mut client = ClientControl::new(cr, cw);
+        let s = &ctx.settings;
+        let backend = match tokio::time::timeout(s.backend_connect, TcpStream::connect(&s.backend)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => return refuse(&mut client, &ctx, &format!("backend unreachable ({e})")).await,
+            Err(_) => return refuse(&mut client, &ctx, "backend did not accept the connection in time").await,
+        };
+        let Ok(backend_peer) = backend.peer_addr() else {
+            return refuse(&mut client, &ctx, "backend connection lost").await;
+        };
+        let _ = backend.set_nodelay(true);
+        let (br, bw) = backend.into_split();
+        let mut session = Session {
+            ctx: Arc::clone(&ctx),
+            client,
+            backend: BackendControl::new(br, bw),
+            client_peer,
+            client_local,
+            backend_peer,
+            data: None,
+            backend_epsv: true,
+            epsv_all: false,
+            logged_in: false,
+            rest_pending: false,
+            queued: VecDeque::new(),
+            backend_quit: false,
+        };
+        info!(backend = %backend_peer, "session opened");
+        match session.serve().await {
+            Ok(()) => debug!("session closed"),
+            Err(SessionError::Client(e)) => debug!(error = %e, "client control connection lost"),
+            Err(SessionError::Backend(e)) => {
+                Metrics::inc(&ctx.metrics.backend_errors);
+                warn!(error = %e, "closing session: backend failed");
+                let _ = session.client.send(&Reply::single(421, &format!("Service not available: {e}"))).await;
+            }
+        }
+        session.close().await;
+        info!("session ended");
+    }
+    .instrument(span)
+    .await
+}
+
+async fn refuse<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    client: &mut ClientControl<R, W>,
+    ctx: &SessionContext,
+    why: &str,
+) {
+    Metrics::inc(&ctx.metrics.backend_errors);
+    warn!(backend = %ctx.settings.backend, why, "cannot reach backend");
+    let _ = client.send(&Reply::single(421, &format!("Service not available: {why}"))).await;
+    client.shutdown().await;
+}
+
+struct Session<CR, CW, BR, BW> {
+    ctx: Arc<SessionContext>,
+    client: ClientControl<CR, CW>,
+    backend: BackendControl<BR, BW>,
+    client_peer: SocketAddr,
+    client_local: SocketAddr,
+    backend_peer: SocketAddr,
+    data: Option<DataSetup>,
+    /// Cleared once the backend refuses EPSV; PASV is used from then on.
+    backend_epsv: bool,
+    /// The client sent `EPSV ALL` (RFC 2428): refuse every other setup command.
+    epsv_all: bool,
+    logged_in: bool,
+    /// The previous command was an accepted `REST`.
+    rest_pending: bool,
+    queued: VecDeque<ClientEvent>,
+    /// QUIT already went to the backend.
+    backend_quit: bool,
+}
+
+impl<CR, CW, BR, BW> Session<CR, CW, BR, BW>
+where
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    BR: AsyncRead + Unpin,
+    BW: AsyncWrite + Unpin,
+{
+    fn settings(&self) -> &Settings {
+        &self.ctx.settings
+    }
+
+    async fn reply(&mut self, reply: &Reply) -> SessionResult<()> {
+        self.client.send(reply).await.map_err(SessionError::Client)
+    }
+
+    async fn reply_text(&mut self, code: u16, text: &str) -> SessionResult<()> {
+        self.reply(&Reply::single(code, text)).await
+    }
+
+    async fn serve(&mut self) -> SessionResult<()> {
+        // Relay the greeting, including any 120 "service ready in nnn minutes".
+        loop {
+            let greeting = self.backend.next_within(self.settings().backend_reply).await?;
+            self.reply(&greeting).await?;
+            if greeting.code == 220 {
+                break;
+            }
+            if !greeting.is_preliminary() {
+                return Ok(());
+            }
+        }
+        loop {
+            let event = match self.queued.pop_front() {
+                Some(e) => e,
+                None => {
+                    let idle = self.settings().idle_control;
+                    tokio::select! {
+                        e = self.client.next() => e.map_err(SessionError::Client)?,
+                        r = self.backend.next() => {
+                            // Unsolicited: typically the backend's own idle-timeout 421.
+                            let r = r?;
+                            self.reply(&r).await?;
+                            if r.code == 421 {
+                                return Ok(());
+                            }
+                            continue;
+                        }
+                        () = tokio::time::sleep(idle) => {
+                            self.reply_text(421, &format!("Idle timeout ({} s); closing control connection", idle.as_secs())).await?;
+                            return Ok(());
+                        }
+                    }
+                }
+            };
+            if let Flow::Close = self.handle(event).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn handle(&mut self, event: ClientEvent) -> SessionResult<Flow> {
+        let cmd = match event {
+            ClientEvent::Closed => return Ok(Flow::Close),
+            ClientEvent::Invalid(e) => {
+                Metrics::inc(&self.ctx.metrics.commands_rejected);
+                warn!(error = %e, "refused command line");
+                self.reply_text(500, &format!("Syntax error: {e}; command refused")).await?;
+                return Ok(Flow::Continue);
+            }
+            ClientEvent::Command(c) => c,
+        };
+        debug!(command = ?cmd, "client command");
+        let rest_pending = std::mem::take(&mut self.rest_pending);
+        match cmd.verb.clone() {
+            Verb::Pasv | Verb::Epsv => self.passive(&cmd).await?,
+            Verb::Port | Verb::Eprt => self.active(&cmd).await?,
+            v if v.transfer_direction().is_some() => {
+                let direction = v.transfer_direction().unwrap_or(TransferDirection::Download);
+                self.transfer(&cmd, direction, rest_pending).await?
+            }
+            Verb::Feat => {
+                self.backend.send(&cmd).await?;
+                let r = self.final_reply().await?;
+                self.reply(&feat::filter(&r, &[])).await?;
+            }
+            Verb::Auth => self.reply_text(502, "AUTH is not offered on this listener: ftpgate has no TLS configured here").await?,
+            Verb::Pbsz | Verb::Prot | Verb::Ccc => {
+                let text = format!("{} requires a TLS-protected control connection (AUTH TLS first, RFC 4217)", cmd.verb);
+                self.reply_text(503, &text).await?
+            }
+            Verb::Rest => {
+                let r = self.forward(&cmd).await?;
+                self.rest_pending = r.code == 350;
+            }
+            Verb::Quit => {
+                self.backend_quit = true;
+                self.forward(&cmd).await?;
+                return Ok(Flow::Close);
+            }
+            Verb::Rein => {
+                self.data = None;
+                self.logged_in = false;
+                self.forward(&cmd).await?;
+            }
+            Verb::User | Verb::Pass | Verb::Acct => {
+                let r = self.forward(&cmd).await?;
+                if r.code == 230 {
+                    self.logged_in = true;
+                }
+            }
+            _ => {
+                self.forward(&cmd).await?;
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Reads the backend's replies until a final one, relaying any preliminary
+    /// replies to the client, and returns the final one unsent.
+    async fn final_reply(&mut self) -> SessionResult<Reply> {
+        loop {
+            let r = self.backend.next_within(self.settings().backend_reply).await?;
+            if !r.is_preliminary() {
+                return Ok(r);
+            }
+            self.reply(&r).await?;
+        }
+    }
+
+    /// Sends `cmd` to the backend and relays every reply to it.
+    async fn forward(&mut self, cmd: &Command) -> SessionResult<Reply> {
+        self.backend.send(cmd).await?;
+        let r = self.final_reply().await?;
+        self.reply(&r).await?;
+        Ok(r)
+    }
+
+    /// Asks the backend for a passive port: EPSV first, PASV once EPSV is
+    /// refused. The address is always the backend control connection's peer,
+    /// whatever the reply says, so a lying backend cannot aim ftpgate elsewhere.
+    /// `Ok(Err(reply))` is a backend refusal to pass on to the client.
+    async fn backend_passive(&mut self) -> SessionResult<Result<SocketAddr, Reply>> {
+        let ip = self.backend_peer.ip();
+        if self.backend_epsv {
+            self.backend.send(&Command::new(Verb::Epsv, None)).await?;
+            let r = self.final_reply().await?;
+            match r.code {
+                229 => {
+                    return Ok(match address::parse_229(&r.text()) {
+                        Ok(port) => Ok(SocketAddr::new(ip, port)),
+                        Err(e) => Err(self.unusable_passive_reply(&r, &e.to_string())),
+                    })
+                }
+                500 | 501 | 502 | 504 | 522 => {
+                    debug!(code = r.code, "backend refused EPSV; using PASV from now on");
+                    self.backend_epsv = false;
+                }
+                _ => return Ok(Err(r)),
+            }
+        }
+        self.backend.send(&Command::new(Verb::Pasv, None)).await?;
+        let r = self.final_reply().await?;
+        if r.code != 227 {
+            return Ok(Err(r));
+        }
+        Ok(match address::parse_227(&r.text()) {
+            Ok(named) => {
+                if IpAddr::V4(*named.ip()) != ip.to_canonical() {
+                    debug!(named = %named, using = %ip, "backend named another host in 227; connecting to its control address");
+                }
+                Ok(SocketAddr::new(ip, named.port()))
+            }
+            Err(e) => Err(self.unusable_passive_reply(&r, &e.to_string())),
+        })
+    }
+
+    fn unusable_passive_reply(&self, r: &Reply, why: &str) -> Reply {
+        Metrics::inc(&self.ctx.metrics.backend_errors);
+        warn!(reply = %r.text(), why, "unusable passive reply from backend");
+        Reply::single(425, "Cannot open data connection: backend sent an unusable passive reply")
+    }
+
+    async fn passive(&mut self, cmd: &Command) -> SessionResult<()> {
+        let client_v4 = self.client_peer.ip().to_canonical().is_ipv4();
+        if cmd.verb == Verb::Epsv {
+            match cmd.arg_str().map(str::to_ascii_uppercase).as_deref() {
+                None | Some("") => {}
+                Some("ALL") => {
+                    self.epsv_all = true;
+                    return self.reply_text(200, "EPSV ALL accepted; PORT, EPRT and PASV are now refused").await;
+                }
+                Some("1") if client_v4 => {}
+                Some("2") if !client_v4 => {}
+                Some(_) => {
+                    let own = if client_v4 { 1 } else { 2 };
+                    return self.reply_text(522, &format!("Network protocol not supported, use ({own})")).await;
+                }
+            }
+        } else if self.epsv_all {
+            return self.reply_text(503, "PASV refused after EPSV ALL (RFC 2428)").await;
+        }
+        // Any earlier unused setup is abandoned, as a server would.
+        self.data = None;
+        let pasv_ip = match (cmd.verb == Verb::Pasv, self.settings().public_address) {
+            (false, _) => None,
+            (true, Some(IpAddr::V4(ip))) => Some(ip),
+            (true, _) => match self.client_local.ip().to_canonical() {
+                IpAddr::V4(ip) => Some(ip),
+                IpAddr::V6(_) => {
+                    return self.reply_text(500, "PASV cannot describe an IPv6 address; use EPSV").await;
+                }
+            },
+        };
+        let backend = match self.backend_passive().await? {
+            Ok(a) => a,
+            Err(reply) => return self.reply(&reply).await,
+        };
+        let range = self.settings().passive_ports;
+        let Some(listener) = passive::bind(self.client_local.ip().to_canonical(), range, &self.ctx.metrics) else {
+            warn!(min = range.min, max = range.max, "passive port range exhausted");
+            let text = format!("Cannot open passive port: all ports {}-{} are in use; try again later", range.min, range.max);
+            return self.reply_text(425, &text).await;
+        };
+        let text = match pasv_ip {
+            Some(ip) => address::format_227(std::net::SocketAddrV4::new(ip, listener.port)),
+            None => address::format_229(listener.port),
+        };
+        let code = if pasv_ip.is_some() { 227 } else { 229 };
+        debug!(port = listener.port, %backend, "passive data channel prepared");
+        self.data = Some(DataSetup::Passive { listener, backend });
+        self.reply_text(code, &text).await
+    }
+
+    async fn active(&mut self, cmd: &Command) -> SessionResult<()> {
+        if self.epsv_all {
+            return self.reply_text(503, &format!("{} refused after EPSV ALL (RFC 2428)", cmd.verb)).await;
+        }
+        if !self.logged_in {
+            return self.reply_text(530, "Please log in with USER and PASS first").await;
+        }
+        match active::check(cmd, self.client_peer.ip()) {
+            Ok(addr) => {
+                self.data = Some(DataSetup::Active(addr));
+                self.reply_text(200, &format!("{} command successful", cmd.verb)).await
+            }
+            Err(reply) => {
+                Metrics::inc(&self.ctx.metrics.active_refused);
+                warn!(command = ?cmd, reply = %reply.text(), "refused active-mode address");
+                self.reply(&reply).await
+            }
+        }
+    }
+
+    async fn transfer(&mut self, cmd: &Command, direction: TransferDirection, rest_pending: bool) -> SessionResult<()> {
+        let Some(setup) = self.data.take() else {
+            if rest_pending {
+                // The backend accepted REST for a transfer that will not reach it;
+                // clear it so it cannot shift the next transfer.
+                self.backend.send(&Command::new(Verb::Rest, Some(b"0"))).await?;
+                self.final_reply().await?;
+            }
+            let text = format!("Use PASV, EPSV, PORT or EPRT before {}", cmd.verb);
+            return self.reply_text(425, &text).await;
+        };
+        let s = Arc::clone(&self.ctx.settings);
+        let metrics = Arc::clone(&self.ctx.metrics);
+        let task = match setup {
+            DataSetup::Passive { listener, backend } => {
+                let client_ip = self.client_peer.ip();
+                let m = Arc::clone(&metrics);
+                let connect = s.data_connect;
+                data::spawn(
+                    async move {
+                        let client = data::accept_client(listener, client_ip, connect, m).await?;
+                        let backend = data::connect_backend(backend, connect).await?;
+                        Ok((client, backend))
+                    },
+                    s.transfer_stall,
+                    &metrics,
+                )
+            }
+            DataSetup::Active(client_addr) => {
+                let backend_addr = match self.backend_passive().await? {
+                    Ok(a) => a,
+                    Err(reply) => return self.reply(&reply).await,
+                };
+                let backend = match data::connect_backend(backend_addr, s.data_connect).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        Metrics::inc(&metrics.backend_errors);
+                        return self.reply_text(425, &format!("Cannot open data connection: {e}")).await;
+                    }
+                };
+                let client = match data::connect_client(self.client_local.ip(), client_addr, s.data_connect).await {
+                    Ok(c) => c,
+                    Err(e) => return self.reply_text(425, &format!("Cannot open data connection: {e}")).await,
+                };
+                data::spawn(std::future::ready(Ok((client, backend))), s.transfer_stall, &metrics)
+            }
+        };
+        self.backend.send(cmd).await?;
+        // The backend answers a transfer only once its data connection is up, which
+        // waits for the client's; allow for both.
+        let first = match self.backend.next_within(s.backend_reply + s.data_connect).await {
+            Ok(r) => r,
+            Err(e) => {
+                task.abort();
+                return Err(e.into());
+            }
+        };
+        if !first.is_preliminary() {
+            task.abort();
+            Metrics::inc(&metrics.transfers_failed);
+            return self.reply(&first).await;
+        }
+        self.reply(&first).await?;
+        self.complete_transfer(cmd, direction, task).await
+    }
+
+    /// Waits for both the data relay and the backend's final reply, and sends
+    /// that reply only after the relay has delivered every byte. Watches the
+    /// client meanwhile for `ABOR`; other commands wait in the queue.
+    async fn complete_transfer(
+        &mut self,
+        cmd: &Command,
+        direction: TransferDirection,
+        mut task: JoinHandle<DataOutcome>,
+    ) -> SessionResult<()> {
+        let reply_timeout = self.settings().backend_reply;
+        let mut outcome: Option<DataOutcome> = None;
+        let mut final_reply: Option<Reply> = None;
+        while outcome.is_none() || final_reply.is_none() {
+            tokio::select! {
+                r = &mut task, if outcome.is_none() => {
+                    outcome = Some(r.unwrap_or_else(|e| DataOutcome::Failed(data::DataError::ClientAccept(io::Error::other(e.to_string())))));
+                }
+                r = self.backend.next(), if final_reply.is_none() => {
+                    let r = r?;
+                    if r.is_preliminary() {
+                        self.reply(&r).await?;
+                    } else {
+                        if r.code >= 400 {
+                            // The backend gave up; nothing more will move.
+                            task.abort();
+                        }
+                        final_reply = Some(r);
+                    }
+                }
+                e = self.client.next(), if self.queued.len() < MAX_QUEUED_COMMANDS => {
+                    match e.map_err(SessionError::Client)? {
+                        ClientEvent::Command(c) if c.verb == Verb::Abor => {
+                            return self.abort_transfer(task, final_reply).await;
+                        }
+                        ClientEvent::Closed => {
+                            task.abort();
+                            return Err(SessionError::Client(io::ErrorKind::UnexpectedEof.into()));
+                        }
+                        other => self.queued.push_back(other),
+                    }
+                }
+                () = tokio::time::sleep(reply_timeout), if outcome.is_some() && final_reply.is_none() => {
+                    return Err(BackendError::Timeout(reply_timeout.as_secs()).into());
+                }
+            }
+        }
+        let (Some(outcome), Some(reply)) = (outcome, final_reply) else { unreachable!("loop exits when both are set") };
+        let ok = reply.is_positive() && matches!(&outcome, DataOutcome::Relayed(r) if matches!(r.end, RelayEnd::Eof(_)));
+        Metrics::inc(if ok { &self.ctx.metrics.transfers_ok } else { &self.ctx.metrics.transfers_failed });
+        match &outcome {
+            DataOutcome::Relayed(r) => info!(
+                command = %cmd.verb, ?direction, to_backend = r.a_to_b, to_client = r.b_to_a, end = ?r.end, code = reply.code,
+                "transfer finished"
+            ),
+            DataOutcome::Failed(e) => warn!(command = %cmd.verb, error = %e, code = reply.code, "data connection failed"),
+        }
+        self.reply(&reply).await
+    }
+
+    /// `ABOR` during a transfer: close both data legs first (so the backend's
+    /// transfer ends even if it ignores urgent data), then pass `ABOR` on and
+    /// relay the transfer's final reply and the `ABOR` reply, in that order.
+    async fn abort_transfer(&mut self, task: JoinHandle<DataOutcome>, final_reply: Option<Reply>) -> SessionResult<()> {
+        task.abort();
+        let _ = task.await;
+        Metrics::inc(&self.ctx.metrics.transfers_aborted);
+        info!("transfer aborted by client");
+        self.backend.send(&Command::new(Verb::Abor, None)).await?;
+        let transfer_reply = match final_reply {
+            Some(r) => r,
+            None => self.backend.next_within(self.settings().backend_reply).await?,
+        };
+        self.reply(&transfer_reply).await?;
+        let abor_reply = self.final_reply().await?;
+        self.reply(&abor_reply).await
+    }
+
+    /// Ends the session politely towards the backend (so it frees the login at
+    /// once) and the client.
+    async fn close(&mut self) {
+        self.data = None;
+        let quit = !self.backend_quit;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            if quit {
+                let _ = self.backend.send(&Command::new(Verb::Quit, None)).await;
+            }
+            self.backend.shutdown().await;
+        })
+        .await;
+        self.client.shutdown().await;
+    }
+}
