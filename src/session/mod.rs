@@ -75,6 +75,10 @@ pub async fn run(client: TcpStream, ctx: Arc<SessionContext>, id: u64) {
         let _open = GaugeGuard::new(&ctx.metrics, |m| &m.sessions_open);
         Metrics::inc(&ctx.metrics.sessions_total);
         let _ = client.set_nodelay(true);
+        // Clients send ABOR as urgent data (Python's ftplib sends the whole line
+        // with MSG_OOB); inline delivery keeps that byte in the command stream
+        // instead of losing the line's LF.
+        let _ = socket2::SockRef::from(&client).set_out_of_band_inline(true);
         let (cr, cw) = client.into_split();
         let mut client = ClientControl::new(cr, cw);
         let s = &ctx.settings;

@@ -1,0 +1,381 @@
+//! Test harness: real vsftpd backends, ftpgate in-process or as the binary, and
+//! helpers for real clients. Everything listens on loopback with free ports.
+#![allow(dead_code)]
+
+use ftpgate::config::{PortRange, Settings};
+use ftpgate::metrics::Metrics;
+use ftpgate::session::SessionContext;
+use sha2::{Digest, Sha256};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const USER: &str = "ftpgatetest";
+pub const PASSWORD: &str = "ftpgate-Test-pw1";
+const PAM_SERVICE: &str = "ftpgate-test";
+
+/// Creates the system user and PAM service vsftpd authenticates against.
+/// Idempotent and serialised across test processes with flock.
+pub fn ensure_test_user() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let script = format!(
+            "id -u {USER} >/dev/null 2>&1 || useradd -M -d / -s /usr/sbin/nologin {USER}; usermod -d / {USER}; \
+             echo '{USER}:{PASSWORD}' | chpasswd; \
+             [ -f /etc/pam.d/{PAM_SERVICE} ] || printf 'auth required pam_unix.so\\naccount required pam_unix.so\\nsession required pam_permit.so\\n' > /etc/pam.d/{PAM_SERVICE}; \
+             mkdir -p /var/run/vsftpd/empty"
+        );
+        let st = Command::new("flock").args(["/tmp/ftpgate-test-setup.lock", "sh", "-c", &script]).status().expect("flock");
+        assert!(st.success(), "creating the test user failed (tests need root: run scripts/test.sh)");
+    });
+}
+
+pub fn free_port(ip: IpAddr) -> u16 {
+    TcpListener::bind(SocketAddr::new(ip, 0)).unwrap().local_addr().unwrap().port()
+}
+
+/// A port range in 20000-32000 (below Linux's ephemeral range), random per call.
+pub fn port_range(len: u16) -> PortRange {
+    let min = 20000 + (rand_u32() % (12000 - u32::from(len))) as u16;
+    PortRange { min, max: min + len - 1 }
+}
+
+pub fn rand_u32() -> u32 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id()));
+    h.finish() as u32
+}
+
+pub fn wait_for_greeting(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut line = String::new();
+            if BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("220") {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "no FTP greeting from {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A vsftpd instance on loopback with its own config, root folder and log.
+pub struct Vsftpd {
+    pub addr: SocketAddr,
+    pub root: PathBuf,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Vsftpd {
+    pub fn start() -> Vsftpd {
+        Vsftpd::start_with("127.0.0.1".parse().unwrap(), "")
+    }
+
+    /// `extra` is appended to the generated vsftpd.conf.
+    pub fn start_with(ip: IpAddr, extra: &str) -> Vsftpd {
+        ensure_test_user();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let st = Command::new("chown").args([USER, root.to_str().unwrap()]).status().unwrap();
+        assert!(st.success());
+        let port = free_port(ip);
+        let pasv = port_range(40);
+        let listen = if ip.is_ipv4() {
+            format!("listen=YES\nlisten_ipv6=NO\nlisten_address={ip}\n")
+        } else {
+            format!("listen=NO\nlisten_ipv6=YES\nlisten_address6={ip}\n")
+        };
+        let conf = format!(
+            "{listen}listen_port={port}\nbackground=NO\nanonymous_enable=NO\nlocal_enable=YES\nwrite_enable=YES\n\
+             local_umask=022\nchroot_local_user=YES\nallow_writeable_chroot=YES\nlocal_root={root}\n\
+             pam_service_name={PAM_SERVICE}\ncheck_shell=NO\nseccomp_sandbox=NO\nisolate=NO\nisolate_network=NO\n\
+             pasv_enable=YES\npasv_min_port={}\npasv_max_port={}\nport_enable=YES\n\
+             xferlog_enable=YES\nxferlog_std_format=NO\nlog_ftp_protocol=YES\nvsftpd_log_file={log}\n\
+             max_clients=0\nmax_per_ip=0\nidle_session_timeout=120\ndata_connection_timeout=60\n{extra}\n",
+            pasv.min,
+            pasv.max,
+            root = root.display(),
+            log = dir.path().join("vsftpd.log").display(),
+        );
+        let conf_path = dir.path().join("vsftpd.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new("vsftpd")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("vsftpd not installed: run scripts/test.sh");
+        let addr = SocketAddr::new(ip, port);
+        let v = Vsftpd { addr, root, dir, child };
+        wait_for_greeting(addr);
+        v
+    }
+
+    /// The backend's protocol log: what commands actually reached it.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("vsftpd.log")).unwrap_or_default()
+    }
+
+    /// Writes a file into the served folder, owned by the FTP user.
+    pub fn put(&self, name: &str, data: &[u8]) {
+        let p = self.root.join(name);
+        std::fs::write(&p, data).unwrap();
+        Command::new("chown").args([USER, p.to_str().unwrap()]).status().unwrap();
+    }
+}
+
+impl Drop for Vsftpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Settings for a test instance of ftpgate in front of `backend`.
+pub fn settings(backend: SocketAddr, listen: SocketAddr) -> Settings {
+    Settings {
+        listeners: vec![listen],
+        backend: backend.to_string(),
+        passive_ports: port_range(200),
+        public_address: None,
+        idle_control: Duration::from_secs(60),
+        data_connect: Duration::from_secs(10),
+        transfer_stall: Duration::from_secs(30),
+        backend_connect: Duration::from_secs(5),
+        backend_reply: Duration::from_secs(15),
+        max_sessions: 1000,
+    }
+}
+
+/// ftpgate running in this process on its own runtime, so tests can read its
+/// metrics. Dropping it stops the accept loops and the runtime.
+pub struct Gate {
+    pub addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    pub settings: Arc<Settings>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Gate {
+    pub fn start(backend: SocketAddr) -> Gate {
+        Gate::start_on("127.0.0.1".parse().unwrap(), backend, |_| {})
+    }
+
+    pub fn start_with(backend: SocketAddr, tweak: impl FnOnce(&mut Settings)) -> Gate {
+        Gate::start_on("127.0.0.1".parse().unwrap(), backend, tweak)
+    }
+
+    pub fn start_on(ip: IpAddr, backend: SocketAddr, tweak: impl FnOnce(&mut Settings)) -> Gate {
+        let std_listener = TcpListener::bind(SocketAddr::new(ip, 0)).unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let mut s = settings(backend, addr);
+        tweak(&mut s);
+        let settings = Arc::new(s);
+        let metrics = Metrics::new();
+        let ctx = Arc::new(SessionContext { settings: Arc::clone(&settings), metrics: Arc::clone(&metrics) });
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                ftpgate::server::run(vec![listener], ctx, async {
+                    let _ = rx.await;
+                })
+                .await;
+            });
+            rt.shutdown_timeout(Duration::from_secs(1));
+        });
+        Gate { addr, metrics, settings, shutdown: Some(tx), thread: Some(thread) }
+    }
+
+    pub fn url(&self) -> String {
+        match self.addr {
+            SocketAddr::V4(a) => format!("ftp://{}:{}", a.ip(), a.port()),
+            SocketAddr::V6(a) => format!("ftp://[{}]:{}", a.ip(), a.port()),
+        }
+    }
+
+    /// Waits until no session, passive listener or data channel is left open.
+    pub fn assert_drained(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = &self.metrics;
+            let open = [
+                Metrics::get(&m.sessions_open),
+                Metrics::get(&m.passive_listeners_open),
+                Metrics::get(&m.data_channels_open),
+            ];
+            if open == [0, 0, 0] {
+                return;
+            }
+            assert!(Instant::now() < deadline, "resources still open (sessions, passive, data): {open:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn sha256_file(p: &Path) -> String {
+    sha256(&std::fs::read(p).unwrap())
+}
+
+/// Deterministic pseudo-random bytes (incompressible, so no layer can cheat).
+pub fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+pub struct Output {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs a client program with a hard time limit, so a hang fails the test
+/// instead of the suite.
+pub fn run_client(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("client");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("client timed out after {limit:?}: {cmd:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output { status, stdout: t_out.join().unwrap(), stderr: t_err.join().unwrap() }
+}
+
+pub fn curl(args: &[&str]) -> Output {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "--max-time", "60", "--user", &format!("{USER}:{PASSWORD}")]).args(args);
+    run_client(&mut c, Duration::from_secs(90))
+}
+
+pub fn python_client(args: &[&str]) -> Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/ftplib_client.py");
+    let mut c = Command::new("python3");
+    c.arg(script).args(args);
+    run_client(&mut c, Duration::from_secs(90))
+}
+
+pub fn lftp(url: &str, script: &str) -> Output {
+    let mut c = Command::new("lftp");
+    c.args([
+        "-c",
+        &format!(
+            "set net:max-retries 1; set net:timeout 20; set net:reconnect-interval-base 1; set ftp:ssl-allow no; \
+             set xfer:clobber on; open -u {USER},{PASSWORD} {url}; {script}"
+        ),
+    ]);
+    run_client(&mut c, Duration::from_secs(90))
+}
+
+/// A raw control connection for exact reply-code assertions.
+pub struct RawClient {
+    pub stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl RawClient {
+    pub fn connect(addr: SocketAddr) -> RawClient {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        RawClient { stream, reader }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    pub fn cmd(&mut self, line: &str) -> (u16, String) {
+        self.send_raw(format!("{line}\r\n").as_bytes());
+        self.reply()
+    }
+
+    /// Reads one whole (possibly multi-line) reply: code and full text.
+    pub fn reply(&mut self) -> (u16, String) {
+        let mut all = String::new();
+        let mut first = String::new();
+        self.reader.read_line(&mut first).unwrap();
+        assert!(first.len() >= 3, "connection closed instead of a reply (got {first:?})");
+        all.push_str(&first);
+        let code: u16 = first[..3].parse().unwrap_or_else(|_| panic!("bad reply line {first:?}"));
+        if first.as_bytes().get(3) == Some(&b'-') {
+            loop {
+                let mut l = String::new();
+                if self.reader.read_line(&mut l).unwrap() == 0 {
+                    break;
+                }
+                all.push_str(&l);
+                if l.len() >= 4 && l[..3] == first[..3] && &l[3..4] == " " {
+                    break;
+                }
+            }
+        }
+        (code, all)
+    }
+
+    /// True once the server has closed the connection.
+    pub fn closed(&mut self) -> bool {
+        let mut buf = [0u8; 64];
+        matches!(self.reader.read(&mut buf), Ok(0) | Err(_))
+    }
+
+    pub fn login(&mut self) {
+        assert_eq!(self.reply().0, 220);
+        assert_eq!(self.cmd(&format!("USER {USER}")).0, 331);
+        assert_eq!(self.cmd(&format!("PASS {PASSWORD}")).0, 230);
+    }
+}
