@@ -15,6 +15,34 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Read chunk for control connections; control traffic is small.
 const CONTROL_READ: usize = 4096;
 
+/// Reading a client control connection. Plain TCP needs care: a client that
+/// sends `ABOR` as urgent data (Python's ftplib sends the whole line with
+/// `MSG_OOB`) makes `recv` stop just before the urgent byte, and tokio's
+/// `AsyncRead` treats that short read as "drained" and waits for a wake-up that
+/// never comes. Reading with `readable()` + `try_read` keeps the readiness until
+/// the socket really returns `WouldBlock`.
+pub trait ControlRead {
+    fn read_some(&mut self, buf: &mut BytesMut) -> impl std::future::Future<Output = io::Result<usize>> + Send;
+}
+
+impl ControlRead for tokio::net::tcp::OwnedReadHalf {
+    async fn read_some(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        loop {
+            self.readable().await?;
+            match self.try_read_buf(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return r,
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin + Send> ControlRead for tokio::io::ReadHalf<T> {
+    async fn read_some(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        self.read_buf(buf).await
+    }
+}
+
 pub struct ClientControl<R, W> {
     read: R,
     write: W,
@@ -30,7 +58,7 @@ pub enum ClientEvent {
     Closed,
 }
 
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ClientControl<R, W> {
+impl<R: ControlRead, W: AsyncWrite + Unpin> ClientControl<R, W> {
     pub fn new(read: R, write: W) -> Self {
         ClientControl { read, write, buf: BytesMut::with_capacity(256), decoder: CommandDecoder::new() }
     }
@@ -43,7 +71,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ClientControl<R, W> {
                 None => {}
             }
             self.buf.reserve(CONTROL_READ);
-            if self.read.read_buf(&mut self.buf).await? == 0 {
+            let n = self.read.read_some(&mut self.buf).await?;
+            tracing::trace!(n, buffered = self.buf.len(), "client control read");
+            if n == 0 {
                 return Ok(ClientEvent::Closed);
             }
         }

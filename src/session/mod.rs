@@ -19,7 +19,7 @@ use crate::protocol::address;
 use crate::protocol::command::TransferDirection;
 use crate::protocol::{Command, Reply, Verb};
 use crate::relay::RelayEnd;
-use control::{BackendControl, BackendError, ClientControl, ClientEvent};
+use control::{BackendControl, BackendError, ClientControl, ClientEvent, ControlRead};
 use data::DataOutcome;
 use std::collections::VecDeque;
 use std::io;
@@ -124,7 +124,7 @@ pub async fn run(client: TcpStream, ctx: Arc<SessionContext>, id: u64) {
     .await
 }
 
-async fn refuse<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+async fn refuse<R: ControlRead, W: AsyncWrite + Unpin>(
     client: &mut ClientControl<R, W>,
     ctx: &SessionContext,
     why: &str,
@@ -157,7 +157,7 @@ struct Session<CR, CW, BR, BW> {
 
 impl<CR, CW, BR, BW> Session<CR, CW, BR, BW>
 where
-    CR: AsyncRead + Unpin,
+    CR: ControlRead,
     CW: AsyncWrite + Unpin,
     BR: AsyncRead + Unpin,
     BW: AsyncWrite + Unpin,

@@ -178,6 +178,9 @@ impl Gate {
     }
 
     pub fn start_on(ip: IpAddr, backend: SocketAddr, tweak: impl FnOnce(&mut Settings)) -> Gate {
+        if let Ok(filter) = std::env::var("FTPGATE_LOG") {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        }
         let std_listener = TcpListener::bind(SocketAddr::new(ip, 0)).unwrap();
         std_listener.set_nonblocking(true).unwrap();
         let addr = std_listener.local_addr().unwrap();
