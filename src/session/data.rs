@@ -83,15 +83,27 @@ pub async fn connect_backend(addr: SocketAddr, timeout: Duration) -> Result<TcpS
     }
 }
 
+/// A running data channel. Dropping it aborts the task, closing whatever legs
+/// are open, so an abandoned PASV or an ended session leaks nothing.
+#[derive(Debug)]
+pub struct DataChannel {
+    pub task: JoinHandle<DataOutcome>,
+}
+
+impl Drop for DataChannel {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Runs `legs` (establishing both connections) and then the relay, as its own
 /// task so the control channel stays responsive (ABOR) during the transfer.
-/// Aborting the handle closes whatever legs are open.
-pub fn spawn<L>(legs: L, stall: Duration, metrics: &Arc<Metrics>) -> JoinHandle<DataOutcome>
+pub fn spawn<L>(legs: L, stall: Duration, metrics: &Arc<Metrics>) -> DataChannel
 where
     L: Future<Output = Result<(TcpStream, TcpStream), DataError>> + Send + 'static,
 {
     let metrics = Arc::clone(metrics);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let _open = GaugeGuard::new(&metrics, |m| &m.data_channels_open);
         let (client, backend) = match legs.await {
             Ok(l) => l,
@@ -103,5 +115,6 @@ where
         Metrics::add(&metrics.bytes_client_to_backend, report.a_to_b);
         Metrics::add(&metrics.bytes_backend_to_client, report.b_to_a);
         DataOutcome::Relayed(report)
-    })
+    });
+    DataChannel { task }
 }

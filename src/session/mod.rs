@@ -14,13 +14,13 @@ pub mod feat;
 
 use crate::config::Settings;
 use crate::metrics::{GaugeGuard, Metrics};
-use crate::passive::{self, PassiveListener};
+use crate::passive;
 use crate::protocol::address;
 use crate::protocol::command::TransferDirection;
 use crate::protocol::{Command, Reply, Verb};
 use crate::relay::RelayEnd;
 use control::{BackendControl, BackendError, ClientControl, ClientEvent, ControlRead};
-use data::DataOutcome;
+use data::{DataChannel, DataOutcome};
 use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -28,7 +28,6 @@ use std::sync::Arc;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
 /// Commands a client may pipeline during a transfer before ftpgate stops
@@ -59,8 +58,9 @@ enum Flow {
 
 /// The data connection the client has asked for and not used yet.
 enum DataSetup {
-    /// ftpgate listens on `listener`; the backend listens on `backend`.
-    Passive { listener: PassiveListener, backend: SocketAddr },
+    /// Accepting on ftpgate's passive port from the moment the client was told
+    /// it, so connections from other addresses are refused at once.
+    Passive(DataChannel),
     /// The client listens at this address (PORT/EPRT).
     Active(SocketAddr),
 }
@@ -384,7 +384,18 @@ where
         };
         let code = if pasv_ip.is_some() { 227 } else { 229 };
         debug!(port = listener.port, %backend, "passive data channel prepared");
-        self.data = Some(DataSetup::Passive { listener, backend });
+        let s = &self.ctx.settings;
+        let (client_ip, connect, metrics) = (self.client_peer.ip(), s.data_connect, Arc::clone(&self.ctx.metrics));
+        let channel = data::spawn(
+            async move {
+                let client = data::accept_client(listener, client_ip, connect, metrics).await?;
+                let backend = data::connect_backend(backend, connect).await?;
+                Ok((client, backend))
+            },
+            s.transfer_stall,
+            &self.ctx.metrics,
+        );
+        self.data = Some(DataSetup::Passive(channel));
         self.reply_text(code, &text).await
     }
 
@@ -421,21 +432,8 @@ where
         };
         let s = Arc::clone(&self.ctx.settings);
         let metrics = Arc::clone(&self.ctx.metrics);
-        let task = match setup {
-            DataSetup::Passive { listener, backend } => {
-                let client_ip = self.client_peer.ip();
-                let m = Arc::clone(&metrics);
-                let connect = s.data_connect;
-                data::spawn(
-                    async move {
-                        let client = data::accept_client(listener, client_ip, connect, m).await?;
-                        let backend = data::connect_backend(backend, connect).await?;
-                        Ok((client, backend))
-                    },
-                    s.transfer_stall,
-                    &metrics,
-                )
-            }
+        let channel = match setup {
+            DataSetup::Passive(channel) => channel,
             DataSetup::Active(client_addr) => {
                 let backend_addr = match self.backend_passive().await? {
                     Ok(a) => a,
@@ -458,20 +456,14 @@ where
         self.backend.send(cmd).await?;
         // The backend answers a transfer only once its data connection is up, which
         // waits for the client's; allow for both.
-        let first = match self.backend.next_within(s.backend_reply + s.data_connect).await {
-            Ok(r) => r,
-            Err(e) => {
-                task.abort();
-                return Err(e.into());
-            }
-        };
+        let first = self.backend.next_within(s.backend_reply + s.data_connect).await?;
         if !first.is_preliminary() {
-            task.abort();
+            drop(channel);
             Metrics::inc(&metrics.transfers_failed);
             return self.reply(&first).await;
         }
         self.reply(&first).await?;
-        self.complete_transfer(cmd, direction, task).await
+        self.complete_transfer(cmd, direction, channel).await
     }
 
     /// Waits for both the data relay and the backend's final reply, and sends
@@ -481,14 +473,14 @@ where
         &mut self,
         cmd: &Command,
         direction: TransferDirection,
-        mut task: JoinHandle<DataOutcome>,
+        mut channel: DataChannel,
     ) -> SessionResult<()> {
         let reply_timeout = self.settings().backend_reply;
         let mut outcome: Option<DataOutcome> = None;
         let mut final_reply: Option<Reply> = None;
         while outcome.is_none() || final_reply.is_none() {
             tokio::select! {
-                r = &mut task, if outcome.is_none() => {
+                r = &mut channel.task, if outcome.is_none() => {
                     outcome = Some(r.unwrap_or_else(|e| DataOutcome::Failed(data::DataError::ClientAccept(io::Error::other(e.to_string())))));
                 }
                 r = self.backend.next(), if final_reply.is_none() => {
@@ -498,7 +490,7 @@ where
                     } else {
                         if r.code >= 400 {
                             // The backend gave up; nothing more will move.
-                            task.abort();
+                            channel.task.abort();
                         }
                         final_reply = Some(r);
                     }
@@ -506,10 +498,9 @@ where
                 e = self.client.next(), if self.queued.len() < MAX_QUEUED_COMMANDS => {
                     match e.map_err(SessionError::Client)? {
                         ClientEvent::Command(c) if c.verb == Verb::Abor => {
-                            return self.abort_transfer(task, final_reply).await;
+                            return self.abort_transfer(channel, final_reply).await;
                         }
                         ClientEvent::Closed => {
-                            task.abort();
                             return Err(SessionError::Client(io::ErrorKind::UnexpectedEof.into()));
                         }
                         other => self.queued.push_back(other),
@@ -536,9 +527,10 @@ where
     /// `ABOR` during a transfer: close both data legs first (so the backend's
     /// transfer ends even if it ignores urgent data), then pass `ABOR` on and
     /// relay the transfer's final reply and the `ABOR` reply, in that order.
-    async fn abort_transfer(&mut self, task: JoinHandle<DataOutcome>, final_reply: Option<Reply>) -> SessionResult<()> {
-        task.abort();
-        let _ = task.await;
+    async fn abort_transfer(&mut self, mut channel: DataChannel, final_reply: Option<Reply>) -> SessionResult<()> {
+        channel.task.abort();
+        // Wait until the legs are really closed before the backend hears ABOR.
+        let _ = (&mut channel.task).await;
         Metrics::inc(&self.ctx.metrics.transfers_aborted);
         info!("transfer aborted by client");
         self.backend.send(&Command::new(Verb::Abor, None)).await?;

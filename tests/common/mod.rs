@@ -89,7 +89,7 @@ impl Vsftpd {
         let st = Command::new("chown").args([USER, root.to_str().unwrap()]).status().unwrap();
         assert!(st.success());
         let port = free_port(ip);
-        let pasv = port_range(40);
+        let pasv = port_range(300);
         let listen = if ip.is_ipv4() {
             format!("listen=YES\nlisten_ipv6=NO\nlisten_address={ip}\n")
         } else {
