@@ -22,7 +22,7 @@ fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
 }
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Client-facing control listeners.
@@ -206,7 +206,10 @@ impl Config {
             .backend
             .as_ref()
             .ok_or_else(|| invalid("backend.address", "a backend is required ([backend] address or --backend)"))?;
-        let has_port = backend.address.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
+        let has_port = backend
+            .address
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
         if !has_port {
             return Err(invalid("backend.address", format!("expected HOST:PORT, got {:?}", backend.address)));
         }
@@ -241,18 +244,6 @@ impl Config {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            listeners: vec![],
-            backend: None,
-            passive: PassiveConfig::default(),
-            timeouts: Timeouts::default(),
-            limits: Limits::default(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,7 +270,8 @@ mod tests {
         .unwrap();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.starts_with("passive.ports:"), "{err}");
-        let c = Config::from_toml("[[listener]]\naddress = \"127.0.0.1:21\"\n[backend]\naddress = \"nohost\"\n", "x").unwrap();
+        let c = Config::from_toml("[[listener]]\naddress = \"127.0.0.1:21\"\n[backend]\naddress = \"nohost\"\n", "x")
+            .unwrap();
         assert!(c.validate().unwrap_err().to_string().starts_with("backend.address:"));
         let c = Config::from_toml("[backend]\naddress = \"h:21\"\n", "x").unwrap();
         assert!(c.validate().unwrap_err().to_string().starts_with("listener:"));

@@ -27,7 +27,11 @@ pub fn bind(ip: IpAddr, range: PortRange, metrics: &Arc<Metrics>) -> Option<Pass
         let port = range.min + ((first + i) % len) as u16;
         match std_bind(SocketAddr::new(ip, port)) {
             Ok(listener) => {
-                return Some(PassiveListener { listener, port, _open: GaugeGuard::new(metrics, |m| &m.passive_listeners_open) })
+                return Some(PassiveListener {
+                    listener,
+                    port,
+                    _open: GaugeGuard::new(metrics, |m| &m.passive_listeners_open),
+                })
             }
             Err(_) => continue,
         }

@@ -84,7 +84,10 @@ fn active_mode_bounce_protection() {
     assert_eq!(c.cmd("EPRT |9|x|5000|").0, 522);
     assert_eq!(c.cmd("EPRT |1|127.0.0.1|5000|").0, 200);
     assert_eq!(Metrics::get(&gate.metrics.active_refused), 5);
-    assert!(!backend.log().contains("PORT") && !backend.log().contains("EPRT"), "active setup never reaches the backend");
+    assert!(
+        !backend.log().contains("PORT") && !backend.log().contains("EPRT"),
+        "active setup never reaches the backend"
+    );
 }
 
 #[test]

@@ -90,7 +90,8 @@ fn lying_pasv_reply_is_not_followed_and_epsv_falls_back_to_pasv() {
     for _ in 0..2 {
         let (code, text) = c.cmd("EPSV");
         assert_eq!(code, 229, "{text}");
-        let p: u16 = text.split("|||").nth(1).unwrap().trim_end_matches(|ch: char| !ch.is_ascii_digit()).parse().unwrap();
+        let p: u16 =
+            text.split("|||").nth(1).unwrap().trim_end_matches(|ch: char| !ch.is_ascii_digit()).parse().unwrap();
         let mut d = TcpStream::connect(("127.0.0.1", p)).unwrap();
         assert_eq!(c.cmd("RETR f").0, 150);
         let mut got = Vec::new();
@@ -108,7 +109,9 @@ fn multiline_reply_split_across_segments_arrives_whole() {
     let (addr, t) = fake_backend(|mut b| {
         b.send("220 fake\r\n");
         b.expect("USER");
-        for piece in ["23", "0-Welcome\r", "\n230-200 inner line that looks like", " a code\r\n230", "-\r\n", "230 Done\r\n"] {
+        for piece in
+            ["23", "0-Welcome\r", "\n230-200 inner line that looks like", " a code\r\n230", "-\r\n", "230 Done\r\n"]
+        {
             b.send(piece);
             b.stream.flush().unwrap();
             std::thread::sleep(Duration::from_millis(30));

@@ -45,10 +45,8 @@ pub fn parse_227(text: &str) -> Result<SocketAddrV4, AddressError> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i].is_ascii_digit() {
-            let end = bytes[i..]
-                .iter()
-                .position(|b| !(b.is_ascii_digit() || *b == b','))
-                .map_or(bytes.len(), |p| p + i);
+            let end =
+                bytes[i..].iter().position(|b| !(b.is_ascii_digit() || *b == b',')).map_or(bytes.len(), |p| p + i);
             if let Ok(a) = parse_host_port(&text[i..end]) {
                 return Ok(a);
             }

@@ -40,11 +40,8 @@ impl Reply {
     /// a digit get a leading space so they cannot end the reply early.
     pub fn new<L: AsRef<[u8]>>(code: u16, lines: &[L]) -> Reply {
         assert!((100..600).contains(&code), "reply code {code} out of range");
-        let lines: Vec<Vec<u8>> = if lines.is_empty() {
-            vec![Vec::new()]
-        } else {
-            lines.iter().map(|l| sanitize_line(l.as_ref())).collect()
-        };
+        let lines: Vec<Vec<u8>> =
+            if lines.is_empty() { vec![Vec::new()] } else { lines.iter().map(|l| sanitize_line(l.as_ref())).collect() };
         let mut raw = Vec::new();
         let n = lines.len();
         for (i, line) in lines.iter().enumerate() {
@@ -215,7 +212,8 @@ mod tests {
 
     #[test]
     fn multi_line_with_inner_digits() {
-        let input = b"211-Features:\r\n EPSV\r\n211-not the end\r\n211x nor this\r\n200 nor this\r\n211 End\r\n220 next\r\n";
+        let input =
+            b"211-Features:\r\n EPSV\r\n211-not the end\r\n211x nor this\r\n200 nor this\r\n211 End\r\n220 next\r\n";
         let r = parse_all(input);
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].code, 211);

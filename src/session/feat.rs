@@ -7,7 +7,8 @@ use crate::protocol::Reply;
 
 /// Features ftpgate relays transparently when the backend offers them. Matched
 /// on the first word, case-insensitively.
-const CARRIED: &[&str] = &["MDTM", "MFMT", "MFCT", "MFF", "MLST", "SIZE", "REST", "TVFS", "UTF8", "LANG", "CLNT", "HOST"];
+const CARRIED: &[&str] =
+    &["MDTM", "MFMT", "MFCT", "MFF", "MLST", "SIZE", "REST", "TVFS", "UTF8", "LANG", "CLNT", "HOST"];
 
 /// Features ftpgate implements itself whatever the backend says.
 const OWN: &[&str] = &["EPRT", "EPSV", "PASV"];
@@ -43,7 +44,25 @@ mod tests {
 
     #[test]
     fn keeps_carried_drops_tls_adds_own() {
-        let vsftpd = Reply::new(211, &["Features:", " AUTH TLS", " EPRT", " EPSV", " MDTM", " PASV", " PBSZ", " PROT", " REST STREAM", " SIZE", " TVFS", " UTF8", " MODE Z", "End"]);
+        let vsftpd = Reply::new(
+            211,
+            &[
+                "Features:",
+                " AUTH TLS",
+                " EPRT",
+                " EPSV",
+                " MDTM",
+                " PASV",
+                " PBSZ",
+                " PROT",
+                " REST STREAM",
+                " SIZE",
+                " TVFS",
+                " UTF8",
+                " MODE Z",
+                "End",
+            ],
+        );
         let out = String::from_utf8(filter(&vsftpd, &[]).raw.to_vec()).unwrap();
         assert_eq!(out, "211-Features:\r\n EPRT\r\n EPSV\r\n PASV\r\n MDTM\r\n REST STREAM\r\n SIZE\r\n TVFS\r\n UTF8\r\n211 End\r\n");
     }

@@ -240,9 +240,12 @@ where
                 let r = self.final_reply().await?;
                 self.reply(&feat::filter(&r, &[])).await?;
             }
-            Verb::Auth => self.reply_text(502, "AUTH is not offered on this listener: ftpgate has no TLS configured here").await?,
+            Verb::Auth => {
+                self.reply_text(502, "AUTH is not offered on this listener: ftpgate has no TLS configured here").await?
+            }
             Verb::Pbsz | Verb::Prot | Verb::Ccc => {
-                let text = format!("{} requires a TLS-protected control connection (AUTH TLS first, RFC 4217)", cmd.verb);
+                let text =
+                    format!("{} requires a TLS-protected control connection (AUTH TLS first, RFC 4217)", cmd.verb);
                 self.reply_text(503, &text).await?
             }
             Verb::Rest => {
@@ -375,7 +378,8 @@ where
         let range = self.settings().passive_ports;
         let Some(listener) = passive::bind(self.client_local.ip().to_canonical(), range, &self.ctx.metrics) else {
             warn!(min = range.min, max = range.max, "passive port range exhausted");
-            let text = format!("Cannot open passive port: all ports {}-{} are in use; try again later", range.min, range.max);
+            let text =
+                format!("Cannot open passive port: all ports {}-{} are in use; try again later", range.min, range.max);
             return self.reply_text(425, &text).await;
         };
         let text = match pasv_ip {
@@ -512,14 +516,17 @@ where
             }
         }
         let (Some(outcome), Some(reply)) = (outcome, final_reply) else { unreachable!("loop exits when both are set") };
-        let ok = reply.is_positive() && matches!(&outcome, DataOutcome::Relayed(r) if matches!(r.end, RelayEnd::Eof(_)));
+        let ok =
+            reply.is_positive() && matches!(&outcome, DataOutcome::Relayed(r) if matches!(r.end, RelayEnd::Eof(_)));
         Metrics::inc(if ok { &self.ctx.metrics.transfers_ok } else { &self.ctx.metrics.transfers_failed });
         match &outcome {
             DataOutcome::Relayed(r) => info!(
                 command = %cmd.verb, ?direction, to_backend = r.a_to_b, to_client = r.b_to_a, end = ?r.end, code = reply.code,
                 "transfer finished"
             ),
-            DataOutcome::Failed(e) => warn!(command = %cmd.verb, error = %e, code = reply.code, "data connection failed"),
+            DataOutcome::Failed(e) => {
+                warn!(command = %cmd.verb, error = %e, code = reply.code, "data connection failed")
+            }
         }
         self.reply(&reply).await
     }

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs (Debian packages) and runs all of it.
+# Needs root: tests create a system user for vsftpd and start real servers on
+# loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v vsftpd >/dev/null || need+=(vsftpd)
+command -v curl >/dev/null || need+=(curl)
+command -v lftp >/dev/null || need+=(lftp)
+command -v flock >/dev/null || need+=(util-linux)
+command -v python3 >/dev/null || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --quiet -- -D warnings
+cargo test --all-targets
