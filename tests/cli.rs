@@ -23,14 +23,20 @@ fn check_accepts_the_shipped_example() {
 fn check_names_field_and_line_of_a_bad_file() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bad.toml");
-    std::fs::write(&p, "[[listener]]\naddress = \"127.0.0.1:2121\"\n\n[backend]\naddress = \"127.0.0.1:21\"\ntimeout = 5\n")
-        .unwrap();
+    std::fs::write(
+        &p,
+        "[[listener]]\naddress = \"127.0.0.1:2121\"\n\n[backend]\naddress = \"127.0.0.1:21\"\ntimeout = 5\n",
+    )
+    .unwrap();
     let out = run_client(ftpgate().args(["check", "--config", p.to_str().unwrap()]), Duration::from_secs(20));
     assert_ne!(out.status, 0);
     assert!(out.stderr.contains("line 6") && out.stderr.contains("timeout"), "{}", out.stderr);
 
-    std::fs::write(&p, "[[listener]]\naddress = \"127.0.0.1:2121\"\n[backend]\naddress = \"h:21\"\n[passive]\nports = \"9-3\"\n")
-        .unwrap();
+    std::fs::write(
+        &p,
+        "[[listener]]\naddress = \"127.0.0.1:2121\"\n[backend]\naddress = \"h:21\"\n[passive]\nports = \"9-3\"\n",
+    )
+    .unwrap();
     let out = run_client(ftpgate().args(["check", "--config", p.to_str().unwrap()]), Duration::from_secs(20));
     assert_ne!(out.status, 0);
     assert!(out.stderr.contains("passive.ports"), "{}", out.stderr);
