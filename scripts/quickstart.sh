@@ -20,7 +20,12 @@ if ! command -v vsftpd >/dev/null; then
 fi
 command -v curl >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
 
-cargo build --release --quiet
+# The test suite passes its own build in FTPGATE_BIN to save a release build.
+bin=${FTPGATE_BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --release --quiet
+  bin=./target/release/ftpgate
+fi
 
 id -u "$demo_user" >/dev/null 2>&1 || useradd -M -d / -s /usr/sbin/nologin "$demo_user"
 echo "$demo_user:$demo_pass" | chpasswd
@@ -66,7 +71,7 @@ trap cleanup EXIT INT TERM
 
 vsftpd "$work/vsftpd.conf" &
 pids+=($!)
-./target/release/ftpgate run --listen "127.0.0.1:$gate_port" --backend "127.0.0.1:$backend_port" \
+"$bin" run --listen "127.0.0.1:$gate_port" --backend "127.0.0.1:$backend_port" \
   --passive-ports 50000-50100 &
 pids+=($!)
 

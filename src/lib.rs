@@ -15,3 +15,4 @@ pub mod protocol;
 pub mod relay;
 pub mod server;
 pub mod session;
+pub mod tls;

@@ -79,7 +79,12 @@ fn run_from_flags_alone() {
 
 #[test]
 fn quickstart_script_works() {
-    let out = run_client(Command::new("bash").args(["scripts/quickstart.sh", "--check"]), Duration::from_secs(300));
+    let out = run_client(
+        Command::new("bash")
+            .args(["scripts/quickstart.sh", "--check"])
+            .env("FTPGATE_BIN", env!("CARGO_BIN_EXE_ftpgate")),
+        Duration::from_secs(300),
+    );
     assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("quickstart check passed"), "{}", out.stdout);
 }

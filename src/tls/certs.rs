@@ -1,0 +1,128 @@
+//! Certificate generation for `ftpgate certs init`: a CA, a server certificate
+//! signed by it, and client certificates for mutual TLS, as PEM files. Private
+//! keys are written with mode 0600.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum CertError {
+    #[error("generating certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("{path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("{0}: already exists; pass --force to replace it")]
+    Exists(PathBuf),
+}
+
+/// What was written, for the operator.
+#[derive(Debug)]
+pub struct Generated {
+    pub files: Vec<PathBuf>,
+}
+
+/// Valid for ten years: these are for a private CA the operator controls.
+const VALID_DAYS: i64 = 3650;
+
+fn params(cn: &str, sans: Vec<SanType>) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    dn.push(DnType::OrganizationName, "ftpgate");
+    p.distinguished_name = dn;
+    p.subject_alt_names = sans;
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::days(1);
+    p.not_after = now + time::Duration::days(VALID_DAYS);
+    p
+}
+
+fn write(path: &Path, contents: &str, private: bool, force: bool) -> Result<(), CertError> {
+    if path.exists() && !force {
+        return Err(CertError::Exists(path.to_path_buf()));
+    }
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true).mode(if private { 0o600 } else { 0o644 });
+    let mut f = o.open(path).map_err(|source| CertError::Write { path: path.to_path_buf(), source })?;
+    f.write_all(contents.as_bytes()).map_err(|source| CertError::Write { path: path.to_path_buf(), source })?;
+    Ok(())
+}
+
+/// Writes `ca.pem`/`ca.key`, `server.pem`/`server.key` (SANs: `names`, each an
+/// IP address or a DNS name) and `client-NAME.pem`/`.key` per client into `dir`.
+pub fn init(dir: &Path, names: &[String], clients: &[String], force: bool) -> Result<Generated, CertError> {
+    std::fs::create_dir_all(dir).map_err(|source| CertError::Write { path: dir.to_path_buf(), source })?;
+    let mut files = vec![];
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = params("ftpgate CA", vec![]);
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let mut out = vec![(dir.join("ca.pem"), ca_cert.pem(), false), (dir.join("ca.key"), issuer_key_pem(&issuer), true)];
+
+    let sans = names
+        .iter()
+        .map(|n| match n.parse::<IpAddr>() {
+            Ok(ip) => Ok(SanType::IpAddress(ip)),
+            Err(_) => Ok(SanType::DnsName(n.clone().try_into()?)),
+        })
+        .collect::<Result<Vec<_>, rcgen::Error>>()?;
+    let server_key = KeyPair::generate()?;
+    let mut sp = params(names.first().map_or("ftpgate", String::as_str), sans);
+    sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server = sp.signed_by(&server_key, &issuer)?;
+    out.push((dir.join("server.pem"), server.pem(), false));
+    out.push((dir.join("server.key"), server_key.serialize_pem(), true));
+
+    for name in clients {
+        let key = KeyPair::generate()?;
+        let mut cp = params(name, vec![]);
+        if let Ok(dns) = name.clone().try_into() {
+            cp.subject_alt_names = vec![SanType::DnsName(dns)];
+        }
+        cp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = cp.signed_by(&key, &issuer)?;
+        out.push((dir.join(format!("client-{name}.pem")), cert.pem(), false));
+        out.push((dir.join(format!("client-{name}.key")), key.serialize_pem(), true));
+    }
+    for (path, pem, private) in out {
+        write(&path, &pem, private, force)?;
+        files.push(path);
+    }
+    Ok(Generated { files })
+}
+
+fn issuer_key_pem(issuer: &Issuer<'_, KeyPair>) -> String {
+    issuer.key().serialize_pem()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn writes_loadable_files_with_private_keys_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = init(dir.path(), &["127.0.0.1".into(), "ftp.example.com".into()], &["alice".into()], false).unwrap();
+        assert_eq!(g.files.len(), 6);
+        for f in &g.files {
+            let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+            let want = if f.extension().unwrap() == "key" { 0o600 } else { 0o644 };
+            assert_eq!(mode, want, "{}", f.display());
+        }
+        assert!(crate::tls::load_certs(&dir.path().join("server.pem")).is_ok());
+        assert!(crate::tls::load_key(&dir.path().join("client-alice.key")).is_ok());
+        assert!(matches!(init(dir.path(), &[], &[], false), Err(CertError::Exists(_))));
+    }
+}

@@ -1,0 +1,280 @@
+//! TLS for both legs with rustls.
+//!
+//! Session reuse is what this module is for. Strict FTPS servers (vsftpd
+//! `require_ssl_reuse`, ProFTPD, FileZilla Server) accept a data connection only
+//! if its TLS session resumes the control connection's. So each control
+//! connection gets configs of its own:
+//! - client leg: a clone of the listener's `ServerConfig` with its own small
+//!   session cache and no ticketer, so a data connection can only resume a
+//!   session minted on this control connection; `handshake_kind()` proves it.
+//! - backend leg: a clone of the backend `ClientConfig` with its own session
+//!   store, used for the control connection and every data connection, so they
+//!   resume each other towards the backend.
+
+pub mod certs;
+pub mod stream;
+mod verify;
+
+use rustls::client::{ClientSessionMemoryCache, Resumption};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::{ServerSessionMemoryCache, WebPkiClientVerifier};
+use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use thiserror::Error;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+/// Sessions one client control connection may have cached at once: the control
+/// session plus those minted by recent data connections.
+const CLIENT_SESSION_CACHE: usize = 32;
+/// TLS 1.3 tickets sent per handshake. Without a ticketer they are single-use
+/// entries in the session cache; clients that run transfers back to back need a
+/// few in hand.
+const CLIENT_TLS13_TICKETS: usize = 4;
+/// Backend sessions kept per backend control connection (TLS 1.3 tickets are
+/// single-use and arrive a few per connection).
+const BACKEND_SESSION_CACHE: usize = 16;
+
+#[derive(Debug, Error)]
+pub enum TlsError {
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("client CA: {0}")]
+    ClientVerifier(String),
+    #[error("backend certificate fingerprint {0:?}: expected 64 hex digits (SHA-256), colons allowed")]
+    Fingerprint(String),
+    #[error("backend server name {0:?} is not a valid DNS name or IP address")]
+    ServerName(String),
+    #[error("no trusted roots for the backend: system store empty and no CA file given")]
+    NoRoots,
+}
+
+fn file_err(path: &Path, message: impl ToString) -> TlsError {
+    TlsError::File { path: path.display().to_string(), message: message.to_string() }
+}
+
+/// Protocol versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, clap::ValueEnum)]
+pub enum TlsVersion {
+    #[serde(rename = "1.2")]
+    #[value(name = "1.2")]
+    V12,
+    #[serde(rename = "1.3")]
+    #[value(name = "1.3")]
+    V13,
+}
+
+fn versions(min: TlsVersion, max: TlsVersion) -> Vec<&'static SupportedProtocolVersion> {
+    let mut v = vec![];
+    if min <= TlsVersion::V13 && max >= TlsVersion::V13 {
+        v.push(&rustls::version::TLS13);
+    }
+    if min <= TlsVersion::V12 && max >= TlsVersion::V12 {
+        v.push(&rustls::version::TLS12);
+    }
+    v
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_err(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_err(path, e))?;
+    if certs.is_empty() {
+        return Err(file_err(path, "no PEM certificate found"));
+    }
+    Ok(certs)
+}
+
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| file_err(path, format!("no usable private key: {e}")))
+}
+
+fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for c in load_certs(path)? {
+        roots.add(c).map_err(|e| file_err(path, e))?;
+    }
+    Ok(roots)
+}
+
+/// Client-leg settings: ftpgate's certificate and what it asks of clients.
+#[derive(Debug, Clone)]
+pub struct ServerTlsOptions {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Require client certificates signed by this CA (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+    pub min_version: TlsVersion,
+}
+
+/// The client leg's TLS server configuration. Reloadable: sessions keep the
+/// configuration they started with, new sessions get the new one.
+#[derive(Debug)]
+pub struct ServerTls {
+    options: ServerTlsOptions,
+    config: RwLock<Arc<ServerConfig>>,
+}
+
+impl ServerTls {
+    pub fn load(options: ServerTlsOptions) -> Result<ServerTls, TlsError> {
+        let config = Arc::new(build_server_config(&options)?);
+        Ok(ServerTls { options, config: RwLock::new(config) })
+    }
+
+    /// Reads the certificate, key and CA files again. On error the old
+    /// configuration stays in force.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let config = Arc::new(build_server_config(&self.options)?);
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+        Ok(())
+    }
+
+    /// A TLS acceptor for one client control connection and its data
+    /// connections, with a session cache no other connection shares.
+    pub fn for_session(&self) -> TlsAcceptor {
+        let base = Arc::clone(&self.config.read().unwrap_or_else(|e| e.into_inner()));
+        let mut c = (*base).clone();
+        c.session_storage = ServerSessionMemoryCache::new(CLIENT_SESSION_CACHE);
+        c.send_tls13_tickets = CLIENT_TLS13_TICKETS;
+        TlsAcceptor::from(Arc::new(c))
+    }
+
+    pub fn mutual(&self) -> bool {
+        self.options.client_ca.is_some()
+    }
+}
+
+fn build_server_config(o: &ServerTlsOptions) -> Result<ServerConfig, TlsError> {
+    let certs = load_certs(&o.cert)?;
+    let key = load_key(&o.key)?;
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&versions(o.min_version, TlsVersion::V13))?;
+    let builder = match &o.client_ca {
+        Some(ca) => {
+            let roots = Arc::new(load_roots(ca)?);
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
+                .build()
+                .map_err(|e| TlsError::ClientVerifier(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certs, key)?;
+    // Stateful resumption only: a ticket would let any connection that holds it
+    // resume, which is exactly what session binding must prevent.
+    config.ticketer = Arc::new(NoTickets);
+    Ok(config)
+}
+
+#[derive(Debug)]
+struct NoTickets;
+
+impl rustls::server::ProducesTickets for NoTickets {
+    fn enabled(&self) -> bool {
+        false
+    }
+    fn lifetime(&self) -> u32 {
+        0
+    }
+    fn encrypt(&self, _: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+    fn decrypt(&self, _: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// How ftpgate checks the backend's certificate.
+#[derive(Debug, Clone, Default)]
+pub enum BackendVerify {
+    /// The operating system's trusted roots.
+    #[default]
+    SystemRoots,
+    /// A CA certificate file (PEM).
+    CaFile(PathBuf),
+    /// The SHA-256 of the backend's certificate (DER), whatever signed it.
+    Fingerprint(String),
+    /// No check at all. Logged as a warning on every start.
+    Insecure,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendTlsOptions {
+    pub verify: BackendVerify,
+    /// Name to verify the certificate against; defaults to the backend host.
+    pub server_name: Option<String>,
+    pub max_version: TlsVersion,
+}
+
+/// The backend leg's TLS client configuration.
+#[derive(Debug)]
+pub struct BackendTls {
+    config: Arc<ClientConfig>,
+    server_name: ServerName<'static>,
+}
+
+impl BackendTls {
+    /// `host` is the backend address's host part, used as the server name
+    /// unless overridden.
+    pub fn build(o: &BackendTlsOptions, host: &str) -> Result<BackendTls, TlsError> {
+        let name =
+            o.server_name.clone().unwrap_or_else(|| host.trim_start_matches('[').trim_end_matches(']').to_string());
+        let server_name = ServerName::try_from(name.clone()).map_err(|_| TlsError::ServerName(name))?;
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&versions(TlsVersion::V12, o.max_version))?;
+        let builder = match &o.verify {
+            BackendVerify::SystemRoots => {
+                let mut roots = RootCertStore::empty();
+                for c in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(c);
+                }
+                if roots.is_empty() {
+                    return Err(TlsError::NoRoots);
+                }
+                builder.with_root_certificates(roots)
+            }
+            BackendVerify::CaFile(p) => builder.with_root_certificates(load_roots(p)?),
+            BackendVerify::Fingerprint(hex) => {
+                let pin = verify::parse_fingerprint(hex).ok_or_else(|| TlsError::Fingerprint(hex.clone()))?;
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(verify::Pinned::new(Some(pin), provider())))
+            }
+            BackendVerify::Insecure => {
+                builder.dangerous().with_custom_certificate_verifier(Arc::new(verify::Pinned::new(None, provider())))
+            }
+        };
+        let config = builder.with_no_client_auth();
+        Ok(BackendTls { config: Arc::new(config), server_name })
+    }
+
+    /// A connector for one backend control connection and its data connections,
+    /// sharing a session store of their own so data connections resume the
+    /// control connection's session.
+    pub fn for_session(&self) -> BackendSessionTls {
+        let mut c = (*self.config).clone();
+        c.resumption = Resumption::store(Arc::new(ClientSessionMemoryCache::new(BACKEND_SESSION_CACHE)));
+        BackendSessionTls { connector: TlsConnector::from(Arc::new(c)), server_name: self.server_name.clone() }
+    }
+}
+
+/// TLS towards the backend for one session.
+#[derive(Clone)]
+pub struct BackendSessionTls {
+    pub connector: TlsConnector,
+    pub server_name: ServerName<'static>,
+}
+
+/// True if the connection resumed an earlier session instead of a full handshake.
+pub fn resumed(conn: &rustls::CommonState) -> bool {
+    conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+}
