@@ -1,10 +1,12 @@
-//! Command line: `ftpgate run` and `ftpgate check`. Flags override the file.
+//! Command line: `ftpgate run`, `ftpgate check`, `ftpgate certs init`. Flags
+//! override the file.
 
-use crate::config::{BackendConfig, Config, ListenerConfig, Settings};
+use crate::config::{BackendConfig, BackendTlsMode, ClientTlsMode, Config, ListenerConfig, Settings};
 use crate::metrics::Metrics;
 use crate::session::SessionContext;
+use crate::tls::TlsVersion;
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,8 +22,38 @@ pub struct Cli {
 pub enum CliCommand {
     /// Run the proxy.
     Run(RunArgs),
-    /// Validate the configuration and print what ftpgate would listen on.
+    /// Validate the configuration (and load its certificates) and print what
+    /// ftpgate would listen on.
     Check(RunArgs),
+    /// Certificates for ftpgate's TLS listeners and mutual TLS.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Generate a CA, a server certificate signed by it and, on request, client
+    /// certificates for mutual TLS. Private keys are written with mode 0600.
+    Init {
+        /// Folder to write the PEM files to.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Names for the server certificate: IP addresses or DNS names; repeatable.
+        #[arg(long = "name", value_name = "IP|DNS", required = true)]
+        names: Vec<String>,
+        /// Also make a client certificate with this common name; repeatable.
+        #[arg(long = "client", value_name = "NAME")]
+        clients: Vec<String>,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Reuse {
+    Required,
+    Optional,
 }
 
 #[derive(Debug, Args)]
@@ -42,6 +74,39 @@ pub struct RunArgs {
     /// Address to announce in 227 replies (behind NAT).
     #[arg(long, value_name = "IP")]
     pub public_address: Option<IpAddr>,
+    /// TLS with clients on every listener.
+    #[arg(long, value_enum)]
+    pub client_tls: Option<ClientTlsMode>,
+    /// ftpgate's certificate chain (PEM) for clients.
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Whether client data connections must resume the control session.
+    #[arg(long, value_enum)]
+    pub client_reuse: Option<Reuse>,
+    /// Require client certificates signed by this CA (mutual TLS).
+    #[arg(long, value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+    /// TLS towards the backend.
+    #[arg(long, value_enum)]
+    pub backend_tls: Option<BackendTlsMode>,
+    /// CA (PEM) for the backend certificate.
+    #[arg(long, value_name = "FILE")]
+    pub backend_ca: Option<PathBuf>,
+    /// Pin the backend certificate by SHA-256 fingerprint.
+    #[arg(long, value_name = "HEX")]
+    pub backend_fingerprint: Option<String>,
+    /// Name the backend certificate must carry (for IP backends).
+    #[arg(long, value_name = "NAME")]
+    pub backend_server_name: Option<String>,
+    /// Highest TLS version towards the backend.
+    #[arg(long, value_enum)]
+    pub backend_max_tls: Option<TlsVersion>,
+    /// Do not verify the backend certificate (logged as a warning).
+    #[arg(long)]
+    pub backend_insecure: bool,
 }
 
 impl RunArgs {
@@ -51,16 +116,42 @@ impl RunArgs {
             None => Config::default(),
         };
         if !self.listen.is_empty() {
-            config.listeners = self.listen.iter().map(|&address| ListenerConfig { address }).collect();
+            config.listeners =
+                self.listen.iter().map(|&address| ListenerConfig { address, tls: ClientTlsMode::Off }).collect();
+        }
+        if let Some(mode) = self.client_tls {
+            config.listeners.iter_mut().for_each(|l| l.tls = mode);
         }
         if let Some(b) = &self.backend {
-            config.backend = Some(BackendConfig { address: b.clone() });
+            match &mut config.backend {
+                Some(existing) => existing.address = b.clone(),
+                None => config.backend = Some(BackendConfig::new(b.clone())),
+            }
         }
         if let Some(p) = &self.passive_ports {
             config.passive.ports = p.clone();
         }
         if let Some(ip) = self.public_address {
             config.passive.public_address = Some(ip);
+        }
+        let t = &mut config.tls;
+        t.cert = self.cert.clone().or(t.cert.take());
+        t.key = self.key.clone().or(t.key.take());
+        t.client_ca = self.client_ca.clone().or(t.client_ca.take());
+        if let Some(r) = self.client_reuse {
+            t.require_session_reuse = r == Reuse::Required;
+        }
+        if let Some(b) = &mut config.backend {
+            if let Some(m) = self.backend_tls {
+                b.tls = m;
+            }
+            b.ca = self.backend_ca.clone().or(b.ca.take());
+            b.fingerprint = self.backend_fingerprint.clone().or(b.fingerprint.take());
+            b.server_name = self.backend_server_name.clone().or(b.server_name.take());
+            if let Some(v) = self.backend_max_tls {
+                b.max_tls_version = v;
+            }
+            b.insecure_skip_verify |= self.backend_insecure;
         }
         Ok(config.validate()?)
     }
@@ -70,14 +161,22 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         CliCommand::Check(args) => {
             let s = args.settings()?;
+            let describe = |l: &crate::config::ListenerSettings| match l.tls {
+                ClientTlsMode::Off => "plain FTP",
+                ClientTlsMode::Explicit => "plain FTP or explicit FTPS",
+                ClientTlsMode::Required => "explicit FTPS required",
+                ClientTlsMode::Implicit => "implicit FTPS",
+            };
             for l in &s.listeners {
-                println!("listen {l} (plain FTP)");
+                println!("listen {} ({})", l.address, describe(l));
             }
-            println!("backend {}", s.backend);
+            println!("backend {} (TLS: {:?})", s.backend, s.backend_tls);
             println!("passive ports {}-{}", s.passive_ports.min, s.passive_ports.max);
             if let Some(ip) = s.public_address {
                 println!("public address {ip}");
             }
+            // Loading the certificates is part of checking.
+            SessionContext::new(s, Metrics::new())?;
             println!("configuration OK");
             Ok(())
         }
@@ -86,16 +185,39 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(run(settings))
         }
+        CliCommand::Certs(CertsCommand::Init { dir, names, clients, force }) => {
+            let g = crate::tls::certs::init(&dir, &names, &clients, force)?;
+            for f in g.files {
+                println!("wrote {}", f.display());
+            }
+            Ok(())
+        }
     }
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut listeners = Vec::new();
-    for addr in &settings.listeners {
-        let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-        listeners.push(l);
+    for l in &settings.listeners {
+        let bound = tokio::net::TcpListener::bind(l.address)
+            .await
+            .with_context(|| format!("cannot listen on {}", l.address))?;
+        listeners.push((bound, l.tls));
     }
-    let ctx = Arc::new(SessionContext { settings: Arc::new(settings), metrics: Metrics::new() });
+    let ctx = Arc::new(SessionContext::new(settings, Metrics::new())?);
+    let reload_ctx = Arc::clone(&ctx);
+    // SIGHUP reloads the client-leg certificate; running sessions keep theirs.
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            match &reload_ctx.client_tls {
+                Some(tls) => match tls.reload() {
+                    Ok(()) => tracing::info!("reloaded TLS certificate and key"),
+                    Err(e) => tracing::error!(error = %e, "reload failed; keeping the old certificate"),
+                },
+                None => tracing::info!("SIGHUP: nothing to reload"),
+            }
+        }
+    });
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {

@@ -1,9 +1,10 @@
 //! ftpgate's configuration: TOML on disk, flags on top, validated once on load
 //! with errors that name the field.
 
+use crate::tls::{BackendTlsOptions, BackendVerify, ServerTlsOptions, TlsVersion};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
 
@@ -31,6 +32,9 @@ pub struct Config {
     /// The FTP server behind ftpgate. Required (from the file or `--backend`).
     #[serde(default)]
     pub backend: Option<BackendConfig>,
+    /// ftpgate's own certificate for TLS with clients (explicit and implicit FTPS).
+    #[serde(default)]
+    pub tls: TlsConfig,
     #[serde(default)]
     pub passive: PassiveConfig,
     #[serde(default)]
@@ -44,6 +48,76 @@ pub struct Config {
 pub struct ListenerConfig {
     /// `IP:PORT` to accept FTP clients on, IPv4 or IPv6 (`[::1]:2121`).
     pub address: SocketAddr,
+    /// TLS with clients on this listener: `off` (plain FTP only), `explicit`
+    /// (plain or `AUTH TLS`), `required` (`AUTH TLS` before `USER`), `implicit`
+    /// (TLS from the first byte, usually port 990).
+    #[serde(default)]
+    pub tls: ClientTlsMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientTlsMode {
+    #[default]
+    Off,
+    Explicit,
+    Required,
+    Implicit,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendTlsMode {
+    #[default]
+    Off,
+    /// ftpgate sends `AUTH TLS`, `PBSZ 0`, `PROT P` itself, whatever the client does.
+    Explicit,
+    /// TLS from the first byte.
+    Implicit,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain (PEM) presented to clients.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// CA (PEM) that must have signed client certificates: turns on mutual TLS.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// A client data connection must resume its own control connection's TLS
+    /// session. Turn off only for clients that cannot (Python ftplib, Apache
+    /// Commons Net); the data connection is then not bound to the session.
+    #[serde(default = "default_true")]
+    pub require_session_reuse: bool,
+    /// Lowest TLS version accepted from clients, `"1.2"` or `"1.3"`.
+    #[serde(default = "default_min_tls")]
+    pub min_version: TlsVersion,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_min_tls() -> TlsVersion {
+    TlsVersion::V12
+}
+fn default_max_tls() -> TlsVersion {
+    TlsVersion::V13
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: None,
+            key: None,
+            client_ca: None,
+            require_session_reuse: true,
+            min_version: default_min_tls(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -51,6 +125,39 @@ pub struct ListenerConfig {
 pub struct BackendConfig {
     /// `HOST:PORT` of the backend FTP server; a host name is resolved per session.
     pub address: String,
+    /// TLS towards the backend: `off`, `explicit`, `implicit`.
+    #[serde(default)]
+    pub tls: BackendTlsMode,
+    /// CA (PEM) to verify the backend certificate with; default: system roots.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Name the backend certificate must carry; default: the host of `address`.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Pin the backend certificate by its SHA-256 fingerprint instead of a CA.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// Do not verify the backend certificate at all. Logged on every start.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// Highest TLS version offered to the backend (some vsftpd builds fail TLS
+    /// 1.3 resumption): `"1.2"` or `"1.3"`.
+    #[serde(default = "default_max_tls")]
+    pub max_tls_version: TlsVersion,
+}
+
+impl BackendConfig {
+    pub fn new(address: String) -> BackendConfig {
+        BackendConfig {
+            address,
+            tls: BackendTlsMode::Off,
+            ca: None,
+            server_name: None,
+            fingerprint: None,
+            insecure_skip_verify: false,
+            max_tls_version: default_max_tls(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -171,11 +278,23 @@ impl PortRange {
     }
 }
 
+/// A client listener after validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerSettings {
+    pub address: SocketAddr,
+    pub tls: ClientTlsMode,
+}
+
 /// Configuration after validation, in the types the server uses.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub listeners: Vec<SocketAddr>,
+    pub listeners: Vec<ListenerSettings>,
     pub backend: String,
+    /// Present when any listener offers TLS.
+    pub client_tls: Option<ServerTlsOptions>,
+    pub require_session_reuse: bool,
+    pub backend_tls: BackendTlsMode,
+    pub backend_tls_options: BackendTlsOptions,
     pub passive_ports: PortRange,
     pub public_address: Option<IpAddr>,
     pub idle_control: Duration,
@@ -213,6 +332,32 @@ impl Config {
         if !has_port {
             return Err(invalid("backend.address", format!("expected HOST:PORT, got {:?}", backend.address)));
         }
+        let client_tls = match self.listeners.iter().find(|l| l.tls != ClientTlsMode::Off) {
+            None => None,
+            Some(l) => {
+                let why = |f| format!("required because listener {} uses TLS ({f})", l.address);
+                let cert = self.tls.cert.clone().ok_or_else(|| invalid("tls.cert", why("--cert")))?;
+                let key = self.tls.key.clone().ok_or_else(|| invalid("tls.key", why("--key")))?;
+                Some(ServerTlsOptions {
+                    cert,
+                    key,
+                    client_ca: self.tls.client_ca.clone(),
+                    min_version: self.tls.min_version,
+                })
+            }
+        };
+        let verify = match (&backend.ca, &backend.fingerprint, backend.insecure_skip_verify) {
+            (None, None, false) => BackendVerify::SystemRoots,
+            (Some(ca), None, false) => BackendVerify::CaFile(ca.clone()),
+            (None, Some(f), false) => {
+                if crate::tls::parse_fingerprint(f).is_none() {
+                    return Err(invalid("backend.fingerprint", "expected 64 hex digits (SHA-256), colons allowed"));
+                }
+                BackendVerify::Fingerprint(f.clone())
+            }
+            (None, None, true) => BackendVerify::Insecure,
+            _ => return Err(invalid("backend", "set at most one of ca, fingerprint, insecure_skip_verify")),
+        };
         let passive_ports = PortRange::parse(&self.passive.ports).map_err(|m| invalid("passive.ports", m))?;
         let t = &self.timeouts;
         for (field, v) in [
@@ -230,8 +375,16 @@ impl Config {
             return Err(invalid("limits.max_sessions", "must be at least 1"));
         }
         Ok(Settings {
-            listeners: self.listeners.iter().map(|l| l.address).collect(),
+            listeners: self.listeners.iter().map(|l| ListenerSettings { address: l.address, tls: l.tls }).collect(),
             backend: backend.address.clone(),
+            client_tls,
+            require_session_reuse: self.tls.require_session_reuse,
+            backend_tls: backend.tls,
+            backend_tls_options: BackendTlsOptions {
+                verify,
+                server_name: backend.server_name.clone(),
+                max_version: backend.max_tls_version,
+            },
             passive_ports,
             public_address: self.passive.public_address,
             idle_control: Duration::from_secs(t.idle_control),
@@ -275,5 +428,20 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().starts_with("backend.address:"));
         let c = Config::from_toml("[backend]\naddress = \"h:21\"\n", "x").unwrap();
         assert!(c.validate().unwrap_err().to_string().starts_with("listener:"));
+        let c = Config::from_toml(
+            "[[listener]]\naddress = \"127.0.0.1:990\"\ntls = \"implicit\"\n[backend]\naddress = \"h:21\"\n",
+            "x",
+        )
+        .unwrap();
+        assert!(c.validate().unwrap_err().to_string().starts_with("tls.cert:"));
+        let c = Config::from_toml(
+            "[[listener]]\naddress = \"127.0.0.1:21\"\n[backend]\naddress = \"h:21\"\nfingerprint = \"ab\"\n",
+            "x",
+        )
+        .unwrap();
+        assert!(c.validate().unwrap_err().to_string().starts_with("backend.fingerprint:"));
+        let err =
+            Config::from_toml("[[listener]]\naddress = \"127.0.0.1:21\"\ntls = \"sometimes\"\n", "x").unwrap_err();
+        assert!(err.to_string().contains("line 3"), "{err}");
     }
 }

@@ -31,6 +31,16 @@ pub struct Metrics {
     pub bytes_backend_to_client: AtomicU64,
     /// Backend unreachable, closed, timed out or sent an unusable reply.
     pub backend_errors: AtomicU64,
+    /// TLS handshakes on the client control leg (AUTH TLS or implicit).
+    pub tls_client_control: AtomicU64,
+    /// Client data-connection handshakes that resumed the control session, and
+    /// those that did not (refused when session reuse is required).
+    pub tls_client_data_resumed: AtomicU64,
+    pub tls_client_data_full: AtomicU64,
+    pub tls_backend_data_resumed: AtomicU64,
+    pub tls_backend_data_full: AtomicU64,
+    /// Failed TLS handshakes with clients (control or data).
+    pub tls_client_failures: AtomicU64,
 }
 
 impl Metrics {

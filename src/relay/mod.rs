@@ -43,8 +43,10 @@ pub struct RelayReport {
 }
 
 /// Relays between `a` and `b` until one of them finishes sending, one fails,
-/// or nothing moves for `stall`.
-pub async fn relay<A, B>(a: A, b: B, stall: Duration) -> RelayReport
+/// or nothing moves for `stall`. With a non-zero `linger` the other direction
+/// then gets that long to finish too, which TLS legs need: the peers' replies
+/// to our close_notify must be read, or closing sends a reset.
+pub async fn relay<A, B>(a: A, b: B, stall: Duration, linger: Duration) -> RelayReport
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -55,18 +57,31 @@ where
     let last_activity = AtomicU64::new(0);
     let a_to_b = AtomicU64::new(0);
     let b_to_a = AtomicU64::new(0);
-    let end = tokio::select! {
-        r = copy_half(&mut a_read, &mut b_write, &a_to_b, &last_activity, start) => match r {
-            Ok(()) => RelayEnd::Eof(Side::A),
-            Err((side_is_reader, e)) => RelayEnd::Failed(if side_is_reader { Side::A } else { Side::B }, e),
-        },
-        r = copy_half(&mut b_read, &mut a_write, &b_to_a, &last_activity, start) => match r {
-            Ok(()) => RelayEnd::Eof(Side::B),
-            Err((side_is_reader, e)) => RelayEnd::Failed(if side_is_reader { Side::B } else { Side::A }, e),
-        },
-        () = stall_watch(&last_activity, start, stall) => RelayEnd::Stalled,
+    let ab = copy_half(&mut a_read, &mut b_write, &a_to_b, &last_activity, start);
+    let ba = copy_half(&mut b_read, &mut a_write, &b_to_a, &last_activity, start);
+    tokio::pin!(ab, ba);
+    let (end, a_still_running) = tokio::select! {
+        r = &mut ab => (end_of(Side::A, r), false),
+        r = &mut ba => (end_of(Side::B, r), true),
+        () = stall_watch(&last_activity, start, stall) => (RelayEnd::Stalled, true),
     };
+    if matches!(end, RelayEnd::Eof(_)) && !linger.is_zero() {
+        if a_still_running {
+            let _ = tokio::time::timeout(linger, &mut ab).await;
+        } else {
+            let _ = tokio::time::timeout(linger, &mut ba).await;
+        }
+    }
     RelayReport { a_to_b: a_to_b.load(Ordering::Relaxed), b_to_a: b_to_a.load(Ordering::Relaxed), end }
+}
+
+fn end_of(reader: Side, r: Result<(), (bool, io::Error)>) -> RelayEnd {
+    let other = if reader == Side::A { Side::B } else { Side::A };
+    match r {
+        Ok(()) => RelayEnd::Eof(reader),
+        Err((true, e)) => RelayEnd::Failed(reader, e),
+        Err((false, e)) => RelayEnd::Failed(other, e),
+    }
 }
 
 /// Copies until EOF, then shuts down `to`. Errors say whether the reading side
@@ -84,7 +99,14 @@ where
 {
     let mut buf = vec![0u8; COPY_BUFFER];
     loop {
-        let n = from.read(&mut buf).await.map_err(|e| (true, e))?;
+        let n = match from.read(&mut buf).await {
+            Ok(n) => n,
+            // A TLS peer that closes TCP without close_notify. FTP stream mode
+            // ends at the close either way (and the backend's final reply says
+            // whether it sent everything), so treat it as the end of data.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err((true, e)),
+        };
         if n == 0 {
             to.shutdown().await.map_err(|e| (false, e))?;
             return Ok(());
@@ -116,7 +138,7 @@ mod tests {
     async fn relays_and_propagates_eof() {
         let (mut client, a) = duplex(1024);
         let (b, mut server) = duplex(1024);
-        let task = tokio::spawn(relay(a, b, Duration::from_secs(5)));
+        let task = tokio::spawn(relay(a, b, Duration::from_secs(5), Duration::ZERO));
         let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         let send = payload.clone();
         let writer = tokio::spawn(async move {
@@ -137,7 +159,7 @@ mod tests {
     async fn stalls_out() {
         let (_client, a) = duplex(1024);
         let (b, _server) = duplex(1024);
-        let report = relay(a, b, Duration::from_secs(3)).await;
+        let report = relay(a, b, Duration::from_secs(3), Duration::ZERO).await;
         assert!(matches!(report.end, RelayEnd::Stalled));
     }
 }

@@ -1,5 +1,6 @@
 //! Accept loops: one per client listener, each spawning a session per client.
 
+use crate::config::ClientTlsMode;
 use crate::metrics::Metrics;
 use crate::protocol::Reply;
 use crate::session::{self, SessionContext};
@@ -10,22 +11,27 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{error, info, warn};
 
-/// Serves clients on already-bound `listeners` until `shutdown` completes. Tests
-/// bind port 0 and pass the listeners in. Running sessions are not waited for.
-pub async fn run(listeners: Vec<TcpListener>, ctx: Arc<SessionContext>, shutdown: impl Future<Output = ()>) {
+/// Serves clients on already-bound `listeners`, each with its TLS mode, until
+/// `shutdown` completes. Tests bind port 0 and pass the listeners in. Running
+/// sessions are not waited for.
+pub async fn run(
+    listeners: Vec<(TcpListener, ClientTlsMode)>,
+    ctx: Arc<SessionContext>,
+    shutdown: impl Future<Output = ()>,
+) {
     let ids = Arc::new(AtomicU64::new(1));
     let mut tasks = tokio::task::JoinSet::new();
-    for listener in listeners {
+    for (listener, mode) in listeners {
         if let Ok(addr) = listener.local_addr() {
-            info!(%addr, backend = %ctx.settings.backend, "accepting FTP clients");
+            info!(%addr, tls = ?mode, backend = %ctx.settings.backend, "accepting FTP clients");
         }
-        tasks.spawn(accept_loop(listener, Arc::clone(&ctx), Arc::clone(&ids)));
+        tasks.spawn(accept_loop(listener, mode, Arc::clone(&ctx), Arc::clone(&ids)));
     }
     shutdown.await;
     tasks.abort_all();
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Arc<SessionContext>, ids: Arc<AtomicU64>) {
+async fn accept_loop(listener: TcpListener, mode: ClientTlsMode, ctx: Arc<SessionContext>, ids: Arc<AtomicU64>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -36,7 +42,7 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<SessionContext>, ids: Arc<A
                     continue;
                 }
                 let id = ids.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(session::run(stream, Arc::clone(&ctx), id));
+                tokio::spawn(session::run(stream, mode, Arc::clone(&ctx), id));
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.

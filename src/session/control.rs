@@ -1,51 +1,58 @@
 //! The two control connections of a session: commands in from the client,
 //! replies in from the backend. Both reads are cancel-safe (all parse state lives
-//! in the struct, and `read_buf` either reads or does not), so the session can
-//! `select!` over them.
+//! in the struct, and a read either happens or not), so the session can
+//! `select!` over them. Both can switch to TLS mid-stream (`AUTH TLS`).
 
 use crate::protocol::codec::CommandDecoder;
 use crate::protocol::command::CommandError;
 use crate::protocol::reply::{ReplyError, ReplyParser};
 use crate::protocol::{Command, Reply};
+use crate::tls::stream::{BackendStream, ClientStream};
+use crate::tls::BackendSessionTls;
 use bytes::BytesMut;
 use std::io;
+use std::time::Duration;
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::TlsAcceptor;
 
 /// Read chunk for control connections; control traffic is small.
 const CONTROL_READ: usize = 4096;
 
-/// Reading a client control connection. Plain TCP needs care: a client that
-/// sends `ABOR` as urgent data (Python's ftplib sends the whole line with
-/// `MSG_OOB`) makes `recv` stop just before the urgent byte, and tokio's
-/// `AsyncRead` treats that short read as "drained" and waits for a wake-up that
-/// never comes. Reading with `readable()` + `try_read` keeps the readiness until
-/// the socket really returns `WouldBlock`.
-pub trait ControlRead {
-    fn read_some(&mut self, buf: &mut BytesMut) -> impl std::future::Future<Output = io::Result<usize>> + Send;
-}
-
-impl ControlRead for tokio::net::tcp::OwnedReadHalf {
+impl ClientStream {
+    /// Plain TCP needs care: a client that sends `ABOR` as urgent data (Python's
+    /// ftplib sends the whole line with `MSG_OOB`) makes `recv` stop just before
+    /// the urgent byte, and tokio's `AsyncRead` treats that short read as
+    /// "drained" and waits for a wake-up that never comes. `readable()` +
+    /// `try_read` keeps the readiness until the socket really says `WouldBlock`.
     async fn read_some(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        loop {
-            self.readable().await?;
-            match self.try_read_buf(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                r => return r,
-            }
+        match self {
+            ClientStream::Plain(s) => loop {
+                s.readable().await?;
+                match s.try_read_buf(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    r => return r,
+                }
+            },
+            other => other.read_buf(buf).await,
         }
     }
 }
 
-impl<T: AsyncRead + Unpin + Send> ControlRead for tokio::io::ReadHalf<T> {
-    async fn read_some(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        self.read_buf(buf).await
-    }
+#[derive(Debug, Error)]
+pub enum UpgradeError {
+    #[error("plaintext arrived after AUTH before the TLS handshake (possible command injection)")]
+    PlaintextAfterAuth,
+    #[error("the connection already uses TLS")]
+    AlreadyTls,
+    #[error("TLS handshake failed: {0}")]
+    Handshake(io::Error),
+    #[error("TLS handshake did not finish within {0} s")]
+    Timeout(u64),
 }
 
-pub struct ClientControl<R, W> {
-    read: R,
-    write: W,
+pub struct ClientControl {
+    stream: ClientStream,
     buf: BytesMut,
     decoder: CommandDecoder,
 }
@@ -58,9 +65,21 @@ pub enum ClientEvent {
     Closed,
 }
 
-impl<R: ControlRead, W: AsyncWrite + Unpin> ClientControl<R, W> {
-    pub fn new(read: R, write: W) -> Self {
-        ClientControl { read, write, buf: BytesMut::with_capacity(256), decoder: CommandDecoder::new() }
+impl ClientControl {
+    pub fn new(stream: ClientStream) -> Self {
+        ClientControl { stream, buf: BytesMut::with_capacity(256), decoder: CommandDecoder::new() }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.stream.is_tls()
+    }
+
+    /// The verified client certificate chain, if mutual TLS is on.
+    pub fn peer_certificates(&self) -> Option<Vec<rustls::pki_types::CertificateDer<'static>>> {
+        match &self.stream {
+            ClientStream::Tls(t) => t.get_ref().1.peer_certificates().map(|c| c.to_vec()),
+            _ => None,
+        }
     }
 
     pub async fn next(&mut self) -> io::Result<ClientEvent> {
@@ -71,21 +90,42 @@ impl<R: ControlRead, W: AsyncWrite + Unpin> ClientControl<R, W> {
                 None => {}
             }
             self.buf.reserve(CONTROL_READ);
-            let n = self.read.read_some(&mut self.buf).await?;
-            tracing::trace!(n, buffered = self.buf.len(), "client control read");
-            if n == 0 {
+            if self.stream.read_some(&mut self.buf).await? == 0 {
                 return Ok(ClientEvent::Closed);
             }
         }
     }
 
     pub async fn send(&mut self, reply: &Reply) -> io::Result<()> {
-        self.write.write_all(&reply.raw).await?;
-        self.write.flush().await
+        self.stream.write_all(&reply.raw).await?;
+        self.stream.flush().await
+    }
+
+    /// True if the client sent bytes ftpgate has not handled yet.
+    pub fn has_pending_input(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Switches to TLS after `234` was sent. Anything the client pipelined
+    /// after `AUTH` must be refused: it was sent in the clear and would otherwise
+    /// be obeyed as if it came over TLS.
+    pub async fn upgrade(&mut self, acceptor: &TlsAcceptor, timeout: Duration) -> Result<(), UpgradeError> {
+        if !self.buf.is_empty() {
+            return Err(UpgradeError::PlaintextAfterAuth);
+        }
+        let ClientStream::Plain(tcp) = std::mem::replace(&mut self.stream, ClientStream::Detached) else {
+            return Err(UpgradeError::AlreadyTls);
+        };
+        let tls = tokio::time::timeout(timeout, acceptor.accept(tcp))
+            .await
+            .map_err(|_| UpgradeError::Timeout(timeout.as_secs()))?
+            .map_err(UpgradeError::Handshake)?;
+        self.stream = ClientStream::Tls(Box::new(tls));
+        Ok(())
     }
 
     pub async fn shutdown(&mut self) {
-        let _ = self.write.shutdown().await;
+        let _ = self.stream.shutdown().await;
     }
 }
 
@@ -99,18 +139,25 @@ pub enum BackendError {
     Malformed(#[from] ReplyError),
     #[error("backend did not reply within {0} s")]
     Timeout(u64),
+    #[error("backend TLS: {0}")]
+    Tls(#[from] UpgradeError),
+    #[error("backend refused {command}: {reply}")]
+    Refused { command: &'static str, reply: String },
 }
 
-pub struct BackendControl<R, W> {
-    read: R,
-    write: W,
+pub struct BackendControl {
+    stream: BackendStream,
     buf: BytesMut,
     parser: ReplyParser,
 }
 
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> BackendControl<R, W> {
-    pub fn new(read: R, write: W) -> Self {
-        BackendControl { read, write, buf: BytesMut::with_capacity(512), parser: ReplyParser::new() }
+impl BackendControl {
+    pub fn new(stream: BackendStream) -> Self {
+        BackendControl { stream, buf: BytesMut::with_capacity(512), parser: ReplyParser::new() }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.stream.is_tls()
     }
 
     pub async fn next(&mut self) -> Result<Reply, BackendError> {
@@ -119,14 +166,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> BackendControl<R, W> {
                 return Ok(r);
             }
             self.buf.reserve(CONTROL_READ);
-            if self.read.read_buf(&mut self.buf).await? == 0 {
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
                 return Err(BackendError::Closed);
             }
         }
     }
 
     /// The next reply, bounded by `timeout`.
-    pub async fn next_within(&mut self, timeout: std::time::Duration) -> Result<Reply, BackendError> {
+    pub async fn next_within(&mut self, timeout: Duration) -> Result<Reply, BackendError> {
         match tokio::time::timeout(timeout, self.next()).await {
             Ok(r) => r,
             Err(_) => Err(BackendError::Timeout(timeout.as_secs())),
@@ -134,12 +181,45 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> BackendControl<R, W> {
     }
 
     pub async fn send(&mut self, command: &Command) -> Result<(), BackendError> {
-        self.write.write_all(&command.to_bytes()).await?;
-        self.write.flush().await?;
+        self.stream.write_all(&command.to_bytes()).await?;
+        self.stream.flush().await?;
+        Ok(())
+    }
+
+    /// Sends a command ftpgate issues on its own and checks the reply code.
+    pub async fn exchange(&mut self, command: &Command, want: u16, timeout: Duration) -> Result<Reply, BackendError> {
+        self.send(command).await?;
+        let r = self.next_within(timeout).await?;
+        if r.code != want {
+            let verb = match command.verb.as_str() {
+                "AUTH" => "AUTH TLS",
+                "PBSZ" => "PBSZ 0",
+                "PROT" => "PROT P",
+                _ => "a command",
+            };
+            return Err(BackendError::Refused { command: verb, reply: r.text() });
+        }
+        Ok(r)
+    }
+
+    /// Starts TLS on the control connection (after `234`, or at once for
+    /// implicit FTPS).
+    pub async fn upgrade(&mut self, tls: &BackendSessionTls, timeout: Duration) -> Result<(), BackendError> {
+        if !self.buf.is_empty() {
+            return Err(UpgradeError::PlaintextAfterAuth.into());
+        }
+        let BackendStream::Plain(tcp) = std::mem::replace(&mut self.stream, BackendStream::Detached) else {
+            return Err(UpgradeError::AlreadyTls.into());
+        };
+        let stream = tokio::time::timeout(timeout, tls.connector.connect(tls.server_name.clone(), tcp))
+            .await
+            .map_err(|_| UpgradeError::Timeout(timeout.as_secs()))?
+            .map_err(UpgradeError::Handshake)?;
+        self.stream = BackendStream::Tls(Box::new(stream));
         Ok(())
     }
 
     pub async fn shutdown(&mut self) {
-        let _ = self.write.shutdown().await;
+        let _ = self.stream.shutdown().await;
     }
 }

@@ -1,10 +1,12 @@
 //! Data connections: the client leg (accepted on a passive port, or connected
 //! out for PORT/EPRT), the backend leg (always ftpgate connecting to the
-//! backend's passive port), and the relay between them.
+//! backend's passive port), TLS on either, and the relay between them.
 
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::passive::PassiveListener;
 use crate::relay::{self, RelayReport};
+use crate::tls::stream::{BackendStream, ClientStream};
+use crate::tls::{self, BackendSessionTls};
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -13,6 +15,12 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+/// After a TLS transfer, how long to wait for the peers' close_notify and EOF.
+/// Closing with unread bytes (late session tickets) sends a TCP reset, which
+/// can make a peer discard the end of a transfer.
+const TLS_LINGER: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Error)]
 pub enum DataError {
@@ -22,10 +30,35 @@ pub enum DataError {
     ClientAccept(io::Error),
     #[error("cannot connect to the client at {0}: {1}")]
     ClientConnect(SocketAddr, io::Error),
+    #[error("TLS handshake with the client failed on the data connection: {0}")]
+    ClientTls(io::Error),
+    #[error("data connection TLS session does not resume the control connection's session (session reuse required)")]
+    NotResumed,
     #[error("cannot connect to the backend data port {0}: {1}")]
     BackendConnect(SocketAddr, io::Error),
     #[error("backend data port {0} did not answer within {1} s")]
     BackendTimeout(SocketAddr, u64),
+    #[error("TLS handshake with the backend failed on the data connection: {0}")]
+    BackendTls(io::Error),
+    #[error("data connection TLS handshake did not finish within {0} s")]
+    TlsTimeout(u64),
+    #[error("data task ended abnormally: {0}")]
+    Task(String),
+}
+
+impl DataError {
+    /// Whether the client side (and not the backend) caused the failure; the
+    /// client then gets ftpgate's own reply instead of the backend's.
+    pub fn is_client_side(&self) -> bool {
+        matches!(
+            self,
+            DataError::ClientTimeout(_)
+                | DataError::ClientAccept(_)
+                | DataError::ClientConnect(..)
+                | DataError::ClientTls(_)
+                | DataError::NotResumed
+        )
+    }
 }
 
 /// How a data channel ended.
@@ -33,6 +66,63 @@ pub enum DataError {
 pub enum DataOutcome {
     Relayed(RelayReport),
     Failed(DataError),
+}
+
+/// TLS to put on each leg of one data connection.
+#[derive(Clone)]
+pub struct DataTls {
+    /// Client leg under `PROT P`: the session's own acceptor.
+    pub client: Option<TlsAcceptor>,
+    /// Refuse client data connections that do not resume the control session.
+    pub require_reuse: bool,
+    pub backend: Option<BackendSessionTls>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl DataTls {
+    fn any(&self) -> bool {
+        self.client.is_some() || self.backend.is_some()
+    }
+
+    /// Puts TLS on both legs at once: the backend starts its handshake only
+    /// after it sent `150`, and the client only after it read it, so neither
+    /// may wait for the other.
+    async fn wrap(
+        &self,
+        client: TcpStream,
+        backend: TcpStream,
+        timeout: Duration,
+    ) -> Result<(ClientStream, BackendStream), DataError> {
+        let client_leg = async {
+            let Some(acceptor) = &self.client else { return Ok(ClientStream::Plain(client)) };
+            let tls = acceptor.accept(client).await.map_err(DataError::ClientTls)?;
+            let resumed = tls::resumed(tls.get_ref().1);
+            Metrics::inc(if resumed {
+                &self.metrics.tls_client_data_resumed
+            } else {
+                &self.metrics.tls_client_data_full
+            });
+            if self.require_reuse && !resumed {
+                return Err(DataError::NotResumed);
+            }
+            Ok(ClientStream::Tls(Box::new(tls)))
+        };
+        let backend_leg = async {
+            let Some(b) = &self.backend else { return Ok(BackendStream::Plain(backend)) };
+            let tls = b.connector.connect(b.server_name.clone(), backend).await.map_err(DataError::BackendTls)?;
+            let resumed = tls::resumed(tls.get_ref().1);
+            Metrics::inc(if resumed {
+                &self.metrics.tls_backend_data_resumed
+            } else {
+                &self.metrics.tls_backend_data_full
+            });
+            Ok(BackendStream::Tls(Box::new(tls)))
+        };
+        match tokio::time::timeout(timeout, async { tokio::try_join!(client_leg, backend_leg) }).await {
+            Ok(r) => r,
+            Err(_) => Err(DataError::TlsTimeout(timeout.as_secs())),
+        }
+    }
 }
 
 /// Accepts the client's data connection on `passive`, refusing (and counting)
@@ -61,10 +151,7 @@ pub async fn accept_client(
 pub async fn connect_client(local_ip: IpAddr, addr: SocketAddr, timeout: Duration) -> Result<TcpStream, DataError> {
     let connect = async {
         let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-        let local_ip = match (local_ip.to_canonical(), addr) {
-            (ip @ IpAddr::V4(_), SocketAddr::V4(_)) | (ip @ IpAddr::V6(_), SocketAddr::V6(_)) => ip,
-            _ => local_ip,
-        };
+        let local_ip = local_ip.to_canonical();
         if local_ip.is_ipv4() == addr.is_ipv4() {
             socket.bind(SocketAddr::new(local_ip, 0))?;
         }
@@ -96,13 +183,14 @@ impl Drop for DataChannel {
     }
 }
 
-/// Runs `legs` (establishing both connections) and then the relay, as its own
-/// task so the control channel stays responsive (ABOR) during the transfer.
-pub fn spawn<L>(legs: L, stall: Duration, metrics: &Arc<Metrics>) -> DataChannel
+/// Runs `legs` (establishing both TCP connections), puts TLS on them as
+/// `tls` says, then relays, as its own task so the control channel stays
+/// responsive (ABOR) during the transfer.
+pub fn spawn<L>(legs: L, tls: DataTls, connect_timeout: Duration, stall: Duration) -> DataChannel
 where
     L: Future<Output = Result<(TcpStream, TcpStream), DataError>> + Send + 'static,
 {
-    let metrics = Arc::clone(metrics);
+    let metrics = Arc::clone(&tls.metrics);
     let task = tokio::spawn(async move {
         let _open = GaugeGuard::new(&metrics, |m| &m.data_channels_open);
         let (client, backend) = match legs.await {
@@ -111,7 +199,12 @@ where
         };
         let _ = client.set_nodelay(true);
         let _ = backend.set_nodelay(true);
-        let report = relay::relay(client, backend, stall).await;
+        let linger = if tls.any() { TLS_LINGER } else { Duration::ZERO };
+        let (client, backend) = match tls.wrap(client, backend, connect_timeout).await {
+            Ok(l) => l,
+            Err(e) => return DataOutcome::Failed(e),
+        };
+        let report = relay::relay(client, backend, stall, linger).await;
         Metrics::add(&metrics.bytes_client_to_backend, report.a_to_b);
         Metrics::add(&metrics.bytes_backend_to_client, report.b_to_a);
         DataOutcome::Relayed(report)

@@ -12,33 +12,67 @@ pub mod control;
 pub mod data;
 pub mod feat;
 
-use crate::config::Settings;
+use crate::config::{BackendTlsMode, ClientTlsMode, Settings};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::passive;
 use crate::protocol::address;
 use crate::protocol::command::TransferDirection;
 use crate::protocol::{Command, Reply, Verb};
 use crate::relay::RelayEnd;
-use control::{BackendControl, BackendError, ClientControl, ClientEvent, ControlRead};
-use data::{DataChannel, DataOutcome};
+use crate::tls::stream::{BackendStream, ClientStream};
+use crate::tls::{BackendSessionTls, BackendTls, ServerTls, TlsError};
+use control::{BackendControl, BackendError, ClientControl, ClientEvent};
+use data::{DataChannel, DataOutcome, DataTls};
 use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn, Instrument};
 
 /// Commands a client may pipeline during a transfer before ftpgate stops
 /// reading from it; they run, in order, once the transfer ends.
 const MAX_QUEUED_COMMANDS: usize = 16;
 
+/// Bound on any TLS handshake on a control connection.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Commands a `required`-TLS listener accepts before `AUTH TLS`.
+const ALLOWED_BEFORE_TLS: &[&str] = &["AUTH", "FEAT", "HELP", "NOOP", "QUIT", "SYST"];
+
 /// Everything a session needs from the server, shared by all sessions.
 #[derive(Debug)]
 pub struct SessionContext {
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
+    /// ftpgate's TLS server side, when any listener offers TLS.
+    pub client_tls: Option<Arc<ServerTls>>,
+    /// TLS towards the backend, when the backend leg uses it.
+    pub backend_tls: Option<Arc<BackendTls>>,
+}
+
+impl SessionContext {
+    /// Loads certificates and builds the TLS configurations the settings ask for.
+    pub fn new(settings: Settings, metrics: Arc<Metrics>) -> Result<SessionContext, TlsError> {
+        let client_tls = match &settings.client_tls {
+            Some(o) => Some(Arc::new(ServerTls::load(o.clone())?)),
+            None => None,
+        };
+        let backend_tls = match settings.backend_tls {
+            BackendTlsMode::Off => None,
+            _ => {
+                let host = settings.backend.rsplit_once(':').map_or(settings.backend.as_str(), |(h, _)| h);
+                if matches!(settings.backend_tls_options.verify, crate::tls::BackendVerify::Insecure) {
+                    warn!("backend certificate verification is OFF (insecure_skip_verify): the backend leg is not authenticated");
+                }
+                Some(Arc::new(BackendTls::build(&settings.backend_tls_options, host)?))
+            }
+        };
+        Ok(SessionContext { settings: Arc::new(settings), metrics, client_tls, backend_tls })
+    }
 }
 
 #[derive(Debug, Error)]
@@ -67,7 +101,7 @@ enum DataSetup {
 
 /// Runs one client session to its end. Never panics on peer input; every exit
 /// path closes both control connections and any data channel.
-pub async fn run(client: TcpStream, ctx: Arc<SessionContext>, id: u64) {
+pub async fn run(client: TcpStream, mode: ClientTlsMode, ctx: Arc<SessionContext>, id: u64) {
     let Ok(client_peer) = client.peer_addr() else { return };
     let Ok(client_local) = client.local_addr() else { return };
     let span = tracing::info_span!("session", id, client = %client_peer);
@@ -79,8 +113,22 @@ pub async fn run(client: TcpStream, ctx: Arc<SessionContext>, id: u64) {
         // with MSG_OOB); inline delivery keeps that byte in the command stream
         // instead of losing the line's LF.
         let _ = socket2::SockRef::from(&client).set_out_of_band_inline(true);
-        let (cr, cw) = client.into_split();
-        let mut client = ClientControl::new(cr, cw);
+        // One acceptor per session: its session cache binds data connections to
+        // this control connection.
+        let acceptor = match (mode, &ctx.client_tls) {
+            (ClientTlsMode::Off, _) | (_, None) => None,
+            (_, Some(t)) => Some(t.for_session()),
+        };
+        let mut client = ClientControl::new(ClientStream::Plain(client));
+        if mode == ClientTlsMode::Implicit {
+            let Some(acceptor) = &acceptor else { return };
+            if let Err(e) = client.upgrade(acceptor, TLS_HANDSHAKE_TIMEOUT).await {
+                Metrics::inc(&ctx.metrics.tls_client_failures);
+                warn!(error = %e, "implicit TLS handshake with client failed");
+                return;
+            }
+            Metrics::inc(&ctx.metrics.tls_client_control);
+        }
         let s = &ctx.settings;
         let backend = match tokio::time::timeout(s.backend_connect, TcpStream::connect(&s.backend)).await {
             Ok(Ok(b)) => b,
@@ -91,14 +139,18 @@ pub async fn run(client: TcpStream, ctx: Arc<SessionContext>, id: u64) {
             return refuse(&mut client, &ctx, "backend connection lost").await;
         };
         let _ = backend.set_nodelay(true);
-        let (br, bw) = backend.into_split();
         let mut session = Session {
             ctx: Arc::clone(&ctx),
             client,
-            backend: BackendControl::new(br, bw),
+            backend: BackendControl::new(BackendStream::Plain(backend)),
             client_peer,
             client_local,
             backend_peer,
+            mode,
+            acceptor,
+            pbsz: false,
+            prot_private: false,
+            backend_tls: ctx.backend_tls.as_ref().map(|t| t.for_session()),
             data: None,
             backend_epsv: true,
             epsv_all: false,
@@ -107,7 +159,7 @@ pub async fn run(client: TcpStream, ctx: Arc<SessionContext>, id: u64) {
             queued: VecDeque::new(),
             backend_quit: false,
         };
-        info!(backend = %backend_peer, "session opened");
+        info!(backend = %backend_peer, tls = ?mode, "session opened");
         match session.serve().await {
             Ok(()) => debug!("session closed"),
             Err(SessionError::Client(e)) => debug!(error = %e, "client control connection lost"),
@@ -124,24 +176,30 @@ pub async fn run(client: TcpStream, ctx: Arc<SessionContext>, id: u64) {
     .await
 }
 
-async fn refuse<R: ControlRead, W: AsyncWrite + Unpin>(
-    client: &mut ClientControl<R, W>,
-    ctx: &SessionContext,
-    why: &str,
-) {
+async fn refuse(client: &mut ClientControl, ctx: &SessionContext, why: &str) {
     Metrics::inc(&ctx.metrics.backend_errors);
     warn!(backend = %ctx.settings.backend, why, "cannot reach backend");
     let _ = client.send(&Reply::single(421, &format!("Service not available: {why}"))).await;
     client.shutdown().await;
 }
 
-struct Session<CR, CW, BR, BW> {
+struct Session {
     ctx: Arc<SessionContext>,
-    client: ClientControl<CR, CW>,
-    backend: BackendControl<BR, BW>,
+    client: ClientControl,
+    backend: BackendControl,
     client_peer: SocketAddr,
     client_local: SocketAddr,
     backend_peer: SocketAddr,
+    /// The listener's TLS mode.
+    mode: ClientTlsMode,
+    /// This session's TLS server config (control and data), if TLS is offered.
+    acceptor: Option<TlsAcceptor>,
+    /// `PBSZ` done on a TLS control connection (RFC 4217 order: AUTH, PBSZ, PROT).
+    pbsz: bool,
+    /// `PROT P`: client data connections are TLS.
+    prot_private: bool,
+    /// This session's TLS client config towards the backend.
+    backend_tls: Option<BackendSessionTls>,
     data: Option<DataSetup>,
     /// Cleared once the backend refuses EPSV; PASV is used from then on.
     backend_epsv: bool,
@@ -155,13 +213,7 @@ struct Session<CR, CW, BR, BW> {
     backend_quit: bool,
 }
 
-impl<CR, CW, BR, BW> Session<CR, CW, BR, BW>
-where
-    CR: ControlRead,
-    CW: AsyncWrite + Unpin,
-    BR: AsyncRead + Unpin,
-    BW: AsyncWrite + Unpin,
-{
+impl Session {
     fn settings(&self) -> &Settings {
         &self.ctx.settings
     }
@@ -175,13 +227,19 @@ where
     }
 
     async fn serve(&mut self) -> SessionResult<()> {
+        let reply_timeout = self.settings().backend_reply;
+        if let (Some(tls), BackendTlsMode::Implicit) = (&self.backend_tls, self.settings().backend_tls) {
+            self.backend.upgrade(tls, TLS_HANDSHAKE_TIMEOUT).await?;
+        }
         // Relay the greeting, including any 120 "service ready in nnn minutes".
         loop {
-            let greeting = self.backend.next_within(self.settings().backend_reply).await?;
-            self.reply(&greeting).await?;
+            let greeting = self.backend.next_within(reply_timeout).await?;
             if greeting.code == 220 {
+                self.secure_backend().await?;
+                self.reply(&greeting).await?;
                 break;
             }
+            self.reply(&greeting).await?;
             if !greeting.is_preliminary() {
                 return Ok(());
             }
@@ -228,6 +286,14 @@ where
         };
         debug!(command = ?cmd, "client command");
         let rest_pending = std::mem::take(&mut self.rest_pending);
+        if self.mode == ClientTlsMode::Required
+            && !self.client.is_tls()
+            && !ALLOWED_BEFORE_TLS.contains(&cmd.verb.as_str())
+        {
+            let text = format!("TLS required on this listener: send AUTH TLS before {}", cmd.verb);
+            self.reply_text(530, &text).await?;
+            return Ok(Flow::Continue);
+        }
         match cmd.verb.clone() {
             Verb::Pasv | Verb::Epsv => self.passive(&cmd).await?,
             Verb::Port | Verb::Eprt => self.active(&cmd).await?,
@@ -238,16 +304,13 @@ where
             Verb::Feat => {
                 self.backend.send(&cmd).await?;
                 let r = self.final_reply().await?;
-                self.reply(&feat::filter(&r, &[])).await?;
+                let own: &[&str] = if self.acceptor.is_some() { &["AUTH TLS", "PBSZ", "PROT"] } else { &[] };
+                self.reply(&feat::filter(&r, own)).await?;
             }
-            Verb::Auth => {
-                self.reply_text(502, "AUTH is not offered on this listener: ftpgate has no TLS configured here").await?
-            }
-            Verb::Pbsz | Verb::Prot | Verb::Ccc => {
-                let text =
-                    format!("{} requires a TLS-protected control connection (AUTH TLS first, RFC 4217)", cmd.verb);
-                self.reply_text(503, &text).await?
-            }
+            Verb::Auth => return self.auth(&cmd).await,
+            Verb::Pbsz => self.pbsz(&cmd).await?,
+            Verb::Prot => self.prot(&cmd).await?,
+            Verb::Ccc => self.reply_text(534, "CCC refused: ftpgate keeps the control connection encrypted").await?,
             Verb::Rest => {
                 let r = self.forward(&cmd).await?;
                 self.rest_pending = r.code == 350;
@@ -258,9 +321,9 @@ where
                 return Ok(Flow::Close);
             }
             Verb::Rein => {
-                self.data = None;
-                self.logged_in = false;
-                self.forward(&cmd).await?;
+                // Resetting a session that may have TLS on both legs, each set up
+                // on its own, is not something any client needs; vsftpd refuses too.
+                self.reply_text(502, "REIN is not supported; reconnect instead").await?;
             }
             Verb::User | Verb::Pass | Verb::Acct => {
                 let r = self.forward(&cmd).await?;
@@ -273,6 +336,101 @@ where
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// Explicit FTPS towards the backend, on ftpgate's own initiative and hidden
+    /// from the client: `AUTH TLS`, handshake, `PBSZ 0`, `PROT P`.
+    async fn secure_backend(&mut self) -> SessionResult<()> {
+        let Some(tls) = self.backend_tls.clone() else { return Ok(()) };
+        let t = self.settings().backend_reply;
+        if !self.backend.is_tls() {
+            self.backend.exchange(&Command::new(Verb::Auth, Some(b"TLS")), 234, t).await?;
+            self.backend.upgrade(&tls, TLS_HANDSHAKE_TIMEOUT).await?;
+        }
+        self.backend.exchange(&Command::new(Verb::Pbsz, Some(b"0")), 200, t).await?;
+        self.backend.exchange(&Command::new(Verb::Prot, Some(b"P")), 200, t).await?;
+        debug!("backend control connection secured");
+        Ok(())
+    }
+
+    /// `AUTH TLS` from the client (RFC 4217). `AUTH SSL` and `TLS-P` are the
+    /// older spellings that also imply protected data connections.
+    async fn auth(&mut self, cmd: &Command) -> SessionResult<Flow> {
+        let Some(acceptor) = self.acceptor.clone() else {
+            self.reply_text(502, "AUTH is not offered on this listener: ftpgate has no TLS configured here").await?;
+            return Ok(Flow::Continue);
+        };
+        if self.client.is_tls() {
+            self.reply_text(503, "TLS is already active on this control connection").await?;
+            return Ok(Flow::Continue);
+        }
+        let mechanism = cmd.arg_str().unwrap_or("").to_ascii_uppercase();
+        let implies_private = match mechanism.as_str() {
+            "TLS" | "TLS-C" => false,
+            "SSL" | "TLS-P" => true,
+            _ => {
+                self.reply_text(504, "AUTH mechanism not supported; use AUTH TLS").await?;
+                return Ok(Flow::Continue);
+            }
+        };
+        if self.client.has_pending_input() {
+            Metrics::inc(&self.ctx.metrics.commands_rejected);
+            warn!("client pipelined plaintext after AUTH; closing");
+            self.reply_text(421, "Commands sent after AUTH before the TLS handshake are refused; closing").await?;
+            return Ok(Flow::Close);
+        }
+        self.reply_text(234, &format!("AUTH {mechanism} successful; proceed with TLS negotiation")).await?;
+        match self.client.upgrade(&acceptor, TLS_HANDSHAKE_TIMEOUT).await {
+            Ok(()) => {
+                Metrics::inc(&self.ctx.metrics.tls_client_control);
+                self.prot_private = implies_private;
+                debug!("client control connection secured");
+                Ok(Flow::Continue)
+            }
+            Err(e) => {
+                // Nothing more can be said: the client expects TLS now.
+                Metrics::inc(&self.ctx.metrics.tls_client_failures);
+                warn!(error = %e, "TLS handshake with client failed");
+                Ok(Flow::Close)
+            }
+        }
+    }
+
+    async fn pbsz(&mut self, cmd: &Command) -> SessionResult<()> {
+        if !self.client.is_tls() {
+            return self
+                .reply_text(503, "PBSZ requires a TLS-protected control connection (AUTH TLS first, RFC 4217)")
+                .await;
+        }
+        if cmd.arg_str().is_none_or(|a| a.parse::<u64>().is_err()) {
+            return self.reply_text(501, "PBSZ needs a decimal buffer size; use PBSZ 0").await;
+        }
+        self.pbsz = true;
+        // The only buffer size TLS has (RFC 4217 section 8).
+        self.reply_text(200, "PBSZ=0").await
+    }
+
+    async fn prot(&mut self, cmd: &Command) -> SessionResult<()> {
+        if !self.client.is_tls() {
+            return self
+                .reply_text(503, "PROT requires a TLS-protected control connection (AUTH TLS first, RFC 4217)")
+                .await;
+        }
+        if !self.pbsz {
+            return self.reply_text(503, "PROT requires PBSZ first (RFC 4217)").await;
+        }
+        match cmd.arg_str().map(str::to_ascii_uppercase).as_deref() {
+            Some("P") => {
+                self.prot_private = true;
+                self.reply_text(200, "Protection level set to Private: data connections use TLS").await
+            }
+            Some("C") => {
+                self.prot_private = false;
+                self.reply_text(200, "Protection level set to Clear: data connections are plain").await
+            }
+            Some("S") | Some("E") => self.reply_text(536, "Protection level not supported; use P or C").await,
+            _ => self.reply_text(504, "PROT takes C or P").await,
+        }
     }
 
     /// Reads the backend's replies until a final one, relaying any preliminary
@@ -396,11 +554,23 @@ where
                 let backend = data::connect_backend(backend, connect).await?;
                 Ok((client, backend))
             },
+            self.data_tls(),
+            s.data_connect,
             s.transfer_stall,
-            &self.ctx.metrics,
         );
         self.data = Some(DataSetup::Passive(channel));
         self.reply_text(code, &text).await
+    }
+
+    /// TLS for the legs of a data connection set up now. `PROT` applies to
+    /// data connections set up after it.
+    fn data_tls(&self) -> DataTls {
+        DataTls {
+            client: if self.prot_private { self.acceptor.clone() } else { None },
+            require_reuse: self.settings().require_session_reuse,
+            backend: self.backend_tls.clone(),
+            metrics: Arc::clone(&self.ctx.metrics),
+        }
     }
 
     async fn active(&mut self, cmd: &Command) -> SessionResult<()> {
@@ -454,7 +624,12 @@ where
                     Ok(c) => c,
                     Err(e) => return self.reply_text(425, &format!("Cannot open data connection: {e}")).await,
                 };
-                data::spawn(std::future::ready(Ok((client, backend))), s.transfer_stall, &metrics)
+                data::spawn(
+                    std::future::ready(Ok((client, backend))),
+                    self.data_tls(),
+                    s.data_connect,
+                    s.transfer_stall,
+                )
             }
         };
         self.backend.send(cmd).await?;
@@ -515,7 +690,18 @@ where
                 }
             }
         }
-        let (Some(outcome), Some(reply)) = (outcome, final_reply) else { unreachable!("loop exits when both are set") };
+        let (Some(outcome), Some(mut reply)) = (outcome, final_reply) else {
+            unreachable!("loop exits when both are set")
+        };
+        if let DataOutcome::Failed(e) = &outcome {
+            if e.is_client_side() {
+                // The backend only saw its data connection break; the client
+                // deserves to know why.
+                debug!(backend_reply = %reply.text(), "replacing the backend's final reply");
+                let code = if matches!(e, data::DataError::NotResumed) { 522 } else { 425 };
+                reply = Reply::single(code, &format!("Data connection refused: {e}"));
+            }
+        }
         let ok =
             reply.is_positive() && matches!(&outcome, DataOutcome::Relayed(r) if matches!(r.end, RelayEnd::Eof(_)));
         Metrics::inc(if ok { &self.ctx.metrics.transfers_ok } else { &self.ctx.metrics.transfers_failed });

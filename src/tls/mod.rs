@@ -15,6 +15,8 @@ pub mod certs;
 pub mod stream;
 mod verify;
 
+pub use verify::parse_fingerprint;
+
 use rustls::client::{ClientSessionMemoryCache, Resumption};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};

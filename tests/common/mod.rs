@@ -2,9 +2,10 @@
 //! helpers for real clients. Everything listens on loopback with free ports.
 #![allow(dead_code)]
 
-use ftpgate::config::{PortRange, Settings};
+use ftpgate::config::{BackendTlsMode, ClientTlsMode, ListenerSettings, PortRange, Settings};
 use ftpgate::metrics::Metrics;
 use ftpgate::session::SessionContext;
+use ftpgate::tls::{BackendTlsOptions, BackendVerify, ServerTlsOptions, TlsVersion};
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -145,8 +146,16 @@ impl Drop for Vsftpd {
 /// Settings for a test instance of ftpgate in front of `backend`.
 pub fn settings(backend: SocketAddr, listen: SocketAddr) -> Settings {
     Settings {
-        listeners: vec![listen],
+        listeners: vec![ListenerSettings { address: listen, tls: ClientTlsMode::Off }],
         backend: backend.to_string(),
+        client_tls: None,
+        require_session_reuse: true,
+        backend_tls: BackendTlsMode::Off,
+        backend_tls_options: BackendTlsOptions {
+            verify: BackendVerify::SystemRoots,
+            server_name: None,
+            max_version: TlsVersion::V13,
+        },
         passive_ports: port_range(200),
         public_address: None,
         idle_control: Duration::from_secs(60),
@@ -186,15 +195,16 @@ impl Gate {
         let addr = std_listener.local_addr().unwrap();
         let mut s = settings(backend, addr);
         tweak(&mut s);
-        let settings = Arc::new(s);
+        let mode = s.listeners[0].tls;
         let metrics = Metrics::new();
-        let ctx = Arc::new(SessionContext { settings: Arc::clone(&settings), metrics: Arc::clone(&metrics) });
+        let ctx = Arc::new(SessionContext::new(s, Arc::clone(&metrics)).expect("TLS setup"));
+        let settings = Arc::clone(&ctx.settings);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-                ftpgate::server::run(vec![listener], ctx, async {
+                ftpgate::server::run(vec![(listener, mode)], ctx, async {
                     let _ = rx.await;
                 })
                 .await;
@@ -380,5 +390,69 @@ impl RawClient {
         assert_eq!(self.reply().0, 220);
         assert_eq!(self.cmd(&format!("USER {USER}")).0, 331);
         assert_eq!(self.cmd(&format!("PASS {PASSWORD}")).0, 230);
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1/::1/localhost and client
+/// certificates `alice` and `bob`, all made by ftpgate's own generator.
+pub struct TestCerts {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestCerts {
+    pub fn new() -> TestCerts {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        ftpgate::tls::certs::init(
+            dir.path(),
+            &["127.0.0.1".into(), "::1".into(), "localhost".into()],
+            &["alice".into(), "bob".into()],
+            false,
+        )
+        .unwrap();
+        TestCerts { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Client-leg options with this server certificate.
+    pub fn server_options(&self) -> ServerTlsOptions {
+        ServerTlsOptions {
+            cert: self.path("server.pem"),
+            key: self.path("server.key"),
+            client_ca: None,
+            min_version: TlsVersion::V12,
+        }
+    }
+}
+
+impl Default for TestCerts {
+    fn default() -> Self {
+        TestCerts::new()
+    }
+}
+
+/// vsftpd settings for a strict FTPS backend: TLS required for logins and data,
+/// data connections must reuse the control session. `implicit` for implicit FTPS.
+pub fn vsftpd_tls_conf(certs: &TestCerts, implicit: bool) -> String {
+    format!(
+        "ssl_enable=YES\nrsa_cert_file={}\nrsa_private_key_file={}\nforce_local_logins_ssl=YES\n\
+         force_local_data_ssl=YES\nrequire_ssl_reuse=YES\nssl_ciphers=HIGH\nssl_tlsv1=NO\nssl_sslv2=NO\nssl_sslv3=NO\n\
+         implicit_ssl={}\n",
+        certs.path("server.pem").display(),
+        certs.path("server.key").display(),
+        if implicit { "YES" } else { "NO" }
+    )
+}
+
+/// Settings tweak: backend leg over TLS, verified against the test CA.
+pub fn backend_tls(certs: &TestCerts, mode: BackendTlsMode, max: TlsVersion) -> impl FnOnce(&mut Settings) {
+    let ca = certs.path("ca.pem");
+    move |s: &mut Settings| {
+        s.backend_tls = mode;
+        s.backend_tls_options =
+            BackendTlsOptions { verify: BackendVerify::CaFile(ca), server_name: None, max_version: max };
     }
 }
