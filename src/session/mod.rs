@@ -117,7 +117,13 @@ pub async fn run(client: TcpStream, mode: ClientTlsMode, ctx: Arc<SessionContext
         // this control connection.
         let acceptor = match (mode, &ctx.client_tls) {
             (ClientTlsMode::Off, _) | (_, None) => None,
-            (_, Some(t)) => Some(t.for_session()),
+            (_, Some(t)) => match t.for_session() {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    warn!(error = %e, "cannot set up TLS for the session");
+                    return;
+                }
+            },
         };
         let mut client = ClientControl::new(ClientStream::Plain(client));
         if mode == ClientTlsMode::Implicit {

@@ -31,9 +31,8 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 /// Sessions one client control connection may have cached at once: the control
 /// session plus those minted by recent data connections.
 const CLIENT_SESSION_CACHE: usize = 32;
-/// TLS 1.3 tickets sent per handshake. Without a ticketer they are single-use
-/// entries in the session cache; clients that run transfers back to back need a
-/// few in hand.
+/// TLS 1.3 tickets sent per handshake; clients that run transfers back to back
+/// like a few in hand.
 const CLIENT_TLS13_TICKETS: usize = 4;
 /// Backend sessions kept per backend control connection (TLS 1.3 tickets are
 /// single-use and arrive a few per connection).
@@ -141,13 +140,19 @@ impl ServerTls {
     }
 
     /// A TLS acceptor for one client control connection and its data
-    /// connections, with a session cache no other connection shares.
-    pub fn for_session(&self) -> TlsAcceptor {
+    /// connections, with a session cache and a ticket key no other connection
+    /// shares: a session or ticket minted here cannot be resumed anywhere else.
+    /// Tickets matter: clients (lftp, Python with `session=`) resume the control
+    /// session for every data connection, and a TLS 1.3 session held only in the
+    /// cache is single-use, while a ticket under this session's own key can be
+    /// presented again.
+    pub fn for_session(&self) -> Result<TlsAcceptor, TlsError> {
         let base = Arc::clone(&self.config.read().unwrap_or_else(|e| e.into_inner()));
         let mut c = (*base).clone();
         c.session_storage = ServerSessionMemoryCache::new(CLIENT_SESSION_CACHE);
+        c.ticketer = rustls::crypto::ring::Ticketer::new()?;
         c.send_tls13_tickets = CLIENT_TLS13_TICKETS;
-        TlsAcceptor::from(Arc::new(c))
+        Ok(TlsAcceptor::from(Arc::new(c)))
     }
 
     pub fn mutual(&self) -> bool {
@@ -170,29 +175,9 @@ fn build_server_config(o: &ServerTlsOptions) -> Result<ServerConfig, TlsError> {
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_single_cert(certs, key)?;
-    // Stateful resumption only: a ticket would let any connection that holds it
-    // resume, which is exactly what session binding must prevent.
-    config.ticketer = Arc::new(NoTickets);
-    Ok(config)
-}
-
-#[derive(Debug)]
-struct NoTickets;
-
-impl rustls::server::ProducesTickets for NoTickets {
-    fn enabled(&self) -> bool {
-        false
-    }
-    fn lifetime(&self) -> u32 {
-        0
-    }
-    fn encrypt(&self, _: &[u8]) -> Option<Vec<u8>> {
-        None
-    }
-    fn decrypt(&self, _: &[u8]) -> Option<Vec<u8>> {
-        None
-    }
+    // The base config never issues tickets; each session gets its own ticket key
+    // in `for_session`.
+    Ok(builder.with_single_cert(certs, key)?)
 }
 
 /// How ftpgate checks the backend's certificate.

@@ -67,6 +67,15 @@ pub fn wait_for_greeting(addr: SocketAddr) {
     }
 }
 
+/// For servers that greet only after a TLS handshake (implicit FTPS).
+pub fn wait_for_port(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listening on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A vsftpd instance on loopback with its own config, root folder and log.
 pub struct Vsftpd {
     pub addr: SocketAddr,
@@ -119,7 +128,11 @@ impl Vsftpd {
             .expect("vsftpd not installed: run scripts/test.sh");
         let addr = SocketAddr::new(ip, port);
         let v = Vsftpd { addr, root, dir, child };
-        wait_for_greeting(addr);
+        if extra.contains("implicit_ssl=YES") {
+            wait_for_port(addr);
+        } else {
+            wait_for_greeting(addr);
+        }
         v
     }
 

@@ -1,0 +1,296 @@
+//! FTPS through ftpgate: every combination of client leg and backend leg with
+//! real vsftpd (strict: TLS required, `require_ssl_reuse=YES`) and real clients,
+//! plus the refusals: foreign TLS sessions, wrong client certificates,
+//! untrusted backends, plaintext injected after AUTH.
+
+mod common;
+use common::*;
+use ftpgate::config::{BackendTlsMode, ClientTlsMode};
+use ftpgate::metrics::Metrics;
+use ftpgate::tls::TlsVersion;
+use std::path::Path;
+
+const SIZE: usize = 3 * 1024 * 1024;
+
+struct Setup {
+    certs: TestCerts,
+    backend: Vsftpd,
+    gate: Gate,
+}
+
+fn setup(client: ClientTlsMode, backend_mode: BackendTlsMode, max: TlsVersion, reuse: bool) -> Setup {
+    let certs = TestCerts::new();
+    let conf = match backend_mode {
+        BackendTlsMode::Off => String::new(),
+        BackendTlsMode::Explicit => vsftpd_tls_conf(&certs, false),
+        BackendTlsMode::Implicit => vsftpd_tls_conf(&certs, true),
+    };
+    let backend = Vsftpd::start_with("127.0.0.1".parse().unwrap(), &conf);
+    let server = certs.server_options();
+    let tweak_backend = backend_tls(&certs, backend_mode, max);
+    let gate = Gate::start_with(backend.addr, move |s| {
+        tweak_backend(s);
+        s.listeners[0].tls = client;
+        s.require_session_reuse = reuse;
+        if client != ClientTlsMode::Off {
+            s.client_tls = Some(server);
+        }
+    });
+    Setup { certs, backend, gate }
+}
+
+fn curl_tls_args(s: &Setup, client: ClientTlsMode) -> (Vec<String>, String) {
+    let ca = s.certs.path("ca.pem").display().to_string();
+    let port = s.gate.addr.port();
+    match client {
+        ClientTlsMode::Off => (vec![], format!("ftp://127.0.0.1:{port}")),
+        ClientTlsMode::Implicit => (vec!["--cacert".into(), ca], format!("ftps://127.0.0.1:{port}")),
+        _ => (vec!["--ssl-reqd".into(), "--cacert".into(), ca], format!("ftp://127.0.0.1:{port}")),
+    }
+}
+
+/// Upload and download through curl in the given data mode; both compared by hash.
+fn curl_roundtrip(s: &Setup, client: ClientTlsMode, mode: &[&str]) {
+    let work = tempfile::tempdir().unwrap();
+    let data = payload(SIZE, 42);
+    let src = work.path().join("src.bin");
+    std::fs::write(&src, &data).unwrap();
+    let (tls, url) = curl_tls_args(s, client);
+    let mut args: Vec<String> = tls.clone();
+    args.extend(mode.iter().map(|m| m.to_string()));
+    let mut up = args.clone();
+    up.extend(["-T".into(), src.display().to_string(), format!("{url}/up.bin")]);
+    let out = curl(&up.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status, 0, "upload: {}", out.stderr);
+    assert_eq!(sha256_file(&s.backend.root.join("up.bin")), sha256(&data), "backend copy differs");
+    let dst = work.path().join("dst.bin");
+    let mut down = args.clone();
+    down.extend(["-o".into(), dst.display().to_string(), format!("{url}/up.bin")]);
+    let out = curl(&down.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status, 0, "download: {}", out.stderr);
+    assert_eq!(sha256_file(&dst), sha256(&data), "download differs");
+}
+
+fn check_resumption(s: &Setup, client: ClientTlsMode, backend: BackendTlsMode) {
+    let m = &s.gate.metrics;
+    if backend != BackendTlsMode::Off {
+        assert!(Metrics::get(&m.tls_backend_data_resumed) >= 2, "backend data connections must resume");
+        assert_eq!(Metrics::get(&m.tls_backend_data_full), 0, "no backend data connection may do a full handshake");
+    }
+    if client != ClientTlsMode::Off {
+        assert!(Metrics::get(&m.tls_client_control) >= 1);
+        assert!(Metrics::get(&m.tls_client_data_resumed) >= 2, "curl resumes on data connections");
+    }
+    s.gate.assert_drained();
+}
+
+macro_rules! matrix {
+    ($($name:ident: $client:ident, $backend:ident, $max:ident, [$($mode:expr),*];)*) => {$(
+        #[test]
+        fn $name() {
+            let s = setup(ClientTlsMode::$client, BackendTlsMode::$backend, TlsVersion::$max, true);
+            curl_roundtrip(&s, ClientTlsMode::$client, &[$($mode),*]);
+            check_resumption(&s, ClientTlsMode::$client, BackendTlsMode::$backend);
+        }
+    )*};
+}
+
+matrix! {
+    plain_to_explicit_tls13_epsv: Off, Explicit, V13, [];
+    plain_to_explicit_tls12_pasv: Off, Explicit, V12, ["--disable-epsv"];
+    plain_to_implicit_tls13_active: Off, Implicit, V13, ["-P", "-"];
+    plain_to_implicit_tls12_epsv: Off, Implicit, V12, [];
+    explicit_to_plain_epsv: Explicit, Off, V13, [];
+    explicit_to_explicit_tls13_pasv: Explicit, Explicit, V13, ["--disable-epsv"];
+    explicit_to_explicit_tls12_epsv: Explicit, Explicit, V12, [];
+    explicit_to_implicit_epsv: Explicit, Implicit, V13, [];
+    implicit_to_plain_pasv: Implicit, Off, V13, ["--disable-epsv"];
+    implicit_to_explicit_epsv: Implicit, Explicit, V13, [];
+    implicit_to_implicit_tls12_epsv: Implicit, Implicit, V12, [];
+    required_to_explicit_epsv: Required, Explicit, V13, [];
+}
+
+fn lftp_tls(s: &Setup, url: &str, extra: &str) -> Output {
+    let work = tempfile::tempdir().unwrap();
+    let data = payload(SIZE, 7);
+    let src = work.path().join("l.bin");
+    std::fs::write(&src, &data).unwrap();
+    let back = work.path().join("back.bin");
+    let out = lftp(
+        url,
+        &format!(
+            "set ftp:ssl-allow yes; set ftp:ssl-force yes; set ftp:ssl-protect-data yes; set ssl:ca-file {ca}; {extra}; \
+             put {src} -o l.bin; get l.bin -o {back}; cls -1",
+            ca = s.certs.path("ca.pem").display(),
+            src = src.display(),
+            back = back.display()
+        ),
+    );
+    if out.status == 0 {
+        assert_eq!(sha256_file(&back), sha256(&data), "lftp download differs");
+        assert_eq!(sha256_file(&s.backend.root.join("l.bin")), sha256(&data));
+    }
+    out
+}
+
+#[test]
+fn lftp_explicit_both_legs_passive_and_active() {
+    for passive in ["on", "off"] {
+        let s = setup(ClientTlsMode::Explicit, BackendTlsMode::Explicit, TlsVersion::V13, true);
+        let url = format!("ftp://127.0.0.1:{}", s.gate.addr.port());
+        // lftp turns ssl-allow off in the harness defaults; this script turns it back on.
+        let out = lftp_tls(&s, &url, &format!("set ftp:passive-mode {passive}"));
+        assert_eq!(out.status, 0, "lftp passive={passive}: {}", out.stderr);
+        assert_eq!(out.stdout.trim(), "l.bin");
+        check_resumption(&s, ClientTlsMode::Explicit, BackendTlsMode::Explicit);
+    }
+}
+
+#[test]
+fn lftp_implicit_to_plain() {
+    let s = setup(ClientTlsMode::Implicit, BackendTlsMode::Off, TlsVersion::V13, true);
+    let url = format!("ftps://127.0.0.1:{}", s.gate.addr.port());
+    let out = lftp_tls(&s, &url, "set ftp:passive-mode on");
+    assert_eq!(out.status, 0, "{}", out.stderr);
+}
+
+fn python_tls(s: &Setup, mode: &str, reuse: &str) -> serde_json::Value {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("big.bin"), payload(SIZE, 9)).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/ftplib_tls_client.py");
+    let mut c = std::process::Command::new("python3");
+    c.arg(script).args([
+        "127.0.0.1",
+        &s.gate.addr.port().to_string(),
+        USER,
+        PASSWORD,
+        s.certs.path("ca.pem").to_str().unwrap(),
+        mode,
+        reuse,
+        "full",
+        work.path().to_str().unwrap(),
+    ]);
+    let out = run_client(&mut c, std::time::Duration::from_secs(90));
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    serde_json::from_str(out.stdout.trim()).unwrap()
+}
+
+#[test]
+fn python_ftplib_with_session_reuse_through_strict_backend() {
+    let s = setup(ClientTlsMode::Explicit, BackendTlsMode::Explicit, TlsVersion::V13, true);
+    let v = python_tls(&s, "explicit", "yes");
+    assert_eq!(v["retr"], "226 Transfer complete.", "{v}");
+    assert_eq!(v["sha"], sha256(&payload(SIZE, 9)).as_str());
+    check_resumption(&s, ClientTlsMode::Off, BackendTlsMode::Explicit);
+}
+
+#[test]
+fn stock_python_ftplib_works_when_reuse_is_optional() {
+    // Stock ftplib never resumes: vsftpd with require_ssl_reuse refuses it
+    // directly, ftpgate with reuse optional carries it.
+    let s = setup(ClientTlsMode::Implicit, BackendTlsMode::Explicit, TlsVersion::V13, false);
+    let v = python_tls(&s, "implicit", "no");
+    assert_eq!(v["stor"], "226 Transfer complete.", "{v}");
+    assert_eq!(v["sha"], sha256(&payload(SIZE, 9)).as_str());
+    assert_eq!(Metrics::get(&s.gate.metrics.tls_client_data_full), 3, "STOR, RETR and NLST, none resumed");
+}
+
+#[test]
+fn stock_python_ftplib_is_refused_when_reuse_is_required() {
+    let s = setup(ClientTlsMode::Explicit, BackendTlsMode::Off, TlsVersion::V13, true);
+    let v = python_tls(&s, "explicit", "no");
+    let err = v["error"].as_str().unwrap_or_else(|| panic!("must fail: {v}"));
+    assert!(err.starts_with("522") && err.contains("session reuse required"), "{err}");
+    assert!(Metrics::get(&s.gate.metrics.tls_client_data_full) >= 1);
+    assert!(
+        !s.backend.root.join("tls.bin").exists()
+            || std::fs::metadata(s.backend.root.join("tls.bin")).unwrap().len() == 0
+    );
+}
+
+#[test]
+fn another_clients_tls_session_is_refused_on_data_connections() {
+    let s = setup(ClientTlsMode::Explicit, BackendTlsMode::Off, TlsVersion::V13, true);
+    let v = python_tls(&s, "explicit", "foreign");
+    let err = v["error"].as_str().unwrap_or_else(|| panic!("must fail: {v}"));
+    assert!(err.starts_with("522"), "{err}");
+}
+
+#[test]
+fn untrusted_backend_certificate_gives_421() {
+    let other = TestCerts::new();
+    let certs = TestCerts::new();
+    let backend = Vsftpd::start_with("127.0.0.1".parse().unwrap(), &vsftpd_tls_conf(&certs, false));
+    // ftpgate trusts a different CA than the one that signed vsftpd's certificate.
+    let gate = Gate::start_with(backend.addr, backend_tls(&other, BackendTlsMode::Explicit, TlsVersion::V13));
+    let mut c = RawClient::connect(gate.addr);
+    let (code, text) = c.reply();
+    assert_eq!(code, 421, "{text}");
+    // Both test CAs share a name, so webpki reports the signature, not the issuer.
+    assert!(text.contains("invalid peer certificate"), "{text}");
+    assert!(c.closed());
+    gate.assert_drained();
+}
+
+#[test]
+fn ftps_command_order_and_required_tls() {
+    let s = setup(ClientTlsMode::Required, BackendTlsMode::Off, TlsVersion::V13, true);
+    let mut c = RawClient::connect(s.gate.addr);
+    assert_eq!(c.reply().0, 220);
+    let (code, text) = c.cmd(&format!("USER {USER}"));
+    assert_eq!(code, 530, "{text}");
+    assert!(text.contains("AUTH TLS"), "{text}");
+    assert_eq!(c.cmd("PBSZ 0").0, 530, "required listener: nothing but AUTH and friends before TLS");
+    let (code, text) = c.cmd("FEAT");
+    assert_eq!(code, 211);
+    assert!(text.contains(" AUTH TLS\r\n") && text.contains(" PBSZ\r\n") && text.contains(" PROT\r\n"), "{text}");
+    assert_eq!(c.cmd("AUTH KERBEROS").0, 504);
+    // Plaintext pipelined behind AUTH TLS must not survive into the TLS session.
+    c.send_raw(b"AUTH TLS\r\nUSER injected\r\n");
+    let (code, text) = c.reply();
+    assert_eq!(code, 421, "{text}");
+    assert!(c.closed());
+    assert!(!s.backend.log().contains("injected"));
+
+    let s = setup(ClientTlsMode::Explicit, BackendTlsMode::Off, TlsVersion::V13, true);
+    let mut c = RawClient::connect(s.gate.addr);
+    assert_eq!(c.reply().0, 220);
+    assert_eq!(c.cmd("PBSZ 0").0, 503, "PBSZ before AUTH");
+    assert_eq!(c.cmd("PROT P").0, 503, "PROT before AUTH");
+    assert_eq!(c.cmd("CCC").0, 534);
+}
+
+#[test]
+fn mutual_tls_checks_client_certificates() {
+    let certs = TestCerts::new();
+    let foreign = TestCerts::new();
+    let backend = Vsftpd::start();
+    backend.put("m.txt", b"mutual\n");
+    let mut server = certs.server_options();
+    server.client_ca = Some(certs.path("ca.pem"));
+    let gate = Gate::start_with(backend.addr, move |s| {
+        s.listeners[0].tls = ClientTlsMode::Implicit;
+        s.client_tls = Some(server);
+    });
+    let url = format!("ftps://127.0.0.1:{}/m.txt", gate.addr.port());
+    let ca = certs.path("ca.pem").display().to_string();
+    let with = |c: &TestCerts| {
+        curl(&[
+            "--cacert",
+            &ca,
+            "--cert",
+            c.path("client-alice.pem").to_str().unwrap(),
+            "--key",
+            c.path("client-alice.key").to_str().unwrap(),
+            &url,
+        ])
+    };
+    let good = with(&certs);
+    assert_eq!(good.status, 0, "{}", good.stderr);
+    assert_eq!(good.stdout, "mutual\n");
+    let none = curl(&["--cacert", &ca, &url]);
+    assert_ne!(none.status, 0, "no client certificate must be refused");
+    let wrong = with(&foreign);
+    assert_ne!(wrong.status, 0, "a certificate from another CA must be refused");
+    assert!(Metrics::get(&gate.metrics.tls_client_failures) >= 2);
+}
