@@ -294,3 +294,39 @@ fn mutual_tls_checks_client_certificates() {
     assert_ne!(wrong.status, 0, "a certificate from another CA must be refused");
     assert!(Metrics::get(&gate.metrics.tls_client_failures) >= 2);
 }
+
+/// The suppaftp Rust client over rustls: explicit FTPS to ftpgate, TLS 1.3 to a
+/// strict vsftpd. A 10 MiB upload checks that TLS data connections are closed
+/// politely (close_notify, then EOF), so the backend keeps every byte.
+#[test]
+fn rust_client_explicit_ftps_10mib_upload_over_tls13() {
+    let s = setup(ClientTlsMode::Explicit, BackendTlsMode::Explicit, TlsVersion::V13, true);
+    let mut roots = rustls::RootCertStore::empty();
+    for c in ftpgate::tls::load_certs(&s.certs.path("ca.pem")).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let connector = suppaftp::RustlsConnector::from(std::sync::Arc::new(config));
+    let ftp = suppaftp::RustlsFtpStream::connect(s.gate.addr).unwrap();
+    let mut ftp = ftp.into_secure(connector, "127.0.0.1").unwrap();
+    ftp.set_mode(suppaftp::Mode::ExtendedPassive);
+    ftp.login(USER, PASSWORD).unwrap();
+    ftp.transfer_type(suppaftp::types::FileType::Binary).unwrap();
+    let data = payload(10 * 1024 * 1024, 77);
+    for round in 0..3 {
+        let name = format!("r{round}.bin");
+        ftp.put_file(&name, &mut std::io::Cursor::new(&data)).unwrap();
+        assert_eq!(sha256_file(&s.backend.root.join(&name)), sha256(&data), "round {round}: backend copy differs");
+        let back = ftp.retr_as_buffer(&name).unwrap().into_inner();
+        assert_eq!(sha256(&back), sha256(&data), "round {round}: download differs");
+    }
+    ftp.quit().unwrap();
+    check_resumption(&s, ClientTlsMode::Explicit, BackendTlsMode::Explicit);
+    assert_eq!(Metrics::get(&s.gate.metrics.tls_client_data_full), 0);
+    assert_eq!(Metrics::get(&s.gate.metrics.transfers_ok), 6);
+}
