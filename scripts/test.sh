@@ -17,6 +17,9 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# ProFTPD (mod_tls, mod_proxy) is unpacked beside vsftpd: the packages conflict.
+bash scripts/install-proftpd.sh >/dev/null
+
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test --all-targets

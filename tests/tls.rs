@@ -330,3 +330,40 @@ fn rust_client_explicit_ftps_10mib_upload_over_tls13() {
     assert_eq!(Metrics::get(&s.gate.metrics.tls_client_data_full), 0);
     assert_eq!(Metrics::get(&s.gate.metrics.transfers_ok), 6);
 }
+
+/// ProFTPD's mod_tls refuses data connections that do not reuse the control
+/// session by default. A plain client and an FTPS client both reach it through
+/// ftpgate, with TLS 1.2 and TLS 1.3 on the backend leg.
+#[test]
+fn proftpd_backend_requires_reuse_and_gets_it() {
+    for (max, client) in [(TlsVersion::V13, ClientTlsMode::Off), (TlsVersion::V12, ClientTlsMode::Explicit)] {
+        let certs = TestCerts::new();
+        let backend = Proftpd::start_tls(&certs);
+        let server = certs.server_options();
+        let tweak = backend_tls(&certs, BackendTlsMode::Explicit, max);
+        let gate = Gate::start_with(backend.addr, move |s| {
+            tweak(s);
+            s.listeners[0].tls = client;
+            s.client_tls = Some(server);
+        });
+        let work = tempfile::tempdir().unwrap();
+        let data = payload(SIZE, 5);
+        let src = work.path().join("p.bin");
+        std::fs::write(&src, &data).unwrap();
+        let ca = certs.path("ca.pem").display().to_string();
+        let base = format!("ftp://127.0.0.1:{}", gate.addr.port());
+        let tls: Vec<&str> = if client == ClientTlsMode::Off { vec![] } else { vec!["--ssl-reqd", "--cacert", &ca] };
+        let up = curl(&[tls.clone(), vec!["-T", src.to_str().unwrap(), &format!("{base}/p.bin")]].concat());
+        assert_eq!(up.status, 0, "{max:?}: {}\n{}", up.stderr, backend.log("tls.log"));
+        assert_eq!(sha256_file(&backend.root.join("p.bin")), sha256(&data));
+        let dst = work.path().join("back.bin");
+        let down = curl(&[tls.clone(), vec!["-o", dst.to_str().unwrap(), &format!("{base}/p.bin")]].concat());
+        assert_eq!(down.status, 0, "{}", down.stderr);
+        assert_eq!(sha256_file(&dst), sha256(&data));
+        let list = curl(&[tls, vec!["--list-only", &format!("{base}/")]].concat());
+        assert_eq!(list.stdout.trim(), "p.bin", "{}", list.stderr);
+        assert!(Metrics::get(&gate.metrics.tls_backend_data_resumed) >= 3);
+        assert_eq!(Metrics::get(&gate.metrics.tls_backend_data_full), 0);
+        gate.assert_drained();
+    }
+}
