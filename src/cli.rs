@@ -89,6 +89,9 @@ pub struct RunArgs {
     /// Require client certificates signed by this CA (mutual TLS).
     #[arg(long, value_name = "FILE")]
     pub client_ca: Option<PathBuf>,
+    /// With --client-ca: the FTP user name must match the client certificate.
+    #[arg(long)]
+    pub client_cert_user: bool,
     /// TLS towards the backend.
     #[arg(long, value_enum)]
     pub backend_tls: Option<BackendTlsMode>,
@@ -138,6 +141,7 @@ impl RunArgs {
         t.cert = self.cert.clone().or(t.cert.take());
         t.key = self.key.clone().or(t.key.take());
         t.client_ca = self.client_ca.clone().or(t.client_ca.take());
+        t.client_cert_user_match |= self.client_cert_user;
         if let Some(r) = self.client_reuse {
             t.require_session_reuse = r == Reuse::Required;
         }

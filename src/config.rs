@@ -96,6 +96,10 @@ pub struct TlsConfig {
     /// Lowest TLS version accepted from clients, `"1.2"` or `"1.3"`.
     #[serde(default = "default_min_tls")]
     pub min_version: TlsVersion,
+    /// With mutual TLS: the FTP user name must be one of the client
+    /// certificate's names (subject CN, or a DNS or e-mail SAN).
+    #[serde(default)]
+    pub client_cert_user_match: bool,
 }
 
 fn default_true() -> bool {
@@ -116,6 +120,7 @@ impl Default for TlsConfig {
             client_ca: None,
             require_session_reuse: true,
             min_version: default_min_tls(),
+            client_cert_user_match: false,
         }
     }
 }
@@ -293,6 +298,8 @@ pub struct Settings {
     /// Present when any listener offers TLS.
     pub client_tls: Option<ServerTlsOptions>,
     pub require_session_reuse: bool,
+    /// USER must match the client certificate (mutual TLS only).
+    pub client_cert_user_match: bool,
     pub backend_tls: BackendTlsMode,
     pub backend_tls_options: BackendTlsOptions,
     pub passive_ports: PortRange,
@@ -346,6 +353,9 @@ impl Config {
                 })
             }
         };
+        if self.tls.client_cert_user_match && self.tls.client_ca.is_none() {
+            return Err(invalid("tls.client_cert_user_match", "needs tls.client_ca (mutual TLS)"));
+        }
         let verify = match (&backend.ca, &backend.fingerprint, backend.insecure_skip_verify) {
             (None, None, false) => BackendVerify::SystemRoots,
             (Some(ca), None, false) => BackendVerify::CaFile(ca.clone()),
@@ -379,6 +389,7 @@ impl Config {
             backend: backend.address.clone(),
             client_tls,
             require_session_reuse: self.tls.require_session_reuse,
+            client_cert_user_match: self.tls.client_cert_user_match,
             backend_tls: backend.tls,
             backend_tls_options: BackendTlsOptions {
                 verify,

@@ -11,6 +11,8 @@ pub struct Metrics {
     pub sessions_total: AtomicU64,
     /// Clients turned away because `limits.max_sessions` was reached.
     pub sessions_refused: AtomicU64,
+    /// USER refused by ftpgate itself (client certificate mismatch).
+    pub logins_refused: AtomicU64,
     /// Command lines refused before reaching the backend (syntax, length, NUL,
     /// bare CR/LF).
     pub commands_rejected: AtomicU64,

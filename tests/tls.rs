@@ -367,3 +367,45 @@ fn proftpd_backend_requires_reuse_and_gets_it() {
         gate.assert_drained();
     }
 }
+
+#[test]
+fn mutual_tls_user_must_match_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    ftpgate::tls::certs::init(dir.path(), &["127.0.0.1".into()], &[USER.into(), "alice".into()], false).unwrap();
+    let backend = Vsftpd::start();
+    backend.put("m.txt", b"matched\n");
+    let p = |n: &str| dir.path().join(n);
+    let server = ftpgate::tls::ServerTlsOptions {
+        cert: p("server.pem"),
+        key: p("server.key"),
+        client_ca: Some(p("ca.pem")),
+        min_version: TlsVersion::V12,
+    };
+    let gate = Gate::start_with(backend.addr, move |s| {
+        s.listeners[0].tls = ClientTlsMode::Required;
+        s.client_tls = Some(server);
+        s.client_cert_user_match = true;
+    });
+    let url = format!("ftp://127.0.0.1:{}/m.txt", gate.addr.port());
+    let ca = p("ca.pem").display().to_string();
+    let with = |name: &str| {
+        curl(&[
+            "--ssl-reqd",
+            "--cacert",
+            &ca,
+            "--cert",
+            p(&format!("client-{name}.pem")).to_str().unwrap(),
+            "--key",
+            p(&format!("client-{name}.key")).to_str().unwrap(),
+            &url,
+        ])
+    };
+    let good = with(USER);
+    assert_eq!(good.status, 0, "{}", good.stderr);
+    assert_eq!(good.stdout, "matched\n");
+    let bad = with("alice");
+    assert_eq!(bad.status, 67, "curl's 'login denied': {}", bad.stderr);
+    assert_eq!(Metrics::get(&gate.metrics.logins_refused), 1);
+    // The refused attempt's USER never reached the backend.
+    assert_eq!(backend.log().matches(&format!("\"USER {USER}\"")).count(), 1, "{}", backend.log());
+}

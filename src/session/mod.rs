@@ -331,6 +331,12 @@ impl Session {
                 // on its own, is not something any client needs; vsftpd refuses too.
                 self.reply_text(502, "REIN is not supported; reconnect instead").await?;
             }
+            Verb::User if self.settings().client_cert_user_match && !self.user_matches_certificate(&cmd) => {
+                Metrics::inc(&self.ctx.metrics.logins_refused);
+                let user = String::from_utf8_lossy(cmd.arg.as_deref().unwrap_or_default()).into_owned();
+                warn!(%user, "user name does not match the client certificate");
+                self.reply_text(530, "Login refused: user name does not match your client certificate").await?;
+            }
             Verb::User | Verb::Pass | Verb::Acct => {
                 let r = self.forward(&cmd).await?;
                 if r.code == 230 {
@@ -437,6 +443,13 @@ impl Session {
             Some("S") | Some("E") => self.reply_text(536, "Protection level not supported; use P or C").await,
             _ => self.reply_text(504, "PROT takes C or P").await,
         }
+    }
+
+    /// Whether the USER argument is one of the names in the client certificate.
+    /// No certificate (no TLS yet, or mutual TLS off) never matches.
+    fn user_matches_certificate(&self, cmd: &Command) -> bool {
+        let (Some(user), Some(chain)) = (cmd.arg_str(), self.client.peer_certificates()) else { return false };
+        chain.first().is_some_and(|leaf| crate::tls::certificate_names(leaf.as_ref()).iter().any(|n| n == user))
     }
 
     /// Reads the backend's replies until a final one, relaying any preliminary

@@ -265,3 +265,36 @@ pub struct BackendSessionTls {
 pub fn resumed(conn: &rustls::CommonState) -> bool {
     conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
 }
+
+/// The names a client certificate carries: its subject common names and its
+/// DNS and e-mail subject alternative names. Used to tie an FTP user name to
+/// the certificate that authenticated the TLS connection.
+pub fn certificate_names(der: &[u8]) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return vec![] };
+    let mut names: Vec<String> =
+        cert.subject().iter_common_name().filter_map(|cn| cn.as_str().ok().map(str::to_string)).collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            match n {
+                GeneralName::DNSName(s) | GeneralName::RFC822Name(s) => names.push((*s).to_string()),
+                _ => {}
+            }
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_of_a_generated_client_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        certs::init(dir.path(), &["127.0.0.1".into()], &["alice".into()], false).unwrap();
+        let c = load_certs(&dir.path().join("client-alice.pem")).unwrap();
+        assert_eq!(certificate_names(c[0].as_ref()), vec!["alice".to_string(), "alice".to_string()]);
+        assert!(certificate_names(b"not a certificate").is_empty());
+    }
+}

@@ -163,6 +163,7 @@ pub fn settings(backend: SocketAddr, listen: SocketAddr) -> Settings {
         backend: backend.to_string(),
         client_tls: None,
         require_session_reuse: true,
+        client_cert_user_match: false,
         backend_tls: BackendTlsMode::Off,
         backend_tls_options: BackendTlsOptions {
             verify: BackendVerify::SystemRoots,
