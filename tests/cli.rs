@@ -88,3 +88,66 @@ fn quickstart_script_works() {
     assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("quickstart check passed"), "{}", out.stdout);
 }
+
+#[test]
+fn certs_init_then_implicit_ftps_and_sighup_reload() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+    let init = |force: bool| {
+        let mut args = vec!["certs", "init", "--dir", &d, "--name", "127.0.0.1", "--client", "alice"];
+        if force {
+            args.push("--force");
+        }
+        run_client(ftpgate().args(&args), Duration::from_secs(20))
+    };
+    let out = init(false);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("server.pem"), "{}", out.stdout);
+    for key in ["ca.key", "server.key", "client-alice.key"] {
+        let mode = std::fs::metadata(dir.path().join(key)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{key}");
+    }
+    assert_ne!(init(false).status, 0, "existing files are not replaced without --force");
+    let old_ca = dir.path().join("old-ca.pem");
+    std::fs::copy(dir.path().join("ca.pem"), &old_ca).unwrap();
+
+    let backend = Vsftpd::start();
+    backend.put("r.txt", b"reloaded\n");
+    let port = free_port("127.0.0.1".parse().unwrap());
+    let range = port_range(50);
+    let mut child = ftpgate()
+        .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--backend", &backend.addr.to_string()])
+        .args(["--passive-ports", &format!("{}-{}", range.min, range.max), "--client-tls", "implicit"])
+        .args(["--cert", &format!("{d}/server.pem"), "--key", &format!("{d}/server.key")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(format!("127.0.0.1:{port}").parse().unwrap());
+    let url = format!("ftps://127.0.0.1:{port}/r.txt");
+    let fetch = |ca: &std::path::Path| curl(&["--cacert", ca.to_str().unwrap(), &url]);
+    let first = fetch(&old_ca);
+    assert_eq!((first.status, first.stdout.as_str()), (0, "reloaded\n"), "{}", first.stderr);
+
+    // New CA and certificate on disk, then SIGHUP: new sessions get the new one.
+    assert_eq!(init(true).status, 0);
+    let hup = |pid: u32| Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap();
+    assert!(hup(child.id()).success());
+    let new_ca = dir.path().join("ca.pem");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fetch(&new_ca).status != 0 {
+        assert!(std::time::Instant::now() < deadline, "reload not picked up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_ne!(fetch(&old_ca).status, 0, "the old certificate is gone after reload");
+    // A broken file on reload keeps the running certificate.
+    std::fs::write(dir.path().join("server.pem"), "garbage").unwrap();
+    assert!(hup(child.id()).success());
+    std::thread::sleep(Duration::from_millis(300));
+    let still = fetch(&new_ca);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(still.status, 0, "{}", still.stderr);
+}

@@ -409,3 +409,47 @@ fn mutual_tls_user_must_match_certificate() {
     // The refused attempt's USER never reached the backend.
     assert_eq!(backend.log().matches(&format!("\"USER {USER}\"")).count(), 1, "{}", backend.log());
 }
+
+#[test]
+fn backend_verification_by_fingerprint_server_name_or_explicitly_none() {
+    use ftpgate::tls::{BackendTlsOptions, BackendVerify};
+    let certs = TestCerts::new();
+    let other = TestCerts::new();
+    let backend = Vsftpd::start_with("127.0.0.1".parse().unwrap(), &vsftpd_tls_conf(&certs, false));
+    backend.put("v.txt", b"verified\n");
+    let der = ftpgate::tls::load_certs(&certs.path("server.pem")).unwrap().remove(0);
+    let pin: String = sha256(der.as_ref());
+    let cases: Vec<(&str, BackendVerify, Option<&str>, Result<(), &str>)> = vec![
+        ("pinned", BackendVerify::Fingerprint(pin.clone()), None, Ok(())),
+        ("wrong pin", BackendVerify::Fingerprint("00".repeat(32)), None, Err("pinned SHA-256 fingerprint")),
+        ("server name in SAN", BackendVerify::CaFile(certs.path("ca.pem")), Some("localhost"), Ok(())),
+        (
+            "server name not in SAN",
+            BackendVerify::CaFile(certs.path("ca.pem")),
+            Some("wrong.example"),
+            Err("not valid for name \"wrong.example\""),
+        ),
+        ("insecure", BackendVerify::Insecure, None, Ok(())),
+        ("other CA", BackendVerify::CaFile(other.path("ca.pem")), None, Err("invalid peer certificate")),
+    ];
+    for (label, verify, name, want) in cases {
+        let gate = Gate::start_with(backend.addr, move |s| {
+            s.backend_tls = BackendTlsMode::Explicit;
+            s.backend_tls_options =
+                BackendTlsOptions { verify, server_name: name.map(str::to_string), max_version: TlsVersion::V13 };
+        });
+        let out = curl(&[&format!("ftp://127.0.0.1:{}/v.txt", gate.addr.port())]);
+        match want {
+            Ok(()) => {
+                assert_eq!(out.status, 0, "{label}: {}", out.stderr);
+                assert_eq!(out.stdout, "verified\n", "{label}");
+            }
+            Err(text) => {
+                let mut c = RawClient::connect(gate.addr);
+                let (code, reply) = c.reply();
+                assert_eq!(code, 421, "{label}: {reply}");
+                assert!(reply.contains(text), "{label}: {reply}");
+            }
+        }
+    }
+}

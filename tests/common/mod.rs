@@ -24,7 +24,7 @@ pub fn ensure_test_user() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let script = format!(
-            "id -u {USER} >/dev/null 2>&1 || useradd -M -d / -s /usr/sbin/nologin {USER}; usermod -d / {USER} 2>/dev/null; \
+            "id -u {USER} >/dev/null 2>&1 || useradd -M -d / -s /usr/sbin/nologin {USER}; usermod -d / {USER} >/dev/null 2>&1; \
              echo '{USER}:{PASSWORD}' | chpasswd; \
              [ -f /etc/pam.d/{PAM_SERVICE} ] || printf 'auth required pam_unix.so\\naccount required pam_unix.so\\nsession required pam_permit.so\\n' > /etc/pam.d/{PAM_SERVICE}; \
              mkdir -p /var/run/vsftpd/empty"
