@@ -419,7 +419,9 @@ fn backend_verification_by_fingerprint_server_name_or_explicitly_none() {
     backend.put("v.txt", b"verified\n");
     let der = ftpgate::tls::load_certs(&certs.path("server.pem")).unwrap().remove(0);
     let pin: String = sha256(der.as_ref());
-    let cases: Vec<(&str, BackendVerify, Option<&str>, Result<(), &str>)> = vec![
+    /// label, verification, server-name override, Ok or a text the 421 must contain.
+    type Case = (&'static str, BackendVerify, Option<&'static str>, Result<(), &'static str>);
+    let cases: Vec<Case> = vec![
         ("pinned", BackendVerify::Fingerprint(pin.clone()), None, Ok(())),
         ("wrong pin", BackendVerify::Fingerprint("00".repeat(32)), None, Err("pinned SHA-256 fingerprint")),
         ("server name in SAN", BackendVerify::CaFile(certs.path("ca.pem")), Some("localhost"), Ok(())),
