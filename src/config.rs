@@ -100,6 +100,11 @@ pub struct TlsConfig {
     /// certificate's names (subject CN, or a DNS or e-mail SAN).
     #[serde(default)]
     pub client_cert_user_match: bool,
+    /// Cipher suites offered to clients, by rustls name (for example
+    /// `"TLS13_AES_256_GCM_SHA384"`), most preferred first. Empty: rustls'
+    /// defaults, which are all modern AEAD suites.
+    #[serde(default)]
+    pub cipher_suites: Vec<String>,
 }
 
 fn default_true() -> bool {
@@ -121,6 +126,7 @@ impl Default for TlsConfig {
             require_session_reuse: true,
             min_version: default_min_tls(),
             client_cert_user_match: false,
+            cipher_suites: vec![],
         }
     }
 }
@@ -350,6 +356,7 @@ impl Config {
                     key,
                     client_ca: self.tls.client_ca.clone(),
                     min_version: self.tls.min_version,
+                    cipher_suites: self.tls.cipher_suites.clone(),
                 })
             }
         };

@@ -197,3 +197,23 @@ fn non_utf8_file_names_pass_byte_exact() {
     let name = std::ffi::OsStr::from_bytes(b"caf\xe9 \xff.txt");
     assert_eq!(std::fs::read(backend.root.join(name)).unwrap(), b"latin-1 name", "IAC IAC is one 0xff byte");
 }
+
+#[test]
+fn stou_uploads_under_a_server_chosen_name() {
+    let backend = Vsftpd::start();
+    let gate = Gate::start(backend.addr);
+    let mut c = RawClient::connect(gate.addr);
+    c.login();
+    let (code, text) = c.cmd("EPSV");
+    assert_eq!(code, 229);
+    let mut data = TcpStream::connect(("127.0.0.1", epsv_port(&text))).unwrap();
+    let (code, text) = c.cmd("STOU");
+    assert_eq!(code, 150, "{text}");
+    data.write_all(&payload(70_000, 4)).unwrap();
+    drop(data);
+    assert_eq!(c.reply().0, 226);
+    let files: Vec<_> = std::fs::read_dir(&backend.root).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(sha256_file(&files[0]), sha256(&payload(70_000, 4)));
+    assert!(text.contains(files[0].file_name().unwrap().to_str().unwrap()), "150 names the file: {text}");
+}

@@ -380,6 +380,7 @@ fn mutual_tls_user_must_match_certificate() {
         key: p("server.key"),
         client_ca: Some(p("ca.pem")),
         min_version: TlsVersion::V12,
+        cipher_suites: vec![],
     };
     let gate = Gate::start_with(backend.addr, move |s| {
         s.listeners[0].tls = ClientTlsMode::Required;

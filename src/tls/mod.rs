@@ -52,6 +52,8 @@ pub enum TlsError {
     ServerName(String),
     #[error("no trusted roots for the backend: system store empty and no CA file given")]
     NoRoots,
+    #[error("unknown cipher suite {0:?}; known: {1}")]
+    UnknownCipher(String, String),
 }
 
 fn file_err(path: &Path, message: impl ToString) -> TlsError {
@@ -82,6 +84,27 @@ fn versions(min: TlsVersion, max: TlsVersion) -> Vec<&'static SupportedProtocolV
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The crypto provider restricted to the named cipher suites (rustls names,
+/// e.g. `TLS13_AES_256_GCM_SHA384`), in the given order of preference. An empty
+/// list keeps rustls' defaults.
+pub fn provider_with_ciphers(names: &[String]) -> Result<Arc<rustls::crypto::CryptoProvider>, TlsError> {
+    let mut p = rustls::crypto::ring::default_provider();
+    if names.is_empty() {
+        return Ok(Arc::new(p));
+    }
+    let all = p.cipher_suites.clone();
+    let name_of = |c: &rustls::SupportedCipherSuite| format!("{:?}", c.suite());
+    p.cipher_suites = names
+        .iter()
+        .map(|n| {
+            all.iter().find(|c| name_of(c).eq_ignore_ascii_case(n)).copied().ok_or_else(|| {
+                TlsError::UnknownCipher(n.clone(), all.iter().map(name_of).collect::<Vec<_>>().join(", "))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Arc::new(p))
 }
 
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -115,6 +138,8 @@ pub struct ServerTlsOptions {
     /// Require client certificates signed by this CA (mutual TLS).
     pub client_ca: Option<PathBuf>,
     pub min_version: TlsVersion,
+    /// Allowed cipher suites by rustls name; empty: rustls' safe defaults.
+    pub cipher_suites: Vec<String>,
 }
 
 /// The client leg's TLS server configuration. Reloadable: sessions keep the
@@ -163,7 +188,7 @@ impl ServerTls {
 fn build_server_config(o: &ServerTlsOptions) -> Result<ServerConfig, TlsError> {
     let certs = load_certs(&o.cert)?;
     let key = load_key(&o.key)?;
-    let builder = ServerConfig::builder_with_provider(provider())
+    let builder = ServerConfig::builder_with_provider(provider_with_ciphers(&o.cipher_suites)?)
         .with_protocol_versions(&versions(o.min_version, TlsVersion::V13))?;
     let builder = match &o.client_ca {
         Some(ca) => {
@@ -293,6 +318,17 @@ mod tests {
     fn names_of_a_generated_client_certificate() {
         let dir = tempfile::tempdir().unwrap();
         certs::init(dir.path(), &["127.0.0.1".into()], &["alice".into()], false).unwrap();
+        let mut o = ServerTlsOptions {
+            cert: dir.path().join("server.pem"),
+            key: dir.path().join("server.key"),
+            client_ca: None,
+            min_version: TlsVersion::V13,
+            cipher_suites: vec!["tls13_chacha20_poly1305_sha256".into()],
+        };
+        assert!(ServerTls::load(o.clone()).is_ok());
+        o.cipher_suites = vec!["TLS_NULL_WITH_NULL_NULL".into()];
+        let err = ServerTls::load(o).unwrap_err().to_string();
+        assert!(err.contains("TLS_NULL_WITH_NULL_NULL") && err.contains("TLS13_AES_128_GCM_SHA256"), "{err}");
         let c = load_certs(&dir.path().join("client-alice.pem")).unwrap();
         assert_eq!(certificate_names(c[0].as_ref()), vec!["alice".to_string(), "alice".to_string()]);
         assert!(certificate_names(b"not a certificate").is_empty());

@@ -438,6 +438,7 @@ impl TestCerts {
             key: self.path("server.key"),
             client_ca: None,
             min_version: TlsVersion::V12,
+            cipher_suites: vec![],
         }
     }
 }
