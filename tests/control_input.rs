@@ -8,17 +8,6 @@ use ftpgate::metrics::Metrics;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
-fn pasv_port(reply: &str) -> u16 {
-    let inside = &reply[reply.find('(').unwrap() + 1..reply.find(')').unwrap()];
-    let n: Vec<u16> = inside.split(',').map(|x| x.parse().unwrap()).collect();
-    n[4] * 256 + n[5]
-}
-
-fn epsv_port(reply: &str) -> u16 {
-    let inside = &reply[reply.find("(|||").unwrap() + 4..];
-    inside[..inside.find('|').unwrap()].parse().unwrap()
-}
-
 #[test]
 fn refused_lines_get_500_and_never_reach_the_backend() {
     let backend = Vsftpd::start();
@@ -185,9 +174,7 @@ fn non_utf8_file_names_pass_byte_exact() {
     let gate = Gate::start(backend.addr);
     let mut c = RawClient::connect(gate.addr);
     c.login();
-    let (code, text) = c.cmd("EPSV");
-    assert_eq!(code, 229);
-    let mut data = TcpStream::connect(("127.0.0.1", epsv_port(&text))).unwrap();
+    let mut data = c.epsv_data();
     c.send_raw(b"STOR caf\xe9 \xff\xff.txt\r\n");
     assert_eq!(c.reply().0, 150);
     data.write_all(b"latin-1 name").unwrap();
@@ -204,9 +191,7 @@ fn stou_uploads_under_a_server_chosen_name() {
     let gate = Gate::start(backend.addr);
     let mut c = RawClient::connect(gate.addr);
     c.login();
-    let (code, text) = c.cmd("EPSV");
-    assert_eq!(code, 229);
-    let mut data = TcpStream::connect(("127.0.0.1", epsv_port(&text))).unwrap();
+    let mut data = c.epsv_data();
     let (code, text) = c.cmd("STOU");
     assert_eq!(code, 150, "{text}");
     data.write_all(&payload(70_000, 4)).unwrap();

@@ -145,10 +145,7 @@ fn backend_dying_mid_transfer_gives_421_and_a_clean_close() {
     });
     let gate = Gate::start(addr);
     let mut c = raw_login(gate.addr);
-    let (code, text) = c.cmd("EPSV");
-    assert_eq!(code, 229);
-    let p: u16 = text.split("|||").nth(1).unwrap().trim_end_matches(|ch: char| !ch.is_ascii_digit()).parse().unwrap();
-    let mut d = TcpStream::connect(("127.0.0.1", p)).unwrap();
+    let mut d = c.epsv_data();
     assert_eq!(c.cmd("RETR f").0, 150);
     let mut got = Vec::new();
     let _ = d.read_to_end(&mut got);
@@ -295,9 +292,7 @@ fn client_vanishing_mid_transfer_releases_everything() {
         c.login();
         let (code, text) = c.cmd("PASV");
         assert_eq!(code, 227);
-        let inside = &text[text.find('(').unwrap() + 1..text.find(')').unwrap()];
-        let n: Vec<u16> = inside.split(',').map(|x| x.parse().unwrap()).collect();
-        let mut d = TcpStream::connect(("127.0.0.1", n[4] * 256 + n[5])).unwrap();
+        let mut d = TcpStream::connect(("127.0.0.1", pasv_port(&text))).unwrap();
         assert_eq!(c.cmd("RETR big.bin").0, 150);
         let mut buf = [0u8; 4096];
         d.read_exact(&mut buf).unwrap();

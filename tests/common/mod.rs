@@ -400,6 +400,13 @@ impl RawClient {
         matches!(self.reader.read(&mut buf), Ok(0) | Err(_))
     }
 
+    /// EPSV, then a data connection to the port it names.
+    pub fn epsv_data(&mut self) -> TcpStream {
+        let (code, text) = self.cmd("EPSV");
+        assert_eq!(code, 229, "{text}");
+        TcpStream::connect((self.stream.peer_addr().unwrap().ip(), epsv_port(&text))).unwrap()
+    }
+
     pub fn login(&mut self) {
         assert_eq!(self.reply().0, 220);
         assert_eq!(self.cmd(&format!("USER {USER}")).0, 331);
@@ -546,4 +553,17 @@ impl Drop for Proftpd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The port of a `229 ... (|||port|)` reply.
+pub fn epsv_port(reply: &str) -> u16 {
+    let inside = &reply[reply.find("(|||").expect("229 reply") + 4..];
+    inside[..inside.find('|').unwrap()].parse().unwrap()
+}
+
+/// The port of a `227 ... (h1,h2,h3,h4,p1,p2)` reply.
+pub fn pasv_port(reply: &str) -> u16 {
+    let inside = &reply[reply.find('(').expect("227 reply") + 1..reply.find(')').unwrap()];
+    let n: Vec<u16> = inside.split(',').map(|x| x.trim().parse().unwrap()).collect();
+    n[4] * 256 + n[5]
 }
