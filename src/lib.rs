@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod metrics;
 pub mod passive;
+pub mod policy;
 pub mod protocol;
 pub mod relay;
 pub mod server;

@@ -1,0 +1,284 @@
+//! The policy file format (TOML) and its validation. Errors name the line.
+
+use super::{LoginLimits, Network, PathRule, Permission, Permissions, Policy};
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::Path;
+use thiserror::Error;
+use toml::Spanned;
+
+#[derive(Debug, Error)]
+pub enum PolicyError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: line {line}: {message}")]
+    Invalid { path: String, line: usize, message: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    login: Option<LoginFile>,
+    #[serde(default)]
+    defaults: Option<Defaults>,
+    #[serde(default, rename = "network")]
+    networks: Vec<NetworkFile>,
+    #[serde(default)]
+    groups: HashMap<String, Vec<String>>,
+    #[serde(default, rename = "rule")]
+    rules: Vec<RuleFile>,
+    #[serde(default)]
+    users: HashMap<String, UserFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginFile {
+    max_failures: Option<u32>,
+    ban_seconds: Option<u64>,
+    max_ban_seconds: Option<u64>,
+    max_sessions_per_address: Option<usize>,
+    max_sessions_per_user: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Defaults {
+    /// Permissions of users that no rule names. Default: all.
+    permissions: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkFile {
+    name: String,
+    cidrs: Vec<Spanned<String>>,
+    #[serde(default = "allow")]
+    action: Spanned<String>,
+    #[serde(default = "yes")]
+    plain_allowed: bool,
+    #[serde(default)]
+    tls_before_user: bool,
+    #[serde(default)]
+    prot_p_required: bool,
+    #[serde(default)]
+    client_cert_required: bool,
+    #[serde(default)]
+    deny_commands: Vec<String>,
+}
+
+fn allow() -> Spanned<String> {
+    Spanned::new(0..0, "allow".to_string())
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    name: String,
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    groups: Vec<Spanned<String>>,
+    paths: Vec<Spanned<String>>,
+    allow: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserFile {
+    #[serde(default)]
+    deny_commands: Vec<String>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+}
+
+fn permissions(
+    items: &[Spanned<String>],
+    err: &impl Fn(usize, String) -> PolicyError,
+) -> Result<Permissions, PolicyError> {
+    let mut p = Permissions::NONE;
+    for item in items {
+        if item.get_ref() == "all" {
+            p = Permissions::all();
+            continue;
+        }
+        let perm = Permission::from_name(item.get_ref()).ok_or_else(|| {
+            let known: Vec<&str> = Permission::ALL.iter().map(|p| p.name()).collect();
+            err(item.span().start, format!("unknown permission {:?}; known: all, {}", item.get_ref(), known.join(", ")))
+        })?;
+        p = p.with(perm);
+    }
+    Ok(p)
+}
+
+impl Policy {
+    pub fn from_toml(text: &str, path: &str) -> Result<Policy, PolicyError> {
+        let file: File =
+            toml::from_str(text).map_err(|e| PolicyError::Parse { path: path.to_string(), message: e.to_string() })?;
+        let err = |offset: usize, message: String| PolicyError::Invalid {
+            path: path.to_string(),
+            line: line_of(text, offset),
+            message,
+        };
+
+        let mut networks = vec![];
+        for n in file.networks {
+            let mut cidrs = vec![];
+            for c in &n.cidrs {
+                let net: IpNet = c
+                    .get_ref()
+                    .parse()
+                    .or_else(|_| c.get_ref().parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        err(c.span().start, format!("network {}: {:?} is not a CIDR or address", n.name, c.get_ref()))
+                    })?;
+                cidrs.push(net);
+            }
+            let allow = match n.action.get_ref().as_str() {
+                "allow" => true,
+                "deny" => false,
+                other => {
+                    return Err(err(
+                        n.action.span().start,
+                        format!("network {}: action must be allow or deny, not {other:?}", n.name),
+                    ))
+                }
+            };
+            networks.push(Network {
+                name: n.name,
+                cidrs,
+                allow,
+                plain_allowed: n.plain_allowed,
+                tls_before_user: n.tls_before_user,
+                prot_p_required: n.prot_p_required,
+                client_cert_required: n.client_cert_required,
+                deny_commands: n.deny_commands.iter().map(|c| c.to_ascii_uppercase()).collect(),
+            });
+        }
+        if networks.is_empty() {
+            networks = Policy::permissive().networks;
+        }
+        let mut rules = vec![];
+        for r in file.rules {
+            for g in &r.groups {
+                if !file.groups.contains_key(g.get_ref()) {
+                    return Err(err(g.span().start, format!("rule {}: unknown group {:?}", r.name, g.get_ref())));
+                }
+            }
+            for p in &r.paths {
+                if !p.get_ref().starts_with('/') {
+                    return Err(err(
+                        p.span().start,
+                        format!("rule {}: path {:?} must start with /", r.name, p.get_ref()),
+                    ));
+                }
+            }
+            let allow = permissions(&r.allow, &err)?;
+            rules.push(PathRule {
+                name: r.name,
+                users: r.users,
+                groups: r.groups.into_iter().map(Spanned::into_inner).collect(),
+                paths: r.paths.into_iter().map(|p| p.into_inner().into_bytes()).collect(),
+                allow,
+            });
+        }
+        let default_permissions = match &file.defaults {
+            Some(d) => permissions(&d.permissions, &err)?,
+            None => Permissions::all(),
+        };
+        let d = LoginLimits::default();
+        let login = match file.login {
+            Some(l) => LoginLimits {
+                max_failures: l.max_failures.unwrap_or(d.max_failures),
+                ban_seconds: l.ban_seconds.unwrap_or(d.ban_seconds),
+                max_ban_seconds: l.max_ban_seconds.unwrap_or(d.max_ban_seconds),
+                max_sessions_per_address: l.max_sessions_per_address.unwrap_or(0),
+                max_sessions_per_user: l.max_sessions_per_user.unwrap_or(0),
+            },
+            None => d,
+        };
+        Ok(Policy {
+            networks,
+            rules,
+            groups: file.groups,
+            user_deny_commands: file
+                .users
+                .into_iter()
+                .map(|(u, f)| (u, f.deny_commands.iter().map(|c| c.to_ascii_uppercase()).collect()))
+                .collect(),
+            default_permissions,
+            login,
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| PolicyError::Read { path: path.display().to_string(), source })?;
+        Policy::from_toml(&text, &path.display().to_string())
+    }
+
+    /// A short description for `ftpgate policy check`.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        for n in &self.networks {
+            let cidrs: Vec<String> = n.cidrs.iter().map(ToString::to_string).collect();
+            out.push_str(&format!(
+                "network {}: {} {} (plain {}, TLS before USER {}, PROT P required {}, client cert required {}{})\n",
+                n.name,
+                if n.allow { "allow" } else { "deny" },
+                cidrs.join(" "),
+                yn(n.plain_allowed),
+                yn(n.tls_before_user),
+                yn(n.prot_p_required),
+                yn(n.client_cert_required),
+                if n.deny_commands.is_empty() {
+                    String::new()
+                } else {
+                    format!(", denies {}", n.deny_commands.join(" "))
+                }
+            ));
+        }
+        for r in &self.rules {
+            let paths: Vec<String> = r.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+            let who: Vec<String> =
+                r.users.iter().cloned().chain(r.groups.iter().map(|g| format!("group {g}"))).collect();
+            out.push_str(&format!("rule {}: {} may {} on {}\n", r.name, who.join(", "), r.allow, paths.join(" ")));
+        }
+        out.push_str(&format!("users no rule names may: {}\n", self.default_permissions));
+        let l = &self.login;
+        out.push_str(&format!(
+            "login: ban after {} failures for {}s (doubling, max {}s); sessions per address {}, per user {}\n",
+            l.max_failures,
+            l.ban_seconds,
+            l.max_ban_seconds,
+            limit(l.max_sessions_per_address),
+            limit(l.max_sessions_per_user)
+        ));
+        out
+    }
+}
+
+fn yn(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+fn limit(n: usize) -> String {
+    if n == 0 {
+        "unlimited".into()
+    } else {
+        n.to_string()
+    }
+}
