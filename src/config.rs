@@ -26,6 +26,10 @@ fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Policy file (TOML): networks, permissions, login limits. Without one,
+    /// only the protocol's own ordering rules apply.
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
     /// Client-facing control listeners.
     #[serde(default, rename = "listener")]
     pub listeners: Vec<ListenerConfig>,
@@ -299,6 +303,7 @@ pub struct ListenerSettings {
 /// Configuration after validation, in the types the server uses.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    pub policy: Option<PathBuf>,
     pub listeners: Vec<ListenerSettings>,
     pub backend: String,
     /// Present when any listener offers TLS.
@@ -392,6 +397,7 @@ impl Config {
             return Err(invalid("limits.max_sessions", "must be at least 1"));
         }
         Ok(Settings {
+            policy: self.policy.clone(),
             listeners: self.listeners.iter().map(|l| ListenerSettings { address: l.address, tls: l.tls }).collect(),
             backend: backend.address.clone(),
             client_tls,

@@ -11,6 +11,10 @@ pub struct Metrics {
     pub sessions_total: AtomicU64,
     /// Clients turned away because `limits.max_sessions` was reached.
     pub sessions_refused: AtomicU64,
+    /// Commands and connections refused by the policy.
+    pub policy_denials: AtomicU64,
+    /// PASS answered 530 by the backend.
+    pub logins_failed: AtomicU64,
     /// USER refused by ftpgate itself (client certificate mismatch).
     pub logins_refused: AtomicU64,
     /// Command lines refused before reaching the backend (syntax, length, NUL,

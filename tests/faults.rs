@@ -47,6 +47,9 @@ impl FakeControl {
         self.send("331 pw\r\n");
         self.expect("PASS");
         self.send("230 in\r\n");
+        // ftpgate learns the working directory after every login.
+        self.expect("PWD");
+        self.send("257 \"/\" is the current directory\r\n");
     }
 }
 
@@ -116,6 +119,8 @@ fn multiline_reply_split_across_segments_arrives_whole() {
             b.stream.flush().unwrap();
             std::thread::sleep(Duration::from_millis(30));
         }
+        b.expect("PWD");
+        b.send("257 \"/\"\r\n");
         b.expect("QUIT");
         b.send("221 bye\r\n");
     });

@@ -11,10 +11,13 @@ pub mod active;
 pub mod control;
 pub mod data;
 pub mod feat;
+pub mod limits;
 
 use crate::config::{BackendTlsMode, ClientTlsMode, Settings};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::passive;
+use crate::policy::bans::LoginGuard;
+use crate::policy::{Denial, Policy, PolicyError, SessionView, Verdict};
 use crate::protocol::address;
 use crate::protocol::command::TransferDirection;
 use crate::protocol::{Command, Reply, Verb};
@@ -26,8 +29,8 @@ use data::{DataChannel, DataOutcome, DataTls};
 use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
@@ -52,11 +55,29 @@ pub struct SessionContext {
     pub client_tls: Option<Arc<ServerTls>>,
     /// TLS towards the backend, when the backend leg uses it.
     pub backend_tls: Option<Arc<BackendTls>>,
+    /// The policy in force; SIGHUP swaps it, running sessions see the new one
+    /// from their next command.
+    policy: RwLock<Arc<Policy>>,
+    /// Failed logins per client address.
+    pub logins: Mutex<LoginGuard>,
+    pub per_address: Arc<limits::Counts<IpAddr>>,
+    pub per_user: Arc<limits::Counts<String>>,
+    /// The clock bans are measured on.
+    started: Instant,
+}
+
+#[derive(Debug, Error)]
+pub enum ContextError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
 }
 
 impl SessionContext {
-    /// Loads certificates and builds the TLS configurations the settings ask for.
-    pub fn new(settings: Settings, metrics: Arc<Metrics>) -> Result<SessionContext, TlsError> {
+    /// Loads certificates and the policy, and builds the TLS configurations
+    /// the settings ask for.
+    pub fn new(settings: Settings, metrics: Arc<Metrics>) -> Result<SessionContext, ContextError> {
         let client_tls = match &settings.client_tls {
             Some(o) => Some(Arc::new(ServerTls::load(o.clone())?)),
             None => None,
@@ -71,7 +92,42 @@ impl SessionContext {
                 Some(Arc::new(BackendTls::build(&settings.backend_tls_options, host)?))
             }
         };
-        Ok(SessionContext { settings: Arc::new(settings), metrics, client_tls, backend_tls })
+        let policy = match &settings.policy {
+            Some(p) => Policy::load(p)?,
+            None => Policy::permissive(),
+        };
+        Ok(SessionContext {
+            settings: Arc::new(settings),
+            metrics,
+            client_tls,
+            backend_tls,
+            policy: RwLock::new(Arc::new(policy)),
+            logins: Mutex::new(LoginGuard::default()),
+            per_address: Arc::default(),
+            per_user: Arc::default(),
+            started: Instant::now(),
+        })
+    }
+
+    pub fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.policy.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Reads the policy file again; a broken file leaves the old policy in force.
+    pub fn reload_policy(&self) -> Result<bool, PolicyError> {
+        let Some(path) = &self.settings.policy else { return Ok(false) };
+        let p = Policy::load(path)?;
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
+        Ok(true)
+    }
+
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn banned_for(&self, ip: IpAddr) -> Option<Duration> {
+        let now = self.now();
+        self.logins.lock().unwrap_or_else(|e| e.into_inner()).banned_until(ip, now).map(|t| t - now)
     }
 }
 
@@ -126,6 +182,30 @@ pub async fn run(client: TcpStream, mode: ClientTlsMode, ctx: Arc<SessionContext
             },
         };
         let mut client = ClientControl::new(ClientStream::Plain(client));
+        let policy = ctx.policy();
+        let refusal = match policy.admit(client_peer.ip()) {
+            Err(d) => Some(d.reason),
+            Ok(_) => ctx
+                .banned_for(client_peer.ip())
+                .map(|left| format!("too many failed logins from your address; try again in {} s", left.as_secs() + 1)),
+        };
+        let address_slot = match refusal {
+            Some(_) => None,
+            None => ctx.per_address.take(client_peer.ip().to_canonical(), policy.login.max_sessions_per_address),
+        };
+        let Some(address_slot) = address_slot else {
+            let why = refusal.unwrap_or_else(|| {
+                format!("too many sessions from your address (limit {})", policy.login.max_sessions_per_address)
+            });
+            Metrics::inc(&ctx.metrics.policy_denials);
+            info!(target: "ftpgate::audit", why, "connection refused");
+            // Implicit-TLS clients expect a handshake first; they get a plain close.
+            if mode != ClientTlsMode::Implicit {
+                let _ = client.send(&Reply::single(421, &format!("Service not available: {why}"))).await;
+            }
+            client.shutdown().await;
+            return;
+        };
         if mode == ClientTlsMode::Implicit {
             let Some(acceptor) = &acceptor else { return };
             if let Err(e) = client.upgrade(acceptor, TLS_HANDSHAKE_TIMEOUT).await {
@@ -164,6 +244,11 @@ pub async fn run(client: TcpStream, mode: ClientTlsMode, ctx: Arc<SessionContext
             rest_pending: false,
             queued: VecDeque::new(),
             backend_quit: false,
+            user: None,
+            cwd: b"/".to_vec(),
+            previous: None,
+            _address_slot: address_slot,
+            user_slot: None,
         };
         info!(backend = %backend_peer, tls = ?mode, "session opened");
         match session.serve().await {
@@ -212,11 +297,20 @@ struct Session {
     /// The client sent `EPSV ALL` (RFC 2428): refuse every other setup command.
     epsv_all: bool,
     logged_in: bool,
-    /// The previous command was an accepted `REST`.
+    /// The backend holds a REST offset for the next transfer.
     rest_pending: bool,
     queued: VecDeque<ClientEvent>,
     /// QUIT already went to the backend.
     backend_quit: bool,
+    /// The name given with USER.
+    user: Option<String>,
+    /// Working directory as the backend reports it (PWD after login and CWD).
+    cwd: Vec<u8>,
+    /// Verb of the last command the policy allowed.
+    previous: Option<Verb>,
+    _address_slot: limits::Slot<IpAddr>,
+    /// Held from a successful login on, for the per-user session limit.
+    user_slot: Option<limits::Slot<String>>,
 }
 
 impl Session {
@@ -291,7 +385,6 @@ impl Session {
             ClientEvent::Command(c) => c,
         };
         debug!(command = ?cmd, "client command");
-        let rest_pending = std::mem::take(&mut self.rest_pending);
         if self.mode == ClientTlsMode::Required
             && !self.client.is_tls()
             && !ALLOWED_BEFORE_TLS.contains(&cmd.verb.as_str())
@@ -300,12 +393,18 @@ impl Session {
             self.reply_text(530, &text).await?;
             return Ok(Flow::Continue);
         }
+        match self.check_policy(&cmd).await? {
+            Some(Flow::Close) => return Ok(Flow::Close),
+            Some(Flow::Continue) => return Ok(Flow::Continue),
+            None => {}
+        }
+        self.previous = Some(cmd.verb.clone());
         match cmd.verb.clone() {
             Verb::Pasv | Verb::Epsv => self.passive(&cmd).await?,
             Verb::Port | Verb::Eprt => self.active(&cmd).await?,
             v if v.transfer_direction().is_some() => {
                 let direction = v.transfer_direction().unwrap_or(TransferDirection::Download);
-                self.transfer(&cmd, direction, rest_pending).await?
+                self.transfer(&cmd, direction).await?
             }
             Verb::Feat => {
                 self.backend.send(&cmd).await?;
@@ -338,9 +437,16 @@ impl Session {
                 self.reply_text(530, "Login refused: user name does not match your client certificate").await?;
             }
             Verb::User | Verb::Pass | Verb::Acct => {
+                if cmd.verb == Verb::User {
+                    self.user = cmd.arg_str().map(str::to_string);
+                }
                 let r = self.forward(&cmd).await?;
-                if r.code == 230 {
-                    self.logged_in = true;
+                self.after_login_reply(&cmd, &r).await?;
+            }
+            Verb::Other(v) if matches!(v.as_str(), "CWD" | "CDUP" | "XCWD" | "XCUP") => {
+                let r = self.forward(&cmd).await?;
+                if r.is_positive() {
+                    self.refresh_cwd().await?;
                 }
             }
             _ => {
@@ -348,6 +454,137 @@ impl Session {
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// Asks the policy about `cmd`. `None`: go ahead; otherwise the command was
+    /// answered here and never reaches the backend.
+    async fn check_policy(&mut self, cmd: &Command) -> SessionResult<Option<Flow>> {
+        let policy = self.ctx.policy();
+        let ip = self.client_peer.ip();
+        let network = match policy.admit(ip) {
+            Ok(n) => n,
+            Err(d) => {
+                // A reload removed this client's network.
+                self.deny(cmd, &d).await?;
+                return Ok(Some(Flow::Close));
+            }
+        };
+        if matches!(cmd.verb, Verb::User | Verb::Pass) {
+            if let Some(left) = self.ctx.banned_for(ip) {
+                let d = Denial {
+                    code: 421,
+                    rule: "login".into(),
+                    reason: format!("Too many failed logins from your address; try again in {} s", left.as_secs() + 1),
+                };
+                self.deny(cmd, &d).await?;
+                return Ok(Some(Flow::Close));
+            }
+        }
+        if cmd.verb == Verb::User {
+            let limit = policy.login.max_sessions_per_user;
+            let user = cmd.arg_str().unwrap_or("").to_string();
+            if limit > 0 && self.ctx.per_user.get(&user) >= limit {
+                let d = Denial {
+                    code: 530,
+                    rule: "login".into(),
+                    reason: format!("Too many sessions for user {user} (limit {limit})"),
+                };
+                self.deny(cmd, &d).await?;
+                return Ok(Some(Flow::Continue));
+            }
+        }
+        let view = SessionView {
+            network,
+            tls: self.client.is_tls(),
+            pbsz: self.pbsz,
+            prot_private: self.prot_private,
+            client_cert: self.client.peer_certificates().is_some(),
+            user: self.user.as_deref(),
+            logged_in: self.logged_in,
+            cwd: &self.cwd,
+            previous: self.previous.as_ref(),
+            data_ready: self.data.is_some(),
+        };
+        let denial = match policy.evaluate(&view, cmd) {
+            Verdict::Allow => return Ok(None),
+            Verdict::Deny(d) => d,
+            Verdict::AllowIfNew { path, denial } => {
+                if !self.backend_has_file(&path).await? {
+                    return Ok(None);
+                }
+                denial
+            }
+        };
+        self.deny(cmd, &denial).await?;
+        Ok(Some(Flow::Continue))
+    }
+
+    /// Answers a refused command, logs it for the audit trail and counts it.
+    async fn deny(&mut self, cmd: &Command, d: &Denial) -> SessionResult<()> {
+        Metrics::inc(&self.ctx.metrics.policy_denials);
+        info!(
+            target: "ftpgate::audit",
+            user = self.user.as_deref().unwrap_or("-"),
+            command = %cmd.verb,
+            rule = %d.rule,
+            code = d.code,
+            reason = %d.reason,
+            "denied"
+        );
+        if self.rest_pending && cmd.verb.transfer_direction().is_some() {
+            // The backend accepted REST for a transfer that will not reach it;
+            // clear it so it cannot shift the next transfer (as a server resets
+            // its offset on any transfer attempt).
+            self.backend.send(&Command::new(Verb::Rest, Some(b"0"))).await?;
+            self.final_reply().await?;
+            self.rest_pending = false;
+        }
+        self.reply_text(d.code, &d.reason).await
+    }
+
+    /// Whether `path` exists on the backend (for write-but-not-overwrite users).
+    /// Asked with SIZE, which every server here answers with 213 for a file.
+    async fn backend_has_file(&mut self, path: &[u8]) -> SessionResult<bool> {
+        self.backend.send(&Command::new(Verb::Other("SIZE".into()), Some(path))).await?;
+        let r = self.final_reply().await?;
+        Ok(r.code == 213)
+    }
+
+    /// Bookkeeping after the backend answered USER, PASS or ACCT.
+    async fn after_login_reply(&mut self, cmd: &Command, r: &Reply) -> SessionResult<()> {
+        let ip = self.client_peer.ip();
+        if r.code == 230 {
+            self.logged_in = true;
+            self.ctx.logins.lock().unwrap_or_else(|e| e.into_inner()).success(ip);
+            let user = self.user.clone().unwrap_or_default();
+            self.user_slot = self.ctx.per_user.take(user.clone(), 0);
+            info!(target: "ftpgate::audit", %user, "login");
+            self.refresh_cwd().await?;
+        } else if r.code == 530 && cmd.verb == Verb::Pass {
+            let policy = self.ctx.policy();
+            let now = self.ctx.now();
+            let banned = self.ctx.logins.lock().unwrap_or_else(|e| e.into_inner()).failure(ip, now, &policy.login);
+            Metrics::inc(&self.ctx.metrics.logins_failed);
+            let user = self.user.as_deref().unwrap_or("-");
+            info!(target: "ftpgate::audit", user, "login failed");
+            if let Some(until) = banned {
+                warn!(target: "ftpgate::audit", %ip, seconds = (until - now).as_secs(), "address banned after failed logins");
+            }
+        }
+        Ok(())
+    }
+
+    /// Learns the working directory from the backend (`257 "<dir>"`), so rules
+    /// see paths as the backend will resolve them.
+    async fn refresh_cwd(&mut self) -> SessionResult<()> {
+        self.backend.send(&Command::new(Verb::Other("PWD".into()), None)).await?;
+        let r = self.final_reply().await?;
+        if r.code == 257 {
+            if let Some(dir) = crate::policy::path::parse_257(&r.lines[0]) {
+                self.cwd = dir;
+            }
+        }
+        Ok(())
     }
 
     /// Explicit FTPS towards the backend, on ftpgate's own initiative and hidden
@@ -408,12 +645,8 @@ impl Session {
         }
     }
 
+    /// Ordering (AUTH, PBSZ, PROT) is the policy's to check.
     async fn pbsz(&mut self, cmd: &Command) -> SessionResult<()> {
-        if !self.client.is_tls() {
-            return self
-                .reply_text(503, "PBSZ requires a TLS-protected control connection (AUTH TLS first, RFC 4217)")
-                .await;
-        }
         if cmd.arg_str().is_none_or(|a| a.parse::<u64>().is_err()) {
             return self.reply_text(501, "PBSZ needs a decimal buffer size; use PBSZ 0").await;
         }
@@ -423,14 +656,6 @@ impl Session {
     }
 
     async fn prot(&mut self, cmd: &Command) -> SessionResult<()> {
-        if !self.client.is_tls() {
-            return self
-                .reply_text(503, "PROT requires a TLS-protected control connection (AUTH TLS first, RFC 4217)")
-                .await;
-        }
-        if !self.pbsz {
-            return self.reply_text(503, "PROT requires PBSZ first (RFC 4217)").await;
-        }
         match cmd.arg_str().map(str::to_ascii_uppercase).as_deref() {
             Some("P") => {
                 self.prot_private = true;
@@ -596,9 +821,6 @@ impl Session {
         if self.epsv_all {
             return self.reply_text(503, &format!("{} refused after EPSV ALL (RFC 2428)", cmd.verb)).await;
         }
-        if !self.logged_in {
-            return self.reply_text(530, "Please log in with USER and PASS first").await;
-        }
         match active::check(cmd, self.client_peer.ip()) {
             Ok(addr) => {
                 self.data = Some(DataSetup::Active(addr));
@@ -612,16 +834,10 @@ impl Session {
         }
     }
 
-    async fn transfer(&mut self, cmd: &Command, direction: TransferDirection, rest_pending: bool) -> SessionResult<()> {
+    async fn transfer(&mut self, cmd: &Command, direction: TransferDirection) -> SessionResult<()> {
+        // The policy refuses transfers without a data setup; this is the backstop.
         let Some(setup) = self.data.take() else {
-            if rest_pending {
-                // The backend accepted REST for a transfer that will not reach it;
-                // clear it so it cannot shift the next transfer.
-                self.backend.send(&Command::new(Verb::Rest, Some(b"0"))).await?;
-                self.final_reply().await?;
-            }
-            let text = format!("Use PASV, EPSV, PORT or EPRT before {}", cmd.verb);
-            return self.reply_text(425, &text).await;
+            return self.reply_text(503, &format!("Use PASV, EPSV, PORT or EPRT before {}", cmd.verb)).await;
         };
         let s = Arc::clone(&self.ctx.settings);
         let metrics = Arc::clone(&self.ctx.metrics);
@@ -652,6 +868,7 @@ impl Session {
             }
         };
         self.backend.send(cmd).await?;
+        self.rest_pending = false;
         // The backend answers a transfer only once its data connection is up, which
         // waits for the client's; allow for both.
         let first = self.backend.next_within(s.backend_reply + s.data_connect).await?;

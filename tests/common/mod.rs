@@ -159,6 +159,7 @@ impl Drop for Vsftpd {
 /// Settings for a test instance of ftpgate in front of `backend`.
 pub fn settings(backend: SocketAddr, listen: SocketAddr) -> Settings {
     Settings {
+        policy: None,
         listeners: vec![ListenerSettings { address: listen, tls: ClientTlsMode::Off }],
         backend: backend.to_string(),
         client_tls: None,

@@ -1,0 +1,71 @@
+//! Per-address and per-user session counts, shared by all sessions. A slot is
+//! held for as long as the session (or its login) lives.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug)]
+pub struct Counts<K: Eq + Hash + Clone> {
+    map: Mutex<HashMap<K, usize>>,
+}
+
+impl<K: Eq + Hash + Clone> Default for Counts<K> {
+    fn default() -> Self {
+        Counts { map: Mutex::new(HashMap::new()) }
+    }
+}
+
+/// One counted session; dropping it gives the slot back.
+#[derive(Debug)]
+pub struct Slot<K: Eq + Hash + Clone> {
+    counts: Arc<Counts<K>>,
+    key: K,
+}
+
+impl<K: Eq + Hash + Clone> Counts<K> {
+    /// Takes a slot for `key` unless `limit` (0: none) slots are taken already.
+    pub fn take(self: &Arc<Self>, key: K, limit: usize) -> Option<Slot<K>> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(key.clone()).or_insert(0);
+        if limit > 0 && *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(Slot { counts: Arc::clone(self), key })
+    }
+
+    pub fn get(&self, key: &K) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).get(key).copied().unwrap_or(0)
+    }
+}
+
+impl<K: Eq + Hash + Clone> Drop for Slot<K> {
+    fn drop(&mut self) {
+        let mut map = self.counts.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_count_and_release() {
+        let c = Arc::new(Counts::default());
+        let a = c.take("a", 2).unwrap();
+        let b = c.take("a", 2).unwrap();
+        assert!(c.take("a", 2).is_none());
+        assert!(c.take("b", 2).is_some());
+        drop(a);
+        assert_eq!(c.get(&"a"), 1);
+        assert!(c.take("a", 0).is_some(), "0 means no limit");
+        drop(b);
+    }
+}
