@@ -28,6 +28,38 @@ pub enum CliCommand {
     /// Certificates for ftpgate's TLS listeners and mutual TLS.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Policy files: validate them, and explain decisions.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate a policy file (errors name the line) and print a summary.
+    Check { file: PathBuf },
+    /// Print the decision for one command and the rule that made it. The
+    /// session is taken as logged in as USER, in the policy's view of cwd `/`,
+    /// with a data connection prepared.
+    Explain {
+        #[arg(long)]
+        policy: PathBuf,
+        #[arg(long)]
+        user: String,
+        /// Client address.
+        #[arg(long)]
+        from: IpAddr,
+        /// Whether the control connection (and data, PROT P) is TLS.
+        #[arg(long, value_parser = ["yes", "no"], default_value = "no")]
+        tls: String,
+        /// Whether a client certificate was presented.
+        #[arg(long)]
+        client_cert: bool,
+        /// Working directory.
+        #[arg(long, default_value = "/")]
+        cwd: String,
+        /// The command line, e.g. 'RETR /shared/report.csv'.
+        command: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +106,9 @@ pub struct RunArgs {
     /// Address to announce in 227 replies (behind NAT).
     #[arg(long, value_name = "IP")]
     pub public_address: Option<IpAddr>,
+    /// Policy file (TOML): networks, permissions, login limits.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
     /// TLS with clients on every listener.
     #[arg(long, value_enum)]
     pub client_tls: Option<ClientTlsMode>,
@@ -137,6 +172,9 @@ impl RunArgs {
         if let Some(ip) = self.public_address {
             config.passive.public_address = Some(ip);
         }
+        if let Some(p) = &self.policy {
+            config.policy = Some(p.clone());
+        }
         let t = &mut config.tls;
         t.cert = self.cert.clone().or(t.cert.take());
         t.key = self.key.clone().or(t.key.take());
@@ -179,7 +217,10 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             if let Some(ip) = s.public_address {
                 println!("public address {ip}");
             }
-            // Loading the certificates is part of checking.
+            if let Some(p) = &s.policy {
+                println!("policy {}", p.display());
+            }
+            // Loading the certificates and the policy is part of checking.
             SessionContext::new(s, Metrics::new())?;
             println!("configuration OK");
             Ok(())
@@ -189,6 +230,17 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(run(settings))
         }
+        CliCommand::Policy(PolicyCommand::Check { file }) => {
+            let p = crate::policy::Policy::load(&file)?;
+            print!("{}", p.summary());
+            println!("policy OK");
+            Ok(())
+        }
+        CliCommand::Policy(PolicyCommand::Explain { policy, user, from, tls, client_cert, cwd, command }) => {
+            let p = crate::policy::Policy::load(&policy)?;
+            println!("{}", explain(&p, &user, from, tls == "yes", client_cert, &cwd, &command));
+            Ok(())
+        }
         CliCommand::Certs(CertsCommand::Init { dir, names, clients, force }) => {
             let g = crate::tls::certs::init(&dir, &names, &clients, force)?;
             for f in g.files {
@@ -196,6 +248,57 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// One line: `ALLOW ...` or `DENY <code> <reason> [rule]`.
+pub fn explain(
+    p: &crate::policy::Policy,
+    user: &str,
+    from: IpAddr,
+    tls: bool,
+    cert: bool,
+    cwd: &str,
+    line: &str,
+) -> String {
+    use crate::policy::{SessionView, Verdict};
+    let network = match p.admit(from) {
+        Ok(n) => n,
+        Err(d) => return format!("DENY {} {} [{}]", d.code, d.reason, d.rule),
+    };
+    let cmd = match crate::protocol::Command::parse(line.as_bytes()) {
+        Ok(c) => c,
+        Err(e) => return format!("DENY 500 {e} [syntax]"),
+    };
+    let cwd = crate::policy::path::resolve(b"/", cwd.as_bytes());
+    let view = SessionView {
+        network,
+        tls,
+        pbsz: tls,
+        prot_private: tls,
+        client_cert: cert,
+        user: Some(user),
+        logged_in: !matches!(cmd.verb, crate::protocol::Verb::User | crate::protocol::Verb::Pass),
+        cwd: &cwd,
+        previous: match cmd.verb {
+            crate::protocol::Verb::Pass => Some(&crate::protocol::Verb::User),
+            _ => None,
+        },
+        data_ready: true,
+    };
+    let (perms, rule) = crate::policy::needed_permission(&cwd, &cmd)
+        .map(|(_, path)| p.permissions(user, &path))
+        .unwrap_or((crate::policy::Permissions::all(), "no path involved".into()));
+    match p.evaluate(&view, &cmd) {
+        Verdict::Allow => format!("ALLOW from network {} [{rule}: {perms}]", network.name),
+        Verdict::AllowIfNew { path, denial } => format!(
+            "ALLOW if {} does not exist yet, else DENY {} {} [{}]",
+            String::from_utf8_lossy(&path),
+            denial.code,
+            denial.reason,
+            denial.rule
+        ),
+        Verdict::Deny(d) => format!("DENY {} {} [{}]", d.code, d.reason, d.rule),
     }
 }
 
@@ -209,16 +312,22 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     let ctx = Arc::new(SessionContext::new(settings, Metrics::new())?);
     let reload_ctx = Arc::clone(&ctx);
-    // SIGHUP reloads the client-leg certificate; running sessions keep theirs.
+    // SIGHUP reloads the client-leg certificate (running sessions keep theirs)
+    // and the policy (running sessions follow it from their next command). A
+    // broken file is refused and the old one stays in force.
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
         while hup.recv().await.is_some() {
-            match &reload_ctx.client_tls {
-                Some(tls) => match tls.reload() {
+            if let Some(tls) = &reload_ctx.client_tls {
+                match tls.reload() {
                     Ok(()) => tracing::info!("reloaded TLS certificate and key"),
-                    Err(e) => tracing::error!(error = %e, "reload failed; keeping the old certificate"),
-                },
-                None => tracing::info!("SIGHUP: nothing to reload"),
+                    Err(e) => tracing::error!(error = %e, "certificate reload failed; keeping the old certificate"),
+                }
+            }
+            match reload_ctx.reload_policy() {
+                Ok(true) => tracing::info!("reloaded policy"),
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "policy reload failed; keeping the old policy"),
             }
         }
     });
