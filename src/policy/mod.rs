@@ -20,7 +20,7 @@ use std::net::IpAddr;
 /// What a user may do to a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Permission {
-    /// LIST, NLST, MLSD, MLST, SIZE, MDTM, STAT with a path.
+    /// LIST, NLST, MLSD, STAT with a path; MLST, SIZE, MDTM (which `read` also allows).
     List,
     /// RETR.
     Read,
@@ -382,6 +382,11 @@ impl Policy {
                 }
             }
             p if perms.has(p) => Verdict::Allow,
+            // A file's size and date are part of reading it (clients ask SIZE
+            // before RETR to show progress or resume).
+            Permission::List if matches!(verb, "SIZE" | "MDTM" | "MLST") && perms.has(Permission::Read) => {
+                Verdict::Allow
+            }
             p => Verdict::Deny(denial(p)),
         }
     }

@@ -170,6 +170,9 @@ fn path_tricks_do_not_escape() {
         (b"RETR caf\xe9", 0),
         (b"RETR ../caf\xe9", 550),
         (b"RETR dir/", 0),
+        (b"SIZE a", 0),
+        (b"MDTM a", 0),
+        (b"LIST", 550),
     ];
     for (line, want) in cases {
         assert_eq!(code(&eval(&p, &v, line)), *want, "{:?}", String::from_utf8_lossy(line));

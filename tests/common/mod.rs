@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const USER: &str = "ftpgatetest";
+/// A second system user with the same password, for per-user policy tests.
+pub const USER2: &str = "ftpgatetest2";
 pub const PASSWORD: &str = "ftpgate-Test-pw1";
 const PAM_SERVICE: &str = "ftpgate-test";
 
@@ -24,8 +26,8 @@ pub fn ensure_test_user() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let script = format!(
-            "id -u {USER} >/dev/null 2>&1 || useradd -M -d / -s /usr/sbin/nologin {USER}; usermod -d / {USER} >/dev/null 2>&1; \
-             echo '{USER}:{PASSWORD}' | chpasswd; \
+            "for u in {USER} {USER2}; do id -u $u >/dev/null 2>&1 || useradd -M -d / -s /usr/sbin/nologin $u; \
+             usermod -d / $u >/dev/null 2>&1; echo \"$u:{PASSWORD}\" | chpasswd; done; \
              [ -f /etc/pam.d/{PAM_SERVICE} ] || printf 'auth required pam_unix.so\\naccount required pam_unix.so\\nsession required pam_permit.so\\n' > /etc/pam.d/{PAM_SERVICE}; \
              mkdir -p /var/run/vsftpd/empty"
         );
@@ -98,6 +100,8 @@ impl Vsftpd {
         std::fs::create_dir(&root).unwrap();
         let st = Command::new("chown").args([USER, root.to_str().unwrap()]).status().unwrap();
         assert!(st.success());
+        // Both test users share the folder, as the first customer's users did.
+        std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
         let port = free_port(ip);
         let pasv = port_range(300);
         let listen = if ip.is_ipv4() {
@@ -410,6 +414,10 @@ impl RawClient {
 
     pub fn login(&mut self) {
         assert_eq!(self.reply().0, 220);
+        self.login_after_greeting();
+    }
+
+    pub fn login_after_greeting(&mut self) {
         assert_eq!(self.cmd(&format!("USER {USER}")).0, 331);
         assert_eq!(self.cmd(&format!("PASS {PASSWORD}")).0, 230);
     }
