@@ -31,6 +31,9 @@ pub enum CliCommand {
     /// Policy files: validate them, and explain decisions.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Print an argon2id hash of a password (read from standard input) for a
+    /// bastion user's `password` in the policy file.
+    Passwd,
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,6 +232,14 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             let settings = args.settings()?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(run(settings))
+        }
+        CliCommand::Passwd => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).context("reading the password from standard input")?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(!password.is_empty(), "empty password");
+            println!("{}", crate::policy::auth::hash_password(password).map_err(anyhow::Error::msg)?);
+            Ok(())
         }
         CliCommand::Policy(PolicyCommand::Check { file }) => {
             let p = crate::policy::Policy::load(&file)?;

@@ -36,6 +36,10 @@ pub struct Config {
     /// The FTP server behind ftpgate. Required (from the file or `--backend`).
     #[serde(default)]
     pub backend: Option<BackendConfig>,
+    /// More backends by name, for bastion users mapped to them in the policy
+    /// (`backend = "NAME"`). They share `[backend]`'s TLS settings.
+    #[serde(default)]
+    pub backends: std::collections::BTreeMap<String, NamedBackend>,
     /// ftpgate's own certificate for TLS with clients (explicit and implicit FTPS).
     #[serde(default)]
     pub tls: TlsConfig,
@@ -133,6 +137,13 @@ impl Default for TlsConfig {
             cipher_suites: vec![],
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedBackend {
+    /// `HOST:PORT`.
+    pub address: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -306,6 +317,8 @@ pub struct Settings {
     pub policy: Option<PathBuf>,
     pub listeners: Vec<ListenerSettings>,
     pub backend: String,
+    /// Named backends: name to `HOST:PORT`.
+    pub named_backends: std::collections::BTreeMap<String, String>,
     /// Present when any listener offers TLS.
     pub client_tls: Option<ServerTlsOptions>,
     pub require_session_reuse: bool,
@@ -343,12 +356,18 @@ impl Config {
             .backend
             .as_ref()
             .ok_or_else(|| invalid("backend.address", "a backend is required ([backend] address or --backend)"))?;
-        let has_port = backend
-            .address
-            .rsplit_once(':')
-            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
-        if !has_port {
+        let has_port =
+            |a: &str| a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
+        if !has_port(&backend.address) {
             return Err(invalid("backend.address", format!("expected HOST:PORT, got {:?}", backend.address)));
+        }
+        for (name, b) in &self.backends {
+            if !has_port(&b.address) {
+                return Err(invalid(
+                    "backends.address",
+                    format!("backend {name}: expected HOST:PORT, got {:?}", b.address),
+                ));
+            }
         }
         let client_tls = match self.listeners.iter().find(|l| l.tls != ClientTlsMode::Off) {
             None => None,
@@ -400,6 +419,7 @@ impl Config {
             policy: self.policy.clone(),
             listeners: self.listeners.iter().map(|l| ListenerSettings { address: l.address, tls: l.tls }).collect(),
             backend: backend.address.clone(),
+            named_backends: self.backends.iter().map(|(n, b)| (n.clone(), b.address.clone())).collect(),
             client_tls,
             require_session_reuse: self.tls.require_session_reuse,
             client_cert_user_match: self.tls.client_cert_user_match,

@@ -151,3 +151,37 @@ fn certs_init_then_implicit_ftps_and_sighup_reload() {
     let _ = child.wait();
     assert_eq!(still.status, 0, "{}", still.stderr);
 }
+
+#[test]
+fn policy_check_explain_and_passwd() {
+    let out = run_client(ftpgate().args(["policy", "check", "policy/example.toml"]), Duration::from_secs(20));
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("rule writer-upload: writer may write on /shared/**"), "{}", out.stdout);
+    let explain = |user: &str, from: &str, tls: &str, cmd: &str| {
+        let args =
+            ["policy", "explain", "--policy", "policy/example.toml", "--user", user, "--from", from, "--tls", tls];
+        run_client(ftpgate().args(args).args(["--cwd", "/shared", cmd]), Duration::from_secs(20)).stdout
+    };
+    assert_eq!(
+        explain("writer", "10.0.0.5", "yes", "RETR report.csv"),
+        "DENY 550 Permission denied: user writer may not read /shared/report.csv (rule writer-upload) [rule writer-upload]\n"
+    );
+    assert!(explain("full", "10.0.0.5", "no", "RETR report.csv").starts_with("ALLOW from network office"));
+    assert!(explain("full", "203.0.113.9", "no", "USER full").starts_with("DENY 530 TLS required before login"));
+    assert!(explain("full", "203.0.113.9", "yes", "SITE CHMOD 600 x")
+        .starts_with("DENY 534 SITE is not allowed from network internet"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[rule]]\nname = \"r\"\nusers = [\"u\"]\npaths = [\"/**\"]\nallow = [\"reed\"]\n").unwrap();
+    let out = run_client(ftpgate().args(["policy", "check", bad.to_str().unwrap()]), Duration::from_secs(20));
+    assert_ne!(out.status, 0);
+    assert!(out.stderr.contains("line 5") && out.stderr.contains("reed"), "{}", out.stderr);
+
+    let mut child = ftpgate().arg("passwd").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"open sesame\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let hash = String::from_utf8(out.stdout).unwrap();
+    assert!(ftpgate::policy::auth::verify_password(hash.trim(), b"open sesame"), "{hash}");
+}

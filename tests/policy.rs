@@ -24,9 +24,11 @@ fn customer_policy(dir: &std::path::Path, extra: &str) -> PathBuf {
     p
 }
 
+/// curl as `user` (with the test password unless `user` is `name:password`).
 fn curl_as(user: &str, args: &[&str]) -> Output {
+    let credentials = if user.contains(':') { user.to_string() } else { format!("{user}:{PASSWORD}") };
     let mut c = std::process::Command::new("curl");
-    c.args(["-sS", "--max-time", "30", "--user", &format!("{user}:{PASSWORD}")]).args(args);
+    c.args(["-sS", "--max-time", "30", "--user", &credentials]).args(args);
     run_client(&mut c, Duration::from_secs(60))
 }
 
@@ -226,4 +228,68 @@ fn sighup_reload_keeps_old_policy_when_the_new_one_is_broken() {
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(ok.stdout, "readable\n");
+}
+
+/// Users who log in at ftpgate (argon2id) and are mapped to a backend account
+/// the client never learns, on a backend chosen per user.
+#[test]
+fn bastion_users_are_mapped_to_backend_accounts_and_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("backend.pw");
+    std::fs::write(&secret, format!("{PASSWORD}\n")).unwrap();
+    let hash = ftpgate::policy::auth::hash_password("alice-secret").unwrap();
+    let policy = dir.path().join("p.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[users.gate-alice]\npassword = \"{hash}\"\nbackend = \"archive\"\nbackend_user = \"{USER}\"\n\
+             backend_password_file = \"{}\"\n\n\
+             [users.gate-carol]\npassword = \"{hash}\"\nclient_cert = true\nbackend_user = \"{USER}\"\n\
+             backend_password_file = \"{}\"\n",
+            secret.display(),
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let default_backend = Vsftpd::start();
+    let archive = Vsftpd::start();
+    let archive_addr = archive.addr.to_string();
+    let gate = Gate::start_with(default_backend.addr, move |s| {
+        s.policy = Some(policy);
+        s.named_backends.insert("archive".into(), archive_addr);
+    });
+    let url = gate.url();
+    let src = dir.path().join("a.bin");
+    std::fs::write(&src, payload(300_000, 8)).unwrap();
+    let up = curl_as("gate-alice:alice-secret", &["-T", src.to_str().unwrap(), &format!("{url}/a.bin")]);
+    assert_eq!(up.status, 0, "{}", up.stderr);
+    assert_eq!(sha256_file(&archive.root.join("a.bin")), sha256(&payload(300_000, 8)), "lands on the archive backend");
+    assert!(!default_backend.root.join("a.bin").exists());
+
+    let mut c = RawClient::connect(gate.addr);
+    assert_eq!(c.reply().0, 220);
+    assert_eq!(c.cmd("USER gate-alice").0, 331);
+    let (code, text) = c.cmd("PASS wrong");
+    assert_eq!((code, text.as_str()), (530, "530 Login incorrect.\r\n"));
+    assert_eq!(c.cmd("USER gate-alice").0, 331);
+    let (code, text) = c.cmd("PASS alice-secret");
+    assert_eq!(code, 230, "{text}");
+    assert!(!text.contains(USER), "the backend account stays hidden: {text}");
+    let (code, text) = c.cmd("PWD");
+    assert_eq!((code, text.contains("\"/\"")), (257, true), "{text}");
+    assert_eq!(c.cmd("QUIT").0, 221);
+
+    // client_cert = true: no certificate, no login (and nothing reaches a backend).
+    let mut c = RawClient::connect(gate.addr);
+    assert_eq!(c.reply().0, 220);
+    let (code, text) = c.cmd("USER gate-carol");
+    assert_eq!(code, 530, "{text}");
+
+    // Pass-through users still log in at the default backend.
+    let plain = curl_as(USER, &["--list-only", &format!("{url}/")]);
+    assert_eq!(plain.status, 0, "{}", plain.stderr);
+    for log in [default_backend.log(), archive.log()] {
+        assert!(!log.contains("gate-alice") && !log.contains("gate-carol") && !log.contains("alice-secret"), "{log}");
+    }
+    assert_eq!(Metrics::get(&gate.metrics.logins_failed), 1);
 }

@@ -6,6 +6,7 @@
 //! deny lists with TLS requirements), path rules (per-user and per-group
 //! permissions on path globs), per-user command lists, and login limits.
 
+pub mod auth;
 pub mod bans;
 mod model;
 pub mod path;
@@ -165,6 +166,8 @@ pub struct Policy {
     pub groups: HashMap<String, Vec<String>>,
     /// Verbs refused per user (upper-case).
     pub user_deny_commands: HashMap<String, Vec<String>>,
+    /// Users who authenticate at ftpgate, not at the backend.
+    pub bastion_users: HashMap<String, auth::BastionUser>,
     /// Permissions of users no path rule names.
     pub default_permissions: Permissions,
     pub login: LoginLimits,
@@ -244,6 +247,7 @@ impl Policy {
             rules: vec![],
             groups: HashMap::new(),
             user_deny_commands: HashMap::new(),
+            bastion_users: HashMap::new(),
             default_permissions: Permissions::all(),
             login: LoginLimits::default(),
         }

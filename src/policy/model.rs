@@ -16,6 +16,8 @@ pub enum PolicyError {
     Parse { path: String, message: String },
     #[error("{path}: line {line}: {message}")]
     Invalid { path: String, line: usize, message: String },
+    #[error("users.{user}.backend: no backend named {backend:?} in the configuration ([backends.{backend}])")]
+    UnknownBackend { user: String, backend: String },
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +97,15 @@ struct RuleFile {
 struct UserFile {
     #[serde(default)]
     deny_commands: Vec<String>,
+    /// argon2id hash (`ftpgate passwd`): the user logs in at ftpgate.
+    password: Option<Spanned<String>>,
+    #[serde(default)]
+    client_cert: bool,
+    /// A backend named in the configuration's `[backends]`.
+    backend: Option<String>,
+    backend_user: Option<String>,
+    backend_password_env: Option<Spanned<String>>,
+    backend_password_file: Option<Spanned<String>>,
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -206,10 +217,51 @@ impl Policy {
             },
             None => d,
         };
+        let mut bastion_users = HashMap::new();
+        for (name, u) in &file.users {
+            let Some(hash) = &u.password else { continue };
+            if !super::auth::valid_hash(hash.get_ref()) {
+                return Err(err(
+                    hash.span().start,
+                    format!("users.{name}.password: not an argon2id hash (use `ftpgate passwd`)"),
+                ));
+            }
+            let backend_user = u.backend_user.clone().unwrap_or_else(|| name.clone());
+            let secret = match (&u.backend_password_env, &u.backend_password_file) {
+                (Some(var), None) => std::env::var(var.get_ref()).map_err(|_| {
+                    err(
+                        var.span().start,
+                        format!("users.{name}.backend_password_env: variable {} is not set", var.get_ref()),
+                    )
+                })?,
+                (None, Some(f)) => {
+                    std::fs::read_to_string(f.get_ref()).map(|s| s.trim_end_matches(['\r', '\n']).to_string()).map_err(
+                        |e| err(f.span().start, format!("users.{name}.backend_password_file: {}: {e}", f.get_ref())),
+                    )?
+                }
+                _ => {
+                    return Err(err(
+                        hash.span().start,
+                        format!("users.{name}: set exactly one of backend_password_env, backend_password_file"),
+                    ))
+                }
+            };
+            bastion_users.insert(
+                name.clone(),
+                super::auth::BastionUser {
+                    password_hash: hash.get_ref().clone(),
+                    client_cert: u.client_cert,
+                    backend: u.backend.clone(),
+                    backend_user,
+                    backend_password: super::auth::Secret::new(secret),
+                },
+            );
+        }
         Ok(Policy {
             networks,
             rules,
             groups: file.groups,
+            bastion_users,
             user_deny_commands: file
                 .users
                 .into_iter()
@@ -254,6 +306,16 @@ impl Policy {
             out.push_str(&format!("rule {}: {} may {} on {}\n", r.name, who.join(", "), r.allow, paths.join(" ")));
         }
         out.push_str(&format!("users no rule names may: {}\n", self.default_permissions));
+        let mut bastion: Vec<_> = self.bastion_users.iter().collect();
+        bastion.sort_by(|a, b| a.0.cmp(b.0));
+        for (name, u) in bastion {
+            out.push_str(&format!(
+                "user {name}: logs in at ftpgate{}, mapped to {} on backend {}\n",
+                if u.client_cert { " with a client certificate" } else { "" },
+                u.backend_user,
+                u.backend.as_deref().unwrap_or("(default)")
+            ));
+        }
         let l = &self.login;
         out.push_str(&format!(
             "login: ban after {} failures for {}s (doubling, max {}s); sessions per address {}, per user {}\n",

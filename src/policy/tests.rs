@@ -277,3 +277,36 @@ fn shipped_example_is_valid() {
     let p = Policy::from_toml(include_str!("../../policy/example.toml"), "policy/example.toml").unwrap();
     assert!(p.summary().contains("rule writer-upload: writer may write on /shared/**"), "{}", p.summary());
 }
+
+#[test]
+fn bastion_users_and_their_secrets() {
+    let hash = auth::hash_password("pw").unwrap();
+    // Only this test uses this variable.
+    std::env::set_var("FTPGATE_TEST_BACKEND_PW", "s3cret");
+    let text = format!(
+        "[users.ann]\npassword = \"{hash}\"\nbackend_user = \"svc\"\nbackend_password_env = \"FTPGATE_TEST_BACKEND_PW\"\n"
+    );
+    let p = Policy::from_toml(&text, "t").unwrap();
+    let ann = &p.bastion_users["ann"];
+    assert_eq!((ann.backend_user.as_str(), ann.backend_password.expose()), ("svc", "s3cret"));
+    assert!(!format!("{p:?}").contains("s3cret"), "secrets never print");
+    assert!(p.summary().contains("user ann: logs in at ftpgate, mapped to svc on backend (default)"));
+    let cases: &[(&str, &str)] = &[
+        (
+            "[users.b]\npassword = \"plain\"\nbackend_password_env = \"X\"\n",
+            "line 2: users.b.password: not an argon2id hash",
+        ),
+        (
+            &format!("[users.b]\npassword = \"{hash}\"\nbackend_password_env = \"FTPGATE_SURELY_UNSET_VAR\"\n"),
+            "line 3: users.b.backend_password_env: variable FTPGATE_SURELY_UNSET_VAR is not set",
+        ),
+        (
+            &format!("[users.b]\npassword = \"{hash}\"\n"),
+            "set exactly one of backend_password_env, backend_password_file",
+        ),
+    ];
+    for (text, want) in cases {
+        let err = Policy::from_toml(text, "t").unwrap_err().to_string();
+        assert!(err.contains(want), "{err:?} should contain {want:?}");
+    }
+}

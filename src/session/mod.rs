@@ -53,8 +53,10 @@ pub struct SessionContext {
     pub metrics: Arc<Metrics>,
     /// ftpgate's TLS server side, when any listener offers TLS.
     pub client_tls: Option<Arc<ServerTls>>,
-    /// TLS towards the backend, when the backend leg uses it.
-    pub backend_tls: Option<Arc<BackendTls>>,
+    /// The default backend.
+    pub backend: BackendTarget,
+    /// Backends bastion users may be mapped to, by name.
+    pub named_backends: std::collections::HashMap<String, BackendTarget>,
     /// The policy in force; SIGHUP swaps it, running sessions see the new one
     /// from their next command.
     policy: RwLock<Arc<Policy>>,
@@ -64,6 +66,42 @@ pub struct SessionContext {
     pub per_user: Arc<limits::Counts<String>>,
     /// The clock bans are measured on.
     started: Instant,
+}
+
+/// A backend ftpgate can connect a session to.
+#[derive(Debug)]
+pub struct BackendTarget {
+    /// `HOST:PORT`.
+    pub address: String,
+    pub tls: Option<Arc<BackendTls>>,
+}
+
+impl BackendTarget {
+    fn new(settings: &Settings, address: &str) -> Result<BackendTarget, TlsError> {
+        let tls = match settings.backend_tls {
+            BackendTlsMode::Off => None,
+            _ => {
+                let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+                Some(Arc::new(BackendTls::build(&settings.backend_tls_options, host)?))
+            }
+        };
+        Ok(BackendTarget { address: address.to_string(), tls })
+    }
+}
+
+/// Every backend a policy maps users to must exist in the configuration.
+fn check_backend_names(
+    policy: &Policy,
+    named: &std::collections::HashMap<String, BackendTarget>,
+) -> Result<(), PolicyError> {
+    for (user, u) in &policy.bastion_users {
+        if let Some(b) = &u.backend {
+            if !named.contains_key(b) {
+                return Err(PolicyError::UnknownBackend { user: user.clone(), backend: b.clone() });
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Error)]
@@ -82,25 +120,29 @@ impl SessionContext {
             Some(o) => Some(Arc::new(ServerTls::load(o.clone())?)),
             None => None,
         };
-        let backend_tls = match settings.backend_tls {
-            BackendTlsMode::Off => None,
-            _ => {
-                let host = settings.backend.rsplit_once(':').map_or(settings.backend.as_str(), |(h, _)| h);
-                if matches!(settings.backend_tls_options.verify, crate::tls::BackendVerify::Insecure) {
-                    warn!("backend certificate verification is OFF (insecure_skip_verify): the backend leg is not authenticated");
-                }
-                Some(Arc::new(BackendTls::build(&settings.backend_tls_options, host)?))
-            }
-        };
+        if matches!(settings.backend_tls_options.verify, crate::tls::BackendVerify::Insecure)
+            && settings.backend_tls != BackendTlsMode::Off
+        {
+            warn!(
+                "backend certificate verification is OFF (insecure_skip_verify): the backend leg is not authenticated"
+            );
+        }
+        let backend = BackendTarget::new(&settings, &settings.backend)?;
+        let mut named_backends = std::collections::HashMap::new();
+        for (name, address) in &settings.named_backends {
+            named_backends.insert(name.clone(), BackendTarget::new(&settings, address)?);
+        }
         let policy = match &settings.policy {
             Some(p) => Policy::load(p)?,
             None => Policy::permissive(),
         };
+        check_backend_names(&policy, &named_backends)?;
         Ok(SessionContext {
             settings: Arc::new(settings),
             metrics,
             client_tls,
-            backend_tls,
+            backend,
+            named_backends,
             policy: RwLock::new(Arc::new(policy)),
             logins: Mutex::new(LoginGuard::default()),
             per_address: Arc::default(),
@@ -117,6 +159,7 @@ impl SessionContext {
     pub fn reload_policy(&self) -> Result<bool, PolicyError> {
         let Some(path) = &self.settings.policy else { return Ok(false) };
         let p = Policy::load(path)?;
+        check_backend_names(&p, &self.named_backends)?;
         *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
         Ok(true)
     }
@@ -216,7 +259,7 @@ pub async fn run(client: TcpStream, mode: ClientTlsMode, ctx: Arc<SessionContext
             Metrics::inc(&ctx.metrics.tls_client_control);
         }
         let s = &ctx.settings;
-        let backend = match tokio::time::timeout(s.backend_connect, TcpStream::connect(&s.backend)).await {
+        let backend = match tokio::time::timeout(s.backend_connect, TcpStream::connect(&ctx.backend.address)).await {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => return refuse(&mut client, &ctx, &format!("backend unreachable ({e})")).await,
             Err(_) => return refuse(&mut client, &ctx, "backend did not accept the connection in time").await,
@@ -236,7 +279,9 @@ pub async fn run(client: TcpStream, mode: ClientTlsMode, ctx: Arc<SessionContext
             acceptor,
             pbsz: false,
             prot_private: false,
-            backend_tls: ctx.backend_tls.as_ref().map(|t| t.for_session()),
+            backend_tls: ctx.backend.tls.as_ref().map(|t| t.for_session()),
+            backend_name: None,
+            bastion_pending: None,
             data: None,
             backend_epsv: true,
             epsv_all: false,
@@ -291,6 +336,10 @@ struct Session {
     prot_private: bool,
     /// This session's TLS client config towards the backend.
     backend_tls: Option<BackendSessionTls>,
+    /// The named backend this session is connected to; `None`: the default.
+    backend_name: Option<String>,
+    /// A bastion user sent USER; PASS is checked by ftpgate.
+    bastion_pending: Option<String>,
     data: Option<DataSetup>,
     /// Cleared once the backend refuses EPSV; PASV is used from then on.
     backend_epsv: bool,
@@ -439,9 +488,33 @@ impl Session {
             Verb::User | Verb::Pass | Verb::Acct => {
                 if cmd.verb == Verb::User {
                     self.user = cmd.arg_str().map(str::to_string);
+                    self.bastion_pending = None;
+                    let policy = self.ctx.policy();
+                    if let Some(bu) = self.user.as_deref().and_then(|u| policy.bastion_users.get(u)) {
+                        if bu.client_cert && self.client.peer_certificates().is_none() {
+                            let d = Denial {
+                                code: 530,
+                                rule: "bastion user".into(),
+                                reason: "Login refused: this user needs a client certificate".into(),
+                            };
+                            return self.deny(&cmd, &d).await.map(|()| Flow::Continue);
+                        }
+                        self.bastion_pending = self.user.clone();
+                        self.reply_text(331, "Password required").await?;
+                        return Ok(Flow::Continue);
+                    }
+                }
+                if cmd.verb == Verb::Pass {
+                    if let Some(name) = self.bastion_pending.take() {
+                        return self.bastion_login(&name, &cmd).await.map(|()| Flow::Continue);
+                    }
                 }
                 let r = self.forward(&cmd).await?;
-                self.after_login_reply(&cmd, &r).await?;
+                if r.code == 230 {
+                    self.on_login().await?;
+                } else if r.code == 530 && cmd.verb == Verb::Pass {
+                    self.on_login_failure();
+                }
             }
             Verb::Other(v) if matches!(v.as_str(), "CWD" | "CDUP" | "XCWD" | "XCUP") => {
                 let r = self.forward(&cmd).await?;
@@ -550,27 +623,102 @@ impl Session {
         Ok(r.code == 213)
     }
 
-    /// Bookkeeping after the backend answered USER, PASS or ACCT.
-    async fn after_login_reply(&mut self, cmd: &Command, r: &Reply) -> SessionResult<()> {
+    async fn on_login(&mut self) -> SessionResult<()> {
+        self.logged_in = true;
+        self.ctx.logins.lock().unwrap_or_else(|e| e.into_inner()).success(self.client_peer.ip());
+        let user = self.user.clone().unwrap_or_default();
+        self.user_slot = self.ctx.per_user.take(user.clone(), 0);
+        info!(target: "ftpgate::audit", %user, "login");
+        self.refresh_cwd().await
+    }
+
+    fn on_login_failure(&mut self) {
         let ip = self.client_peer.ip();
-        if r.code == 230 {
-            self.logged_in = true;
-            self.ctx.logins.lock().unwrap_or_else(|e| e.into_inner()).success(ip);
-            let user = self.user.clone().unwrap_or_default();
-            self.user_slot = self.ctx.per_user.take(user.clone(), 0);
-            info!(target: "ftpgate::audit", %user, "login");
-            self.refresh_cwd().await?;
-        } else if r.code == 530 && cmd.verb == Verb::Pass {
-            let policy = self.ctx.policy();
-            let now = self.ctx.now();
-            let banned = self.ctx.logins.lock().unwrap_or_else(|e| e.into_inner()).failure(ip, now, &policy.login);
-            Metrics::inc(&self.ctx.metrics.logins_failed);
-            let user = self.user.as_deref().unwrap_or("-");
-            info!(target: "ftpgate::audit", user, "login failed");
-            if let Some(until) = banned {
-                warn!(target: "ftpgate::audit", %ip, seconds = (until - now).as_secs(), "address banned after failed logins");
+        let policy = self.ctx.policy();
+        let now = self.ctx.now();
+        let banned = self.ctx.logins.lock().unwrap_or_else(|e| e.into_inner()).failure(ip, now, &policy.login);
+        Metrics::inc(&self.ctx.metrics.logins_failed);
+        let user = self.user.as_deref().unwrap_or("-");
+        info!(target: "ftpgate::audit", user, "login failed");
+        if let Some(until) = banned {
+            warn!(target: "ftpgate::audit", %ip, seconds = (until - now).as_secs(), "address banned after failed logins");
+        }
+    }
+
+    /// PASS for a user authenticated at ftpgate: check the argon2id hash, move
+    /// to the user's backend if it has one, and log in there with the mapped
+    /// account. The client sees neither the backend account nor its replies.
+    async fn bastion_login(&mut self, name: &str, cmd: &Command) -> SessionResult<()> {
+        let policy = self.ctx.policy();
+        let Some(bu) = policy.bastion_users.get(name).cloned() else {
+            self.on_login_failure();
+            return self.reply_text(530, "Login incorrect.").await;
+        };
+        let password = cmd.arg.clone().unwrap_or_default();
+        let hash = bu.password_hash.clone();
+        let ok = tokio::task::spawn_blocking(move || crate::policy::auth::verify_password(&hash, &password))
+            .await
+            .unwrap_or(false);
+        if !ok {
+            self.on_login_failure();
+            return self.reply_text(530, "Login incorrect.").await;
+        }
+        if bu.backend != self.backend_name {
+            self.switch_backend(bu.backend.clone()).await?;
+        }
+        self.backend.send(&Command::new(Verb::User, Some(bu.backend_user.as_bytes()))).await?;
+        let mut r = self.final_reply().await?;
+        if r.code == 331 {
+            self.backend.send(&Command::new(Verb::Pass, Some(bu.backend_password.expose().as_bytes()))).await?;
+            r = self.final_reply().await?;
+        }
+        if r.code != 230 {
+            warn!(user = name, backend_user = %bu.backend_user, reply = %r.text(), "backend refused the mapped account");
+            return self.reply_text(530, "Login incorrect: the backend refused this user's account").await;
+        }
+        self.reply_text(230, "Login successful.").await?;
+        self.on_login().await
+    }
+
+    /// Moves this session to another backend before login: connect, TLS as
+    /// configured, greeting, and the old backend connection closed.
+    async fn switch_backend(&mut self, name: Option<String>) -> SessionResult<()> {
+        let target = match &name {
+            Some(n) => self.ctx.named_backends.get(n),
+            None => Some(&self.ctx.backend),
+        };
+        let Some(target) = target else { return Err(BackendError::Closed.into()) };
+        let s = &self.ctx.settings;
+        let tcp = match tokio::time::timeout(s.backend_connect, TcpStream::connect(&target.address)).await {
+            Ok(r) => r.map_err(BackendError::Io)?,
+            Err(_) => return Err(BackendError::Timeout(s.backend_connect.as_secs()).into()),
+        };
+        let peer = tcp.peer_addr().map_err(BackendError::Io)?;
+        let _ = tcp.set_nodelay(true);
+        let tls = target.tls.as_ref().map(|t| t.for_session());
+        let old = std::mem::replace(&mut self.backend, BackendControl::new(BackendStream::Plain(tcp)));
+        let mut old = old;
+        let _ = old.send(&Command::new(Verb::Quit, None)).await;
+        old.shutdown().await;
+        self.backend_peer = peer;
+        self.backend_tls = tls;
+        self.backend_epsv = true;
+        self.backend_name = name;
+        let reply_timeout = self.settings().backend_reply;
+        if let (Some(tls), BackendTlsMode::Implicit) = (&self.backend_tls, self.settings().backend_tls) {
+            self.backend.upgrade(tls, TLS_HANDSHAKE_TIMEOUT).await?;
+        }
+        loop {
+            let greeting = self.backend.next_within(reply_timeout).await?;
+            if greeting.code == 220 {
+                break;
+            }
+            if !greeting.is_preliminary() {
+                return Err(BackendError::Refused { command: "a session", reply: greeting.text() }.into());
             }
         }
+        self.secure_backend().await?;
+        info!(backend = %peer, name = self.backend_name.as_deref().unwrap_or("default"), "session moved to the user's backend");
         Ok(())
     }
 

@@ -166,6 +166,7 @@ pub fn settings(backend: SocketAddr, listen: SocketAddr) -> Settings {
         policy: None,
         listeners: vec![ListenerSettings { address: listen, tls: ClientTlsMode::Off }],
         backend: backend.to_string(),
+        named_backends: Default::default(),
         client_tls: None,
         require_session_reuse: true,
         client_cert_user_match: false,
