@@ -13,6 +13,9 @@ pub struct Metrics {
     pub sessions_refused: AtomicU64,
     /// Commands and connections refused by the policy.
     pub policy_denials: AtomicU64,
+    /// The same, by the rule that decided (rule names come from the policy
+    /// file, so their number is bounded by it).
+    pub policy_denials_by_rule: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     /// PASS answered 530 by the backend.
     pub logins_failed: AtomicU64,
     /// USER refused by ftpgate itself (client certificate mismatch).
@@ -60,6 +63,16 @@ impl Metrics {
 
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn count_denial(&self, rule: &str) {
+        Metrics::inc(&self.policy_denials);
+        let mut by_rule = self.policy_denials_by_rule.lock().unwrap_or_else(|e| e.into_inner());
+        *by_rule.entry(rule.to_string()).or_insert(0) += 1;
+    }
+
+    pub fn denials_for(&self, rule: &str) -> u64 {
+        self.policy_denials_by_rule.lock().unwrap_or_else(|e| e.into_inner()).get(rule).copied().unwrap_or(0)
     }
 
     pub fn get(counter: &AtomicU64) -> u64 {

@@ -90,6 +90,8 @@ fn first_customer_full_and_upload_only_users() {
     assert_eq!(ren.status, 0, "{}", ren.stderr);
     assert!(backend.root.join("done.csv").exists() && !backend.root.join("report.csv").exists());
     assert!(Metrics::get(&gate.metrics.policy_denials) >= 7);
+    // overwrite, RETR, LIST (curl's NLST), DELE, RNFR, RETR ../../
+    assert_eq!(gate.metrics.denials_for("rule writer-upload"), 6, "{:?}", gate.metrics.policy_denials_by_rule);
     gate.assert_drained();
 }
 

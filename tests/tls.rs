@@ -155,6 +155,10 @@ fn lftp_implicit_to_plain() {
 }
 
 fn python_tls(s: &Setup, mode: &str, reuse: &str) -> serde_json::Value {
+    python_tls_scenario(s, mode, reuse, "full")
+}
+
+fn python_tls_scenario(s: &Setup, mode: &str, reuse: &str, scenario: &str) -> serde_json::Value {
     let work = tempfile::tempdir().unwrap();
     std::fs::write(work.path().join("big.bin"), payload(SIZE, 9)).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/ftplib_tls_client.py");
@@ -167,7 +171,7 @@ fn python_tls(s: &Setup, mode: &str, reuse: &str) -> serde_json::Value {
         s.certs.path("ca.pem").to_str().unwrap(),
         mode,
         reuse,
-        "full",
+        scenario,
         work.path().to_str().unwrap(),
     ]);
     let out = run_client(&mut c, std::time::Duration::from_secs(90));
@@ -258,6 +262,12 @@ fn ftps_command_order_and_required_tls() {
     assert_eq!(c.cmd("PBSZ 0").0, 503, "PBSZ before AUTH");
     assert_eq!(c.cmd("PROT P").0, 503, "PROT before AUTH");
     assert_eq!(c.cmd("CCC").0, 534);
+
+    let v = python_tls_scenario(&s, "explicit", "yes", "order");
+    assert_eq!(v["auth"].as_str().unwrap()[..3], *"234", "{v}");
+    assert!(v["prot_first"].as_str().unwrap().starts_with("503 PROT requires PBSZ first"), "{v}");
+    assert_eq!(v["pbsz"], "200 PBSZ=0");
+    assert!(v["prot"].as_str().unwrap().starts_with("200 "), "{v}");
 }
 
 #[test]

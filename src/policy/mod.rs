@@ -121,6 +121,8 @@ pub struct Network {
     pub client_cert_required: bool,
     /// Verbs refused from this network (upper-case).
     pub deny_commands: Vec<String>,
+    /// If set, the only verbs accepted from this network (plus QUIT).
+    pub allow_commands: Option<Vec<String>>,
 }
 
 /// Permissions on path globs for some users and groups.
@@ -166,6 +168,8 @@ pub struct Policy {
     pub groups: HashMap<String, Vec<String>>,
     /// Verbs refused per user (upper-case).
     pub user_deny_commands: HashMap<String, Vec<String>>,
+    /// Per user: if set, the only verbs accepted once the user is known (plus QUIT).
+    pub user_allow_commands: HashMap<String, Vec<String>>,
     /// Users who authenticate at ftpgate, not at the backend.
     pub bastion_users: HashMap<String, auth::BastionUser>,
     /// Permissions of users no path rule names.
@@ -243,10 +247,12 @@ impl Policy {
                 prot_p_required: false,
                 client_cert_required: false,
                 deny_commands: vec![],
+                allow_commands: None,
             }],
             rules: vec![],
             groups: HashMap::new(),
             user_deny_commands: HashMap::new(),
+            user_allow_commands: HashMap::new(),
             bastion_users: HashMap::new(),
             default_permissions: Permissions::all(),
             login: LoginLimits::default(),
@@ -305,11 +311,14 @@ impl Policy {
         let net = v.network;
         let net_rule = || format!("network {}", net.name);
 
-        if net.deny_commands.iter().any(|d| d == verb) {
+        let listed = |l: &[String]| verb == "QUIT" || l.iter().any(|d| d == verb);
+        if net.deny_commands.iter().any(|d| d == verb) || net.allow_commands.as_deref().is_some_and(|l| !listed(l)) {
             return deny(534, net_rule(), format!("{verb} is not allowed from network {}", net.name));
         }
         if let Some(user) = v.user {
-            if self.user_deny_commands.get(user).is_some_and(|l| l.iter().any(|d| d == verb)) {
+            if self.user_deny_commands.get(user).is_some_and(|l| l.iter().any(|d| d == verb))
+                || self.user_allow_commands.get(user).is_some_and(|l| !listed(l))
+            {
                 return deny(534, format!("user {user}"), format!("{verb} is not allowed for user {user}"));
             }
         }

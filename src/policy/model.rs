@@ -71,6 +71,8 @@ struct NetworkFile {
     client_cert_required: bool,
     #[serde(default)]
     deny_commands: Vec<String>,
+    #[serde(default)]
+    allow_commands: Option<Vec<String>>,
 }
 
 fn allow() -> Spanned<String> {
@@ -97,6 +99,8 @@ struct RuleFile {
 struct UserFile {
     #[serde(default)]
     deny_commands: Vec<String>,
+    #[serde(default)]
+    allow_commands: Option<Vec<String>>,
     /// argon2id hash (`ftpgate passwd`): the user logs in at ftpgate.
     password: Option<Spanned<String>>,
     #[serde(default)]
@@ -172,7 +176,8 @@ impl Policy {
                 tls_before_user: n.tls_before_user,
                 prot_p_required: n.prot_p_required,
                 client_cert_required: n.client_cert_required,
-                deny_commands: n.deny_commands.iter().map(|c| c.to_ascii_uppercase()).collect(),
+                deny_commands: upper(&n.deny_commands),
+                allow_commands: n.allow_commands.as_deref().map(upper),
             });
         }
         if networks.is_empty() {
@@ -262,10 +267,11 @@ impl Policy {
             rules,
             groups: file.groups,
             bastion_users,
-            user_deny_commands: file
+            user_deny_commands: file.users.iter().map(|(u, f)| (u.clone(), upper(&f.deny_commands))).collect(),
+            user_allow_commands: file
                 .users
-                .into_iter()
-                .map(|(u, f)| (u, f.deny_commands.iter().map(|c| c.to_ascii_uppercase()).collect()))
+                .iter()
+                .filter_map(|(u, f)| f.allow_commands.as_deref().map(|l| (u.clone(), upper(l))))
                 .collect(),
             default_permissions,
             login,
@@ -327,6 +333,10 @@ impl Policy {
         ));
         out
     }
+}
+
+fn upper(verbs: &[String]) -> Vec<String> {
+    verbs.iter().map(|c| c.to_ascii_uppercase()).collect()
 }
 
 fn yn(b: bool) -> &'static str {

@@ -245,6 +245,17 @@ fn networks() {
     let no_cert = View { net: "c", user: None, logged_in: false, ..View::user("u") };
     assert_eq!(code(&eval(&certs, &no_cert, b"USER u")), 530);
     assert_eq!(code(&eval(&certs, &View { cert: true, ..no_cert }, b"USER u")), 0);
+    let allow = Policy::from_toml(
+        "[[network]]\nname = \"a\"\ncidrs = [\"::/0\"]\nallow_commands = [\"user\", \"pass\", \"stor\", \"epsv\"]\n\n\
+         [users.u]\nallow_commands = [\"STOR\", \"EPSV\", \"USER\", \"PASS\", \"CWD\"]\n",
+        "t",
+    )
+    .unwrap();
+    let a = View { net: "a", ..View::user("u") };
+    assert_eq!(code(&eval(&allow, &a, b"STOR x")), 0);
+    assert_eq!(code(&eval(&allow, &a, b"QUIT")), 0, "QUIT is always allowed");
+    assert_eq!(code(&eval(&allow, &a, b"RETR x")), 534, "not in the network's allow list");
+    assert_eq!(code(&eval(&allow, &a, b"CWD /")), 534, "in the user's list but not the network's");
     let plain = View { net: "c", tls: false, user: None, logged_in: false, ..View::user("u") };
     assert_eq!(code(&eval(&certs, &plain, b"SYST")), 0);
     assert_eq!(code(&eval(&certs, &plain, b"USER u")), 534, "no plain FTP at all from c");

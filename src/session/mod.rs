@@ -240,7 +240,7 @@ pub async fn run(client: TcpStream, mode: ClientTlsMode, ctx: Arc<SessionContext
             let why = refusal.unwrap_or_else(|| {
                 format!("too many sessions from your address (limit {})", policy.login.max_sessions_per_address)
             });
-            Metrics::inc(&ctx.metrics.policy_denials);
+            ctx.metrics.count_denial("connect");
             info!(target: "ftpgate::audit", why, "connection refused");
             // Implicit-TLS clients expect a handshake first; they get a plain close.
             if mode != ClientTlsMode::Implicit {
@@ -594,7 +594,7 @@ impl Session {
 
     /// Answers a refused command, logs it for the audit trail and counts it.
     async fn deny(&mut self, cmd: &Command, d: &Denial) -> SessionResult<()> {
-        Metrics::inc(&self.ctx.metrics.policy_denials);
+        self.ctx.metrics.count_denial(&d.rule);
         info!(
             target: "ftpgate::audit",
             user = self.user.as_deref().unwrap_or("-"),

@@ -64,6 +64,20 @@ def make(ctx, host, port, user, password, mode, reuse):
 def main():
     host, port, user, password, cafile, mode, reuse, scenario, work = sys.argv[1:10]
     out = {}
+    if scenario == "order":
+        # RFC 4217 order after AUTH: PROT before PBSZ is refused, then both work.
+        ftp = FTPS(context=ssl.create_default_context(cafile=cafile))
+        ftp.connect(host, int(port), timeout=30)
+        out["auth"] = ftp.auth()
+        try:
+            out["prot_first"] = ftp.sendcmd("PROT P")
+        except ftplib.error_perm as e:
+            out["prot_first"] = str(e)
+        out["pbsz"] = ftp.sendcmd("PBSZ 0")
+        out["prot"] = ftp.sendcmd("PROT P")
+        out["quit"] = ftp.quit()
+        print(json.dumps(out))
+        return
     try:
         # One context for all connections: Python only resumes sessions of the
         # context that made them, which is also what lets "foreign" try.
