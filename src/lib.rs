@@ -5,7 +5,7 @@
 //! [`server`] (accept loops). [`relay`], [`config`], [`metrics`] and
 //! [`passive`] are leaves that know nothing of sessions.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod cli;
 pub mod config;

@@ -33,6 +33,10 @@ pub struct Metrics {
     pub data_connections_refused: AtomicU64,
     /// Data relays running now.
     pub data_channels_open: AtomicU64,
+    /// Data relays that ran zero-copy (splice) and those that copied (a TLS
+    /// leg, or no pipes left).
+    pub relays_spliced: AtomicU64,
+    pub relays_copied: AtomicU64,
     pub transfers_ok: AtomicU64,
     pub transfers_failed: AtomicU64,
     pub transfers_aborted: AtomicU64,

@@ -45,6 +45,9 @@ fn curl_roundtrip(ip: IpAddr, mode_args: &[&str]) {
 fn gate_drained(gate: Gate) -> Gate {
     gate.assert_drained();
     assert!(ftpgate::metrics::Metrics::get(&gate.metrics.transfers_ok) >= 3);
+    // Plain on both legs: every data relay is zero-copy.
+    assert!(ftpgate::metrics::Metrics::get(&gate.metrics.relays_spliced) >= 3);
+    assert_eq!(ftpgate::metrics::Metrics::get(&gate.metrics.relays_copied), 0);
     gate
 }
 

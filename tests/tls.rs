@@ -338,6 +338,7 @@ fn rust_client_explicit_ftps_10mib_upload_over_tls13() {
     ftp.quit().unwrap();
     check_resumption(&s, ClientTlsMode::Explicit, BackendTlsMode::Explicit);
     assert_eq!(Metrics::get(&s.gate.metrics.tls_client_data_full), 0);
+    assert_eq!(Metrics::get(&s.gate.metrics.relays_spliced), 0, "TLS legs take the copy path");
     assert_eq!(Metrics::get(&s.gate.metrics.transfers_ok), 6);
 }
 

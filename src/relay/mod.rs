@@ -12,6 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+#[cfg(target_os = "linux")]
+pub mod splice;
+
 /// Per-direction copy buffer. Large enough that a TLS writer can emit full
 /// 16 KiB records and loopback transfers are not bounded by syscall count.
 pub const COPY_BUFFER: usize = 64 * 1024;
@@ -75,7 +78,7 @@ where
     RelayReport { a_to_b: a_to_b.load(Ordering::Relaxed), b_to_a: b_to_a.load(Ordering::Relaxed), end }
 }
 
-fn end_of(reader: Side, r: Result<(), (bool, io::Error)>) -> RelayEnd {
+pub(crate) fn end_of(reader: Side, r: Result<(), (bool, io::Error)>) -> RelayEnd {
     let other = if reader == Side::A { Side::B } else { Side::A };
     match r {
         Ok(()) => RelayEnd::Eof(reader),
@@ -117,7 +120,7 @@ where
     }
 }
 
-async fn stall_watch(last_activity: &AtomicU64, start: Instant, stall: Duration) {
+pub(crate) async fn stall_watch(last_activity: &AtomicU64, start: Instant, stall: Duration) {
     loop {
         let last = Duration::from_millis(last_activity.load(Ordering::Relaxed));
         let deadline = last + stall;

@@ -204,7 +204,23 @@ where
             Ok(l) => l,
             Err(e) => return DataOutcome::Failed(e),
         };
-        let report = relay::relay(client, backend, stall, linger).await;
+        let report = match (client, backend) {
+            #[cfg(target_os = "linux")]
+            (ClientStream::Plain(c), BackendStream::Plain(b)) => match relay::splice::relay(c, b, stall).await {
+                Ok(r) => {
+                    Metrics::inc(&metrics.relays_spliced);
+                    r
+                }
+                Err((c, b)) => {
+                    Metrics::inc(&metrics.relays_copied);
+                    relay::relay(c, b, stall, linger).await
+                }
+            },
+            (client, backend) => {
+                Metrics::inc(&metrics.relays_copied);
+                relay::relay(client, backend, stall, linger).await
+            }
+        };
         Metrics::add(&metrics.bytes_client_to_backend, report.a_to_b);
         Metrics::add(&metrics.bytes_backend_to_client, report.b_to_a);
         DataOutcome::Relayed(report)
