@@ -1,0 +1,465 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: the direct path, ftpgate and ProFTPD mod_proxy in
+front of the same vsftpd, measured with the same client (curl) and file.
+
+    python3 benches/run.py            # full: 1 GiB, medians of 3, all rows; writes benches/README.md
+    python3 benches/run.py --tiny     # smoke: 16 MiB, one run, direct and ftpgate rows (the test suite runs this)
+
+Needs root (a system user for vsftpd, apt-get for what is missing). Listens on
+127.0.0.1 only and stops every process it started, by PID.
+"""
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import ftplib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+USER, PASSWORD = "ftpgatebench", "ftpgate-Bench-pw1"
+PAM = "ftpgate-bench"
+PROFTPD = os.environ.get("FTPGATE_PROFTPD_DIR", "/opt/ftpgate-test/proftpd")
+procs = []
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, shell=True, check=True, **kw)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, timeout=15):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def start(cmd, **kw):
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    procs.append(p)
+    return p
+
+
+def stop_all():
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def setup(tiny):
+    need = [pkg for cmd, pkg in [("vsftpd", "vsftpd"), ("curl", "curl")] if not shutil.which(cmd)]
+    if need:
+        sh("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq " + " ".join(need) + " >/dev/null")
+    if not tiny:
+        sh(f"bash {ROOT}/scripts/install-proftpd.sh >/dev/null")
+    sh(f"id -u {USER} >/dev/null 2>&1 || useradd -M -d / -s /usr/sbin/nologin {USER}; echo '{USER}:{PASSWORD}' | chpasswd")
+    if not os.path.exists(f"/etc/pam.d/{PAM}"):
+        with open(f"/etc/pam.d/{PAM}", "w") as f:
+            f.write("auth required pam_unix.so\naccount required pam_unix.so\nsession required pam_permit.so\n")
+    os.makedirs("/var/run/vsftpd/empty", exist_ok=True)
+
+
+def vsftpd(work, name, tls, certs):
+    d = os.path.join(work, name)
+    os.makedirs(d)
+    port = free_port()
+    pasv = 20000 + (port % 10000)
+    conf = f"""listen=YES
+listen_address=127.0.0.1
+listen_port={port}
+background=NO
+anonymous_enable=NO
+local_enable=YES
+write_enable=YES
+chroot_local_user=YES
+allow_writeable_chroot=YES
+local_root={work}/root
+pam_service_name={PAM}
+check_shell=NO
+seccomp_sandbox=NO
+isolate=NO
+isolate_network=NO
+max_clients=0
+max_per_ip=0
+pasv_min_port={pasv}
+pasv_max_port={pasv + 400}
+"""
+    if tls:
+        conf += f"""ssl_enable=YES
+rsa_cert_file={certs}/server.pem
+rsa_private_key_file={certs}/server.key
+force_local_logins_ssl=YES
+force_local_data_ssl=YES
+require_ssl_reuse=YES
+ssl_ciphers=HIGH
+"""
+    path = os.path.join(d, "vsftpd.conf")
+    with open(path, "w") as f:
+        f.write(conf)
+    start(["vsftpd", path])
+    wait_port(port)
+    return port
+
+
+def ftpgate(binary, backend_port, certs, client_tls=False, backend_tls=False, extra=()):
+    port = free_port()
+    base = 40000 + (port % 10000)
+    cmd = [binary, "run", "--listen", f"127.0.0.1:{port}", "--backend", f"127.0.0.1:{backend_port}",
+           "--passive-ports", f"{base}-{base + 400}"]
+    if client_tls:
+        cmd += ["--client-tls", "explicit", "--cert", f"{certs}/server.pem", "--key", f"{certs}/server.key"]
+    if backend_tls:
+        cmd += ["--backend-tls", "explicit", "--backend-ca", f"{certs}/ca.pem"]
+    cmd += list(extra)
+
+    def more_fds():
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        want = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+    p = start(cmd, preexec_fn=more_fds, env={**os.environ, "FTPGATE_LOG": "warn"})
+    wait_port(port)
+    return port, p
+
+
+def mod_proxy(work, name, backend_port, certs, client_tls=False, backend_tls=False):
+    d = os.path.join(work, name)
+    os.makedirs(os.path.join(d, "tables"))
+    port = free_port()
+    base = 50000 + (port % 10000)
+    conf = f"""ServerType standalone
+ServerName "mod_proxy"
+Port {port}
+DefaultAddress 127.0.0.1
+SocketBindTight on
+UseIPv6 off
+User nobody
+Group nogroup
+PidFile {d}/proftpd.pid
+ScoreboardFile {d}/scoreboard
+WtmpLog off
+UseReverseDNS off
+MaxInstances 1000
+PassivePorts {base} {base + 400}
+ModulePath {PROFTPD}/usr/lib/proftpd
+LoadModule mod_tls.c
+LoadModule mod_proxy.c
+<IfModule mod_tls.c>
+  TLSEngine {"on" if client_tls else "off"}
+  TLSProtocol TLSv1.2 TLSv1.3
+  TLSECCertificateFile {certs}/server.pem
+  TLSECCertificateKeyFile {certs}/server.key
+  TLSOptions NoSessionReuseRequired
+</IfModule>
+<IfModule mod_proxy.c>
+  ProxyEngine on
+  ProxyLog {d}/proxy.log
+  ProxyTables {d}/tables
+  ProxyRole reverse
+  ProxyReverseServers ftp://127.0.0.1:{backend_port}
+  ProxyTLSEngine {"on" if backend_tls else "off"}
+  ProxyTLSCACertificateFile {certs}/ca.pem
+</IfModule>
+"""
+    path = os.path.join(d, "proftpd.conf")
+    with open(path, "w") as f:
+        f.write(conf)
+    start([f"{PROFTPD}/usr/sbin/proftpd", "-n", "-q", "-c", path])
+    wait_port(port)
+    return port
+
+
+def curl(url, tls, certs, upload=None):
+    args = ["curl", "-sS", "--max-time", "600", "--user", f"{USER}:{PASSWORD}"]
+    if tls:
+        args += ["--ssl-reqd", "--cacert", f"{certs}/ca.pem"]
+    if upload:
+        args += ["-T", upload, "-w", "%{speed_upload}", url + "/up.bin"]
+    else:
+        args += ["-o", "/dev/null", "-w", "%{speed_download}", url + "/big.bin"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        raise RuntimeError(f"curl failed on {url}: {out.stderr.strip()}")
+    return float(out.stdout) / 1e6
+
+
+def measure(port, tls, certs, src, runs):
+    url = f"ftp://127.0.0.1:{port}"
+    down = statistics.median(curl(url, tls, certs) for _ in range(runs))
+    up = statistics.median(curl(url, tls, certs, upload=src) for _ in range(runs))
+    return down, up
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class ReusingFTPS(ftplib.FTP_TLS):
+    """ftplib that resumes the control session on data connections, as strict servers require."""
+
+    def ntransfercmd(self, cmd, rest=None):
+        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        if self._prot_p:
+            conn = self.context.wrap_socket(conn, server_hostname=self.host, session=self.sock.session)
+        return conn, size
+
+
+def login_worker(args):
+    port, cafile, seconds = args
+    ctx = ssl.create_default_context(cafile=cafile)
+    end = time.time() + seconds
+    n = 0
+    while time.time() < end:
+        f = ReusingFTPS(context=ctx)
+        f.connect("127.0.0.1", port, timeout=30)
+        f.login(USER, PASSWORD)
+        f.prot_p()
+        f.retrlines("LIST", lambda _line: None)
+        f.quit()
+        n += 1
+    return n
+
+
+def logins_per_second(port, certs, seconds=10, clients=8):
+    import multiprocessing
+    with multiprocessing.Pool(clients) as pool:
+        counts = pool.map(login_worker, [(port, f"{certs}/ca.pem", seconds)] * clients)
+    return sum(counts) / seconds
+
+
+def run_fake_backend(port):
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (65536 if hard == resource.RLIM_INFINITY else min(65536, hard), hard))
+    asyncio.run(fake_backend(port))
+
+
+async def fake_backend(port):
+    async def session(reader, writer):
+        writer.write(b"220 fake\r\n")
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                verb = line[:4].upper()
+                reply = {b"USER": b"331 pw\r\n", b"PASS": b"230 in\r\n", b"PWD\r": b'257 "/"\r\n', b"QUIT": b"221 bye\r\n"}.get(verb, b"200 ok\r\n")
+                writer.write(reply)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(session, "127.0.0.1", port, backlog=4096)
+    await server.serve_forever()
+
+
+def idle_sessions_rss(binary, certs, counts):
+    """RSS of ftpgate with N idle logged-in plain sessions, against a fake backend."""
+    import multiprocessing
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (65536 if hard == resource.RLIM_INFINITY else min(65536, hard), hard))
+    bport = free_port()
+    # The fake backend runs in its own process: each side needs one descriptor
+    # per session, and the hard limit here may be close to 2 x sessions.
+    backend = multiprocessing.Process(target=run_fake_backend, args=(bport,), daemon=True)
+    backend.start()
+    wait_port(bport)
+    gport, gp = ftpgate(binary, bport, certs)
+    results = {}
+
+    async def open_sessions(n, keep):
+        async def one():
+            r, w = await asyncio.open_connection("127.0.0.1", gport)
+            await r.readline()
+            w.write(f"USER {USER}\r\n".encode())
+            await r.readline()
+            w.write(f"PASS {PASSWORD}\r\n".encode())
+            line = await r.readline()
+            if not line.startswith(b"230"):
+                raise RuntimeError(line)
+            keep.append(w)
+        for i in range(0, n, 500):
+            await asyncio.gather(*(one() for _ in range(min(500, n - i))))
+
+    async def run():
+        keep = []
+        done = 0
+        for n in counts:
+            await open_sessions(n - done, keep)
+            done = n
+            await asyncio.sleep(1)
+            results[n] = rss_mib(gp.pid)
+        for w in keep:
+            w.close()
+
+    asyncio.run(run())
+    backend.terminate()
+    return results
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--size-mib", type=int)
+    ap.add_argument("--runs", type=int)
+    a = ap.parse_args()
+    tiny = a.tiny
+    size = (a.size_mib or (16 if tiny else 1024)) * 1024 * 1024
+    runs = a.runs or (1 if tiny else 3)
+    setup(tiny)
+    binary = os.environ.get("FTPGATE_BIN")
+    if not binary:
+        sh(f"cd {ROOT} && cargo build --release --quiet")
+        binary = f"{ROOT}/target/release/ftpgate"
+    work = tempfile.mkdtemp(prefix="ftpgate-bench.")
+    os.chmod(work, 0o755)
+    rows = []
+    try:
+        os.makedirs(f"{work}/root")
+        sh(f"chown {USER} {work}/root && chmod 777 {work}/root")
+        certs = f"{work}/certs"
+        sh(f"{binary} certs init --dir {certs} --name 127.0.0.1 >/dev/null")
+        sh(f"chmod 644 {certs}/*.key")  # vsftpd reads its key after dropping privileges
+        src = f"{work}/src.bin"
+        with open(src, "wb") as f:
+            chunk = os.urandom(1 << 20)
+            for _ in range(size >> 20):
+                f.write(chunk)
+        shutil.copy(src, f"{work}/root/big.bin")
+        os.chmod(f"{work}/root/big.bin", 0o644)
+
+        vplain = vsftpd(work, "vsftpd-plain", False, certs)
+        vtls = vsftpd(work, "vsftpd-tls", True, certs)
+        g_plain, gp = ftpgate(binary, vplain, certs)
+        g_up, _ = ftpgate(binary, vtls, certs, backend_tls=True)
+        g_tls, _ = ftpgate(binary, vtls, certs, client_tls=True, backend_tls=True)
+
+        def row(name, port, tls):
+            down, up = measure(port, tls, certs, src, runs)
+            rows.append((name, down, up))
+            print(f"{name:55s} {down:9.0f} {up:9.0f}", flush=True)
+
+        print(f"{'MB/s (median of %d), %d MiB file' % (runs, size >> 20):55s} {'down':>9s} {'up':>9s}")
+        cpu0 = cpu_seconds(gp.pid)
+        row("1. plain/plain: direct", vplain, False)
+        row("1. plain/plain: ftpgate", g_plain, False)
+        cpu_plain = (cpu_seconds(gp.pid) - cpu0) / (2 * runs * size / 2**30)
+        if not tiny:
+            row("1. plain/plain: mod_proxy", mod_proxy(work, "mp-plain", vplain, certs), False)
+        row("2. plain client, TLS backend: ftpgate", g_up, False)
+        if not tiny:
+            row("2. plain client, TLS backend: mod_proxy", mod_proxy(work, "mp-up", vtls, certs, backend_tls=True), False)
+        row("3. TLS/TLS: direct FTPS", vtls, True)
+        row("3. TLS/TLS: ftpgate", g_tls, True)
+        if not tiny:
+            row("3. TLS/TLS: mod_proxy", mod_proxy(work, "mp-tls", vtls, certs, client_tls=True, backend_tls=True), True)
+        extra = {"cpu_s_per_gib_plain": cpu_plain}
+        if not tiny:
+            mp_tls = mod_proxy(work, "mp-logins", vtls, certs, client_tls=True, backend_tls=True)
+            extra["logins"] = {name: logins_per_second(port, certs) for name, port in
+                               [("direct", vtls), ("ftpgate", g_tls), ("mod_proxy", mp_tls)]}
+            # ftpgate holds two descriptors per session; stay under the hard limit.
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            top = 10000 if hard == resource.RLIM_INFINITY or hard > 20100 else (hard - 100) // 2
+            extra["rss"] = idle_sessions_rss(binary, certs, [1000, top])
+        report(rows, extra, size, runs, tiny)
+    finally:
+        stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report(rows, extra, size, runs, tiny):
+    by = {name: (d, u) for name, d, u in rows}
+
+    def ratio(a, b, i):
+        return by[a][i] / by[b][i] if a in by and b in by and by[b][i] else float("nan")
+
+    lines = ["| row | down MB/s | up MB/s |", "|---|---:|---:|"]
+    lines += [f"| {n} | {d:.0f} | {u:.0f} |" for n, d, u in rows]
+    lines.append("")
+    lines.append("| ratio | down | up |")
+    lines.append("|---|---:|---:|")
+    pairs = [("1. plain/plain: ftpgate", "1. plain/plain: direct", "ftpgate / direct, plain"),
+             ("3. TLS/TLS: ftpgate", "3. TLS/TLS: direct FTPS", "ftpgate / direct FTPS, TLS both legs"),
+             ("2. plain client, TLS backend: ftpgate", "3. TLS/TLS: direct FTPS", "ftpgate plain->TLS / direct FTPS"),
+             ("1. plain/plain: ftpgate", "1. plain/plain: mod_proxy", "ftpgate / mod_proxy, plain"),
+             ("2. plain client, TLS backend: ftpgate", "2. plain client, TLS backend: mod_proxy", "ftpgate / mod_proxy, plain->TLS"),
+             ("3. TLS/TLS: ftpgate", "3. TLS/TLS: mod_proxy", "ftpgate / mod_proxy, TLS/TLS")]
+    for a, b, label in pairs:
+        if a in by and b in by:
+            lines.append(f"| {label} | {ratio(a, b, 0):.2f} | {ratio(a, b, 1):.2f} |")
+    lines.append("")
+    lines.append(f"ftpgate CPU seconds per GiB relayed (plain/plain, splice): {extra['cpu_s_per_gib_plain']:.3f}")
+    if "logins" in extra:
+        l = extra["logins"]
+        lines.append("")
+        lines.append("Logins per second (AUTH TLS + login + PROT P + LIST + QUIT, 8 clients, 10 s): " +
+                     ", ".join(f"{k} {v:.1f}" for k, v in l.items()) +
+                     (f"; ftpgate / mod_proxy {l['ftpgate'] / l['mod_proxy']:.2f}" if l.get("mod_proxy") else ""))
+    if "rss" in extra:
+        lines.append("")
+        lines.append("ftpgate RSS with idle logged-in plain sessions: " +
+                     ", ".join(f"{n}: {m:.0f} MiB" for n, m in extra["rss"].items()))
+    table = "\n".join(lines)
+    print()
+    print(table)
+    if not tiny:
+        machine = f"{os.cpu_count()} cores, Linux {platform.release()}, {datetime.date.today()}"
+        with open(os.path.join(ROOT, "benches", "README.md"), "w") as f:
+            f.write(BENCH_README.format(machine=machine, size=size >> 20, runs=runs, table=table))
+
+
+BENCH_README = """# benches/
+
+`python3 benches/run.py` runs the side-by-side benchmark: vsftpd on loopback
+(plain, and strict FTPS with `require_ssl_reuse=YES`), with the direct path,
+ftpgate and ProFTPD mod_proxy in front of it, all measured with curl and the
+same file. `--tiny` is the smoke run the test suite makes (16 MiB, one run,
+no mod_proxy). `cargo bench` runs the criterion micro-benchmarks (codecs, and
+the relay with splice vs copy over loopback sockets).
+
+## Last full run
+
+{machine}; {size} MiB file, medians of {runs} runs.
+
+{table}
+"""
+
+if __name__ == "__main__":
+    main()
