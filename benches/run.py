@@ -488,7 +488,8 @@ the relay with splice vs copy over loopback sockets).
 - TLS on both legs means four AES-GCM passes per byte on the machine (server
   encrypts, ftpgate decrypts and encrypts, client decrypts) against two on the
   direct path; downloads are bound by that. Uploads through ftpgate beat the
-  direct path because ftpgate writes full 16 KiB records towards the server.
+  direct path, probably because ftpgate writes full 16 KiB records towards the
+  server (not profiled yet).
 - mod_proxy rows use TLS 1.2 towards vsftpd: with TLS 1.3 its uploads fail with
   426 (the unread-session-ticket reset described in ../shared/DESIGN.md).
 - Logins per second are measured with Python clients, which bound the figure:

@@ -11,6 +11,7 @@ command -v curl >/dev/null || need+=(curl)
 command -v lftp >/dev/null || need+=(lftp)
 command -v flock >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)
+command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   apt-get update -qq

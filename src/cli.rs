@@ -112,6 +112,9 @@ pub struct RunArgs {
     /// Policy file (TOML): networks, permissions, login limits.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// Serve /metrics, /healthz and /readyz on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
     /// TLS with clients on every listener.
     #[arg(long, value_enum)]
     pub client_tls: Option<ClientTlsMode>,
@@ -178,6 +181,9 @@ impl RunArgs {
         if let Some(p) = &self.policy {
             config.policy = Some(p.clone());
         }
+        if let Some(m) = self.metrics {
+            config.metrics.address = Some(m);
+        }
         let t = &mut config.tls;
         t.cert = self.cert.clone().or(t.cert.take());
         t.key = self.key.clone().or(t.key.take());
@@ -222,6 +228,9 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(p) = &s.policy {
                 println!("policy {}", p.display());
+            }
+            if let Some(m) = s.metrics {
+                println!("metrics http://{m}/metrics");
             }
             // Loading the certificates and the policy is part of checking.
             SessionContext::new(s, Metrics::new())?;
@@ -321,7 +330,16 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", l.address))?;
         listeners.push((bound, l.tls));
     }
+    let metrics_listener = match settings.metrics {
+        Some(a) => {
+            Some(tokio::net::TcpListener::bind(a).await.with_context(|| format!("cannot listen on {a} (metrics)"))?)
+        }
+        None => None,
+    };
     let ctx = Arc::new(SessionContext::new(settings, Metrics::new())?);
+    if let Some(l) = metrics_listener {
+        tokio::spawn(crate::exporter::serve(l, Arc::clone(&ctx)));
+    }
     let reload_ctx = Arc::clone(&ctx);
     // SIGHUP reloads the client-leg certificate (running sessions keep theirs)
     // and the policy (running sessions follow it from their next command). A

@@ -49,6 +49,17 @@ pub struct Config {
     pub timeouts: Timeouts,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `IP:PORT` for `/metrics`, `/healthz` and `/readyz`; off unless set.
+    /// Keep it on loopback or a management network.
+    #[serde(default)]
+    pub address: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -315,6 +326,7 @@ pub struct ListenerSettings {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub policy: Option<PathBuf>,
+    pub metrics: Option<SocketAddr>,
     pub listeners: Vec<ListenerSettings>,
     pub backend: String,
     /// Named backends: name to `HOST:PORT`.
@@ -417,6 +429,7 @@ impl Config {
         }
         Ok(Settings {
             policy: self.policy.clone(),
+            metrics: self.metrics.address,
             listeners: self.listeners.iter().map(|l| ListenerSettings { address: l.address, tls: l.tls }).collect(),
             backend: backend.address.clone(),
             named_backends: self.backends.iter().map(|(n, b)| (n.clone(), b.address.clone())).collect(),

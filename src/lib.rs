@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod exporter;
 pub mod metrics;
 pub mod passive;
 pub mod policy;

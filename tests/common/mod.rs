@@ -164,6 +164,7 @@ impl Drop for Vsftpd {
 pub fn settings(backend: SocketAddr, listen: SocketAddr) -> Settings {
     Settings {
         policy: None,
+        metrics: None,
         listeners: vec![ListenerSettings { address: listen, tls: ClientTlsMode::Off }],
         backend: backend.to_string(),
         named_backends: Default::default(),
@@ -191,6 +192,8 @@ pub fn settings(backend: SocketAddr, listen: SocketAddr) -> Settings {
 /// metrics. Dropping it stops the accept loops and the runtime.
 pub struct Gate {
     pub addr: SocketAddr,
+    /// Where /metrics, /healthz and /readyz answer.
+    pub metrics_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -212,6 +215,9 @@ impl Gate {
         }
         let std_listener = TcpListener::bind(SocketAddr::new(ip, 0)).unwrap();
         std_listener.set_nonblocking(true).unwrap();
+        let metrics_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        metrics_listener.set_nonblocking(true).unwrap();
+        let metrics_addr = metrics_listener.local_addr().unwrap();
         let addr = std_listener.local_addr().unwrap();
         let mut s = settings(backend, addr);
         tweak(&mut s);
@@ -224,6 +230,8 @@ impl Gate {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                let exporter = tokio::net::TcpListener::from_std(metrics_listener).unwrap();
+                tokio::spawn(ftpgate::exporter::serve(exporter, Arc::clone(&ctx)));
                 ftpgate::server::run(vec![(listener, mode)], ctx, async {
                     let _ = rx.await;
                 })
@@ -231,7 +239,7 @@ impl Gate {
             });
             rt.shutdown_timeout(Duration::from_secs(1));
         });
-        Gate { addr, metrics, settings, shutdown: Some(tx), thread: Some(thread) }
+        Gate { addr, metrics_addr, metrics, settings, shutdown: Some(tx), thread: Some(thread) }
     }
 
     pub fn url(&self) -> String {

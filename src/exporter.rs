@@ -1,0 +1,179 @@
+//! The operator's HTTP endpoint: `/metrics` (Prometheus text format, rendered
+//! with the `prometheus` crate from ftpgate's counters), `/healthz` (the
+//! process answers) and `/readyz` (the backend accepts connections).
+
+use crate::metrics::Metrics;
+use crate::session::SessionContext;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// How long `/readyz` waits for the backend to accept a connection.
+const READY_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn counter(r: &Registry, name: &str, help: &str, v: u64) {
+    let c = IntCounter::new(name, help).expect("valid metric name");
+    c.inc_by(v);
+    let _ = r.register(Box::new(c));
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, v: u64) {
+    let g = IntGauge::new(name, help).expect("valid metric name");
+    g.set(v as i64);
+    let _ = r.register(Box::new(g));
+}
+
+fn labelled(r: &Registry, name: &str, help: &str, labels: &[&str], values: &[(&[&str], u64)]) {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric name");
+    for (l, v) in values {
+        c.with_label_values(l).inc_by(*v);
+    }
+    let _ = r.register(Box::new(c));
+}
+
+/// The exposition text for one scrape. Built fresh each time from the
+/// atomics, so the hot path never touches a registry.
+pub fn render(m: &Metrics) -> String {
+    let g = Metrics::get;
+    let r = Registry::new();
+    gauge(&r, "ftpgate_sessions_open", "Client sessions open now.", g(&m.sessions_open));
+    counter(&r, "ftpgate_sessions_total", "Client sessions accepted.", g(&m.sessions_total));
+    counter(
+        &r,
+        "ftpgate_sessions_refused_total",
+        "Clients refused because the session limit was reached.",
+        g(&m.sessions_refused),
+    );
+    counter(
+        &r,
+        "ftpgate_commands_rejected_total",
+        "Command lines refused before the backend (syntax, length, NUL, bare CR/LF).",
+        g(&m.commands_rejected),
+    );
+    counter(&r, "ftpgate_active_mode_refused_total", "PORT/EPRT refused by bounce protection.", g(&m.active_refused));
+    gauge(&r, "ftpgate_passive_listeners_open", "Client-facing passive ports in use.", g(&m.passive_listeners_open));
+    counter(
+        &r,
+        "ftpgate_passive_ports_exhausted_total",
+        "PASV/EPSV that found no free passive port.",
+        g(&m.passive_ports_exhausted),
+    );
+    counter(
+        &r,
+        "ftpgate_data_connections_refused_total",
+        "Data connections from an address other than the client's.",
+        g(&m.data_connections_refused),
+    );
+    gauge(&r, "ftpgate_data_channels_open", "Data channels open now.", g(&m.data_channels_open));
+    labelled(
+        &r,
+        "ftpgate_transfers_total",
+        "Data transfers by result.",
+        &["result"],
+        &[
+            (&["ok"], g(&m.transfers_ok)),
+            (&["failed"], g(&m.transfers_failed)),
+            (&["aborted"], g(&m.transfers_aborted)),
+        ],
+    );
+    labelled(
+        &r,
+        "ftpgate_data_bytes_total",
+        "Bytes relayed on data connections.",
+        &["direction"],
+        &[
+            (&["client_to_backend"], g(&m.bytes_client_to_backend)),
+            (&["backend_to_client"], g(&m.bytes_backend_to_client)),
+        ],
+    );
+    labelled(
+        &r,
+        "ftpgate_data_relays_total",
+        "Data relays by how they moved bytes.",
+        &["kind"],
+        &[(&["splice"], g(&m.relays_spliced)), (&["copy"], g(&m.relays_copied))],
+    );
+    counter(
+        &r,
+        "ftpgate_backend_errors_total",
+        "Backend unreachable, closed, timed out or unusable.",
+        g(&m.backend_errors),
+    );
+    labelled(
+        &r,
+        "ftpgate_tls_handshakes_total",
+        "TLS handshakes by leg and kind.",
+        &["leg", "kind"],
+        &[
+            (&["client_control", "full"], g(&m.tls_client_control)),
+            (&["client_data", "resumed"], g(&m.tls_client_data_resumed)),
+            (&["client_data", "full"], g(&m.tls_client_data_full)),
+            (&["backend_data", "resumed"], g(&m.tls_backend_data_resumed)),
+            (&["backend_data", "full"], g(&m.tls_backend_data_full)),
+        ],
+    );
+    counter(&r, "ftpgate_tls_client_failures_total", "Failed TLS handshakes with clients.", g(&m.tls_client_failures));
+    labelled(
+        &r,
+        "ftpgate_logins_total",
+        "Logins refused or failed.",
+        &["result"],
+        &[(&["failed"], g(&m.logins_failed)), (&["refused"], g(&m.logins_refused))],
+    );
+    let by_rule = m.policy_denials_by_rule.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let rules: Vec<(Vec<&str>, u64)> = by_rule.iter().map(|(k, v)| (vec![k.as_str()], *v)).collect();
+    let values: Vec<(&[&str], u64)> = rules.iter().map(|(k, v)| (k.as_slice(), *v)).collect();
+    labelled(
+        &r,
+        "ftpgate_policy_denials_total",
+        "Commands and connections refused by the policy, by rule.",
+        &["rule"],
+        &values,
+    );
+    let mut out = Vec::new();
+    let _ = TextEncoder::new().encode(&r.gather(), &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+async fn handle(
+    req: Request<hyper::body::Incoming>,
+    ctx: Arc<SessionContext>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (status, ctype, body) = match req.uri().path() {
+        "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", render(&ctx.metrics)),
+        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        "/readyz" => {
+            let addr = ctx.backend.address.clone();
+            match tokio::time::timeout(READY_CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&addr)).await {
+                Ok(Ok(_)) => (StatusCode::OK, "text/plain", "ready\n".to_string()),
+                Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("backend unreachable: {e}\n")),
+                Err(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "backend did not answer in time\n".to_string())
+                }
+            }
+        }
+        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(ctype));
+    Ok(resp)
+}
+
+/// Serves the endpoint on an already-bound listener until the task is dropped.
+pub async fn serve(listener: TcpListener, ctx: Arc<SessionContext>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let ctx = Arc::clone(&ctx);
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(req, Arc::clone(&ctx)));
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}

@@ -1,0 +1,82 @@
+//! The operator endpoint of a live instance during real transfers: values move
+//! by the right amounts, and `promtool check metrics` accepts the output.
+
+mod common;
+use common::*;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn get(gate: &Gate, path: &str) -> (u16, String) {
+    let out = run_client(
+        Command::new("curl").args(["-sS", "-w", "\n%{http_code}", &format!("http://{}{path}", gate.metrics_addr)]),
+        std::time::Duration::from_secs(20),
+    );
+    let (body, code) = out.stdout.rsplit_once('\n').unwrap();
+    (code.parse().unwrap(), body.to_string())
+}
+
+fn value(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn metrics_move_with_real_transfers_and_pass_promtool() {
+    let backend = Vsftpd::start();
+    let gate = Gate::start(backend.addr);
+    let (code, body) = get(&gate, "/metrics");
+    assert_eq!(code, 200);
+    assert_eq!(value(&body, "ftpgate_sessions_total"), 0);
+
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("m.bin");
+    std::fs::write(&src, payload(1 << 20, 12)).unwrap();
+    let url = gate.url();
+    assert_eq!(curl(&["-T", src.to_str().unwrap(), &format!("{url}/m.bin")]).status, 0);
+    let down = curl(&["-o", "/dev/null", &format!("{url}/m.bin")]);
+    assert_eq!(down.status, 0, "{}", down.stderr);
+    let mut c = RawClient::connect(gate.addr);
+    c.login();
+    c.send_raw(b"NOOP\0\r\n");
+    assert_eq!(c.reply().0, 500);
+    assert_eq!(c.cmd("QUIT").0, 221);
+    gate.assert_drained();
+
+    let (_, body) = get(&gate, "/metrics");
+    assert_eq!(value(&body, "ftpgate_sessions_total"), 3);
+    assert_eq!(value(&body, "ftpgate_sessions_open"), 0);
+    assert_eq!(value(&body, "ftpgate_commands_rejected_total"), 1);
+    assert_eq!(value(&body, "ftpgate_transfers_total{result=\"ok\"}"), 2);
+    assert_eq!(value(&body, "ftpgate_data_bytes_total{direction=\"client_to_backend\"}"), 1 << 20);
+    assert_eq!(value(&body, "ftpgate_data_bytes_total{direction=\"backend_to_client\"}"), 1 << 20);
+    assert_eq!(value(&body, "ftpgate_data_relays_total{kind=\"splice\"}"), 2);
+    assert_eq!(value(&body, "ftpgate_passive_listeners_open"), 0);
+
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool missing: run scripts/test.sh (Debian package prometheus)");
+    promtool.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    assert_eq!(get(&gate, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(get(&gate, "/readyz").0, 200);
+    assert_eq!(get(&gate, "/nope").0, 404);
+    drop(backend);
+    let (code, body) = get(&gate, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("backend unreachable"), "{body}");
+}
