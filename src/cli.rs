@@ -115,6 +115,9 @@ pub struct RunArgs {
     /// Serve /metrics, /healthz and /readyz on this address.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// Append one xferlog line per file transfer to this file.
+    #[arg(long, value_name = "FILE")]
+    pub xferlog: Option<PathBuf>,
     /// TLS with clients on every listener.
     #[arg(long, value_enum)]
     pub client_tls: Option<ClientTlsMode>,
@@ -183,6 +186,9 @@ impl RunArgs {
         }
         if let Some(m) = self.metrics {
             config.metrics.address = Some(m);
+        }
+        if let Some(x) = &self.xferlog {
+            config.logs.xferlog = Some(x.clone());
         }
         let t = &mut config.tls;
         t.cert = self.cert.clone().or(t.cert.take());

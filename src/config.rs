@@ -51,6 +51,16 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub logs: LogsConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsConfig {
+    /// Transfer log in the standard xferlog format (one line per file transfer).
+    #[serde(default)]
+    pub xferlog: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -327,6 +337,7 @@ pub struct ListenerSettings {
 pub struct Settings {
     pub policy: Option<PathBuf>,
     pub metrics: Option<SocketAddr>,
+    pub xferlog: Option<PathBuf>,
     pub listeners: Vec<ListenerSettings>,
     pub backend: String,
     /// Named backends: name to `HOST:PORT`.
@@ -430,6 +441,7 @@ impl Config {
         Ok(Settings {
             policy: self.policy.clone(),
             metrics: self.metrics.address,
+            xferlog: self.logs.xferlog.clone(),
             listeners: self.listeners.iter().map(|l| ListenerSettings { address: l.address, tls: l.tls }).collect(),
             backend: backend.address.clone(),
             named_backends: self.backends.iter().map(|(n, b)| (n.clone(), b.address.clone())).collect(),

@@ -18,3 +18,4 @@ pub mod relay;
 pub mod server;
 pub mod session;
 pub mod tls;
+pub mod xferlog;

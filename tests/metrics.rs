@@ -80,3 +80,28 @@ fn metrics_move_with_real_transfers_and_pass_promtool() {
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("backend unreachable"), "{body}");
 }
+
+#[test]
+fn xferlog_has_one_standard_line_per_file_transfer() {
+    let backend = Vsftpd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("xferlog");
+    let log_path = log.clone();
+    let gate = Gate::start_with(backend.addr, move |s| s.xferlog = Some(log_path));
+    let src = dir.path().join("x y.bin");
+    std::fs::write(&src, payload(123_456, 1)).unwrap();
+    let url = gate.url();
+    assert_eq!(curl(&["-T", src.to_str().unwrap(), &format!("{url}/x%20y.bin")]).status, 0);
+    assert_eq!(curl(&["-o", "/dev/null", &format!("{url}/x%20y.bin")]).status, 0);
+    assert_eq!(curl(&["--list-only", &format!("{url}/")]).status, 0, "listings are not logged");
+    gate.assert_drained();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').filter(|f| !f.is_empty()).collect()).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    for (fields, dir) in lines.iter().zip(["i", "o"]) {
+        // 5 fields of ctime, then 13 xferlog fields.
+        assert_eq!(fields.len(), 18, "{fields:?}");
+        assert_eq!(&fields[6..], &["127.0.0.1", "123456", "/x_y.bin", "b", "_", dir, "r", USER, "ftp", "0", "*", "c"]);
+        assert!(fields[5].parse::<u64>().unwrap() >= 1);
+    }
+}

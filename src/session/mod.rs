@@ -66,6 +66,7 @@ pub struct SessionContext {
     pub per_user: Arc<limits::Counts<String>>,
     /// The clock bans are measured on.
     started: Instant,
+    pub xferlog: Option<crate::xferlog::XferLog>,
 }
 
 /// A backend ftpgate can connect a session to.
@@ -108,6 +109,8 @@ fn check_backend_names(
 pub enum ContextError {
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("transfer log {0}: {1}")]
+    Xferlog(String, io::Error),
     #[error(transparent)]
     Policy(#[from] PolicyError),
 }
@@ -137,7 +140,14 @@ impl SessionContext {
             None => Policy::permissive(),
         };
         check_backend_names(&policy, &named_backends)?;
+        let xferlog = match &settings.xferlog {
+            Some(p) => {
+                Some(crate::xferlog::XferLog::open(p).map_err(|e| ContextError::Xferlog(p.display().to_string(), e))?)
+            }
+            None => None,
+        };
         Ok(SessionContext {
+            xferlog,
             settings: Arc::new(settings),
             metrics,
             client_tls,
@@ -289,6 +299,7 @@ pub async fn run(client: TcpStream, mode: ClientTlsMode, ctx: Arc<SessionContext
             rest_pending: false,
             queued: VecDeque::new(),
             backend_quit: false,
+            binary: false,
             user: None,
             cwd: b"/".to_vec(),
             previous: None,
@@ -351,6 +362,8 @@ struct Session {
     queued: VecDeque<ClientEvent>,
     /// QUIT already went to the backend.
     backend_quit: bool,
+    /// TYPE I (or L 8) in force, for the transfer log.
+    binary: bool,
     /// The name given with USER.
     user: Option<String>,
     /// Working directory as the backend reports it (PWD after login and CWD).
@@ -514,6 +527,13 @@ impl Session {
                     self.on_login().await?;
                 } else if r.code == 530 && cmd.verb == Verb::Pass {
                     self.on_login_failure();
+                }
+            }
+            Verb::Other(v) if v == "TYPE" => {
+                let r = self.forward(&cmd).await?;
+                if r.is_positive() {
+                    let t = cmd.arg_str().unwrap_or("").to_ascii_uppercase();
+                    self.binary = t.starts_with('I') || t.starts_with('L');
                 }
             }
             Verb::Other(v) if matches!(v.as_str(), "CWD" | "CDUP" | "XCWD" | "XCUP") => {
@@ -1038,6 +1058,7 @@ impl Session {
         direction: TransferDirection,
         mut channel: DataChannel,
     ) -> SessionResult<()> {
+        let started = Instant::now();
         let reply_timeout = self.settings().backend_reply;
         let mut outcome: Option<DataOutcome> = None;
         let mut final_reply: Option<Reply> = None;
@@ -1089,6 +1110,11 @@ impl Session {
         let ok =
             reply.is_positive() && matches!(&outcome, DataOutcome::Relayed(r) if matches!(r.end, RelayEnd::Eof(_)));
         Metrics::inc(if ok { &self.ctx.metrics.transfers_ok } else { &self.ctx.metrics.transfers_failed });
+        let moved = match &outcome {
+            DataOutcome::Relayed(r) => r.a_to_b + r.b_to_a,
+            DataOutcome::Failed(_) => 0,
+        };
+        self.log_transfer(cmd, direction, started, moved, ok);
         match &outcome {
             DataOutcome::Relayed(r) => info!(
                 command = %cmd.verb, ?direction, to_backend = r.a_to_b, to_client = r.b_to_a, end = ?r.end, code = reply.code,
@@ -1099,6 +1125,29 @@ impl Session {
             }
         }
         self.reply(&reply).await
+    }
+
+    /// One xferlog line for a file transfer (listings are not file transfers).
+    fn log_transfer(&self, cmd: &Command, direction: TransferDirection, started: Instant, bytes: u64, complete: bool) {
+        let Some(log) = &self.ctx.xferlog else { return };
+        if !matches!(cmd.verb, Verb::Retr | Verb::Stor | Verb::Appe | Verb::Stou) {
+            return;
+        }
+        let path = match cmd.verb {
+            Verb::Stou => self.cwd.clone(),
+            _ => crate::policy::path::resolve(&self.cwd, cmd.arg.as_deref().unwrap_or_default()),
+        };
+        log.record(&crate::xferlog::TransferRecord {
+            finished: std::time::SystemTime::now(),
+            seconds: started.elapsed().as_secs(),
+            client: self.client_peer.ip(),
+            bytes,
+            path,
+            binary: self.binary,
+            incoming: direction == TransferDirection::Upload,
+            user: self.user.clone().unwrap_or_default(),
+            complete,
+        });
     }
 
     /// `ABOR` during a transfer: close both data legs first (so the backend's

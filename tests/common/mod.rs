@@ -165,6 +165,7 @@ pub fn settings(backend: SocketAddr, listen: SocketAddr) -> Settings {
     Settings {
         policy: None,
         metrics: None,
+        xferlog: None,
         listeners: vec![ListenerSettings { address: listen, tls: ClientTlsMode::Off }],
         backend: backend.to_string(),
         named_backends: Default::default(),
