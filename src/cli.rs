@@ -374,6 +374,18 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         }
         tracing::info!("shutting down");
     };
-    crate::server::run(listeners, ctx, shutdown).await;
+    crate::systemd::notify("READY=1");
+    crate::server::run(listeners, Arc::clone(&ctx), shutdown).await;
+    // Listeners are closed now. Let transfers finish, then everyone gets 421.
+    crate::systemd::notify("STOPPING=1");
+    ctx.closing.send_replace(true);
+    let deadline = tokio::time::Instant::now() + ctx.settings.drain;
+    while Metrics::get(&ctx.metrics.sessions_open) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let left = Metrics::get(&ctx.metrics.sessions_open);
+    if left > 0 {
+        tracing::warn!(sessions = left, "drain timeout: closing the remaining sessions");
+    }
     Ok(())
 }

@@ -250,6 +250,14 @@ pub struct Timeouts {
     /// bounded by `transfer_stall`).
     #[serde(default = "default_backend_reply")]
     pub backend_reply: u64,
+    /// On SIGTERM: how long running transfers may go on before every session
+    /// is closed.
+    #[serde(default = "default_drain")]
+    pub drain: u64,
+}
+
+fn default_drain() -> u64 {
+    30
 }
 
 fn default_idle_control() -> u64 {
@@ -276,6 +284,7 @@ impl Default for Timeouts {
             transfer_stall: default_transfer_stall(),
             backend_connect: default_backend_connect(),
             backend_reply: default_backend_reply(),
+            drain: default_drain(),
         }
     }
 }
@@ -356,6 +365,7 @@ pub struct Settings {
     pub transfer_stall: Duration,
     pub backend_connect: Duration,
     pub backend_reply: Duration,
+    pub drain: Duration,
     pub max_sessions: usize,
 }
 
@@ -461,6 +471,7 @@ impl Config {
             transfer_stall: Duration::from_secs(t.transfer_stall),
             backend_connect: Duration::from_secs(t.backend_connect),
             backend_reply: Duration::from_secs(t.backend_reply),
+            drain: Duration::from_secs(t.drain),
             max_sessions: self.limits.max_sessions,
         })
     }

@@ -17,5 +17,6 @@ pub mod protocol;
 pub mod relay;
 pub mod server;
 pub mod session;
+pub mod systemd;
 pub mod tls;
 pub mod xferlog;

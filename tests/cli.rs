@@ -185,3 +185,65 @@ fn policy_check_explain_and_passwd() {
     let hash = String::from_utf8(out.stdout).unwrap();
     assert!(ftpgate::policy::auth::verify_password(hash.trim(), b"open sesame"), "{hash}");
 }
+
+/// SIGTERM: listeners close at once, a running transfer finishes byte-exact,
+/// then its session gets 421; systemd hears READY=1 and STOPPING=1.
+#[test]
+fn sigterm_drains_running_transfers_and_systemd_is_notified() {
+    use std::io::Read;
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let backend = Vsftpd::start();
+    let data = payload(20 << 20, 31);
+    backend.put("big.bin", &data);
+    let port = free_port("127.0.0.1".parse().unwrap());
+    let range = port_range(50);
+    let mut child = ftpgate()
+        .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--backend", &backend.addr.to_string()])
+        .args(["--passive-ports", &format!("{}-{}", range.min, range.max)])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = notify.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"READY=1", "readiness comes once the listeners are up");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut c = RawClient::connect(addr);
+    c.login();
+    let mut idle = RawClient::connect(addr);
+    idle.login();
+    let mut d = c.epsv_data();
+    assert_eq!(c.cmd("RETR big.bin").0, 150);
+    let mut got = vec![0u8; 1 << 20];
+    d.read_exact(&mut got).unwrap();
+
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let n = notify.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    let (code, text) = idle.reply();
+    assert_eq!(code, 421, "an idle session is told at once: {text}");
+    assert!(std::net::TcpStream::connect(addr).is_err(), "no new clients while draining");
+    let mut rest = Vec::new();
+    d.read_to_end(&mut rest).unwrap();
+    got.extend_from_slice(&rest);
+    assert!(got == data, "the running transfer completes byte-exact");
+    assert_eq!(c.reply().0, 226);
+    let (code, text) = c.reply();
+    assert_eq!(code, 421, "{text}");
+    assert!(text.contains("shutting down"), "{text}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(std::time::Instant::now() < deadline, "ftpgate did not exit after draining");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}

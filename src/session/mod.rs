@@ -67,6 +67,8 @@ pub struct SessionContext {
     /// The clock bans are measured on.
     started: Instant,
     pub xferlog: Option<crate::xferlog::XferLog>,
+    /// Set when ftpgate drains for shutdown.
+    pub closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// A backend ftpgate can connect a session to.
@@ -148,6 +150,7 @@ impl SessionContext {
         };
         Ok(SessionContext {
             xferlog,
+            closing: tokio::sync::watch::Sender::new(false),
             settings: Arc::new(settings),
             metrics,
             client_tls,
@@ -411,8 +414,15 @@ impl Session {
                 Some(e) => e,
                 None => {
                     let idle = self.settings().idle_control;
+                    let mut closing = self.ctx.closing.subscribe();
                     tokio::select! {
                         e = self.client.next() => e.map_err(SessionError::Client)?,
+                        // Draining: sessions between commands close now, those in a
+                        // transfer finish it first and close when they get here.
+                        () = async { let _ = closing.wait_for(|c| *c).await; } => {
+                            self.reply_text(421, "Service shutting down; please reconnect later").await?;
+                            return Ok(());
+                        }
                         r = self.backend.next() => {
                             // Unsolicited: typically the backend's own idle-timeout 421.
                             let r = r?;

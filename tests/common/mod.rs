@@ -185,6 +185,7 @@ pub fn settings(backend: SocketAddr, listen: SocketAddr) -> Settings {
         transfer_stall: Duration::from_secs(30),
         backend_connect: Duration::from_secs(5),
         backend_reply: Duration::from_secs(15),
+        drain: Duration::from_secs(5),
         max_sessions: 1000,
     }
 }
