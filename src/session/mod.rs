@@ -391,23 +391,39 @@ impl Session {
         self.reply(&Reply::single(code, text)).await
     }
 
-    async fn serve(&mut self) -> SessionResult<()> {
+    /// Takes a fresh backend control connection to where commands can flow:
+    /// implicit TLS, the greeting, explicit TLS. With `relay`, the greeting
+    /// (including any `120` "ready in nnn minutes") goes to the client and a
+    /// refusal ends the session quietly (`Ok(false)`); without, it stays hidden.
+    async fn open_backend(&mut self, relay: bool) -> SessionResult<bool> {
         let reply_timeout = self.settings().backend_reply;
         if let (Some(tls), BackendTlsMode::Implicit) = (&self.backend_tls, self.settings().backend_tls) {
             self.backend.upgrade(tls, TLS_HANDSHAKE_TIMEOUT).await?;
         }
-        // Relay the greeting, including any 120 "service ready in nnn minutes".
         loop {
             let greeting = self.backend.next_within(reply_timeout).await?;
             if greeting.code == 220 {
                 self.secure_backend().await?;
+                if relay {
+                    self.reply(&greeting).await?;
+                }
+                return Ok(true);
+            }
+            if relay {
                 self.reply(&greeting).await?;
-                break;
             }
-            self.reply(&greeting).await?;
             if !greeting.is_preliminary() {
-                return Ok(());
+                if relay {
+                    return Ok(false);
+                }
+                return Err(BackendError::Refused { command: "a session", reply: greeting.text() }.into());
             }
+        }
+    }
+
+    async fn serve(&mut self) -> SessionResult<()> {
+        if !self.open_backend(true).await? {
+            return Ok(());
         }
         loop {
             let event = match self.queued.pop_front() {
@@ -726,28 +742,14 @@ impl Session {
         let peer = tcp.peer_addr().map_err(BackendError::Io)?;
         let _ = tcp.set_nodelay(true);
         let tls = target.tls.as_ref().map(|t| t.for_session());
-        let old = std::mem::replace(&mut self.backend, BackendControl::new(BackendStream::Plain(tcp)));
-        let mut old = old;
+        let mut old = std::mem::replace(&mut self.backend, BackendControl::new(BackendStream::Plain(tcp)));
         let _ = old.send(&Command::new(Verb::Quit, None)).await;
         old.shutdown().await;
         self.backend_peer = peer;
         self.backend_tls = tls;
         self.backend_epsv = true;
         self.backend_name = name;
-        let reply_timeout = self.settings().backend_reply;
-        if let (Some(tls), BackendTlsMode::Implicit) = (&self.backend_tls, self.settings().backend_tls) {
-            self.backend.upgrade(tls, TLS_HANDSHAKE_TIMEOUT).await?;
-        }
-        loop {
-            let greeting = self.backend.next_within(reply_timeout).await?;
-            if greeting.code == 220 {
-                break;
-            }
-            if !greeting.is_preliminary() {
-                return Err(BackendError::Refused { command: "a session", reply: greeting.text() }.into());
-            }
-        }
-        self.secure_backend().await?;
+        self.open_backend(false).await?;
         info!(backend = %peer, name = self.backend_name.as_deref().unwrap_or("default"), "session moved to the user's backend");
         Ok(())
     }
