@@ -118,6 +118,9 @@ pub struct RunArgs {
     /// Append one xferlog line per file transfer to this file.
     #[arg(long, value_name = "FILE")]
     pub xferlog: Option<PathBuf>,
+    /// Log format on standard error.
+    #[arg(long, value_enum)]
+    pub log_format: Option<crate::config::LogFormat>,
     /// TLS with clients on every listener.
     #[arg(long, value_enum)]
     pub client_tls: Option<ClientTlsMode>,
@@ -211,6 +214,21 @@ impl RunArgs {
             b.insecure_skip_verify |= self.backend_insecure;
         }
         Ok(config.validate()?)
+    }
+}
+
+impl Cli {
+    /// Whether `run` asks for JSON logs (flag or file). Logging starts before
+    /// the configuration is validated, so a broken file still gets text errors.
+    pub fn wants_json_logs(&self) -> bool {
+        let CliCommand::Run(args) = &self.command else { return false };
+        if let Some(f) = args.log_format {
+            return f == crate::config::LogFormat::Json;
+        }
+        args.config
+            .as_deref()
+            .and_then(|p| Config::load(p).ok())
+            .is_some_and(|c| c.logs.format == crate::config::LogFormat::Json)
     }
 }
 

@@ -61,6 +61,17 @@ pub struct LogsConfig {
     /// Transfer log in the standard xferlog format (one line per file transfer).
     #[serde(default)]
     pub xferlog: Option<PathBuf>,
+    /// `text` or `json` (one object per line, for log shippers).
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -136,6 +136,14 @@ pub fn render(m: &Metrics) -> String {
         &["rule"],
         &values,
     );
+    for h in [
+        &m.latency.transfer,
+        &m.latency.backend_connect,
+        &m.latency.client_tls_handshake,
+        &m.latency.backend_tls_handshake,
+    ] {
+        let _ = r.register(Box::new(h.clone()));
+    }
     let mut out = Vec::new();
     let _ = TextEncoder::new().encode(&r.gather(), &mut out);
     String::from_utf8(out).unwrap_or_default()

@@ -1,11 +1,17 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FTPGATE_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    match ftpgate::cli::main(ftpgate::cli::Cli::parse()) {
+    let cli = ftpgate::cli::Cli::parse();
+    // `run` may ask for JSON logs in its configuration; everything else logs text.
+    let json = cli.wants_json_logs();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FTPGATE_LOG").unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    match ftpgate::cli::main(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ftpgate: {e:#}");

@@ -4,8 +4,51 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// Latency histograms (seconds).
+#[derive(Debug, Clone)]
+pub struct Latencies {
+    pub transfer: prometheus::Histogram,
+    pub backend_connect: prometheus::Histogram,
+    pub client_tls_handshake: prometheus::Histogram,
+    pub backend_tls_handshake: prometheus::Histogram,
+}
+
+fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> prometheus::Histogram {
+    prometheus::Histogram::with_opts(prometheus::HistogramOpts::new(name, help).buckets(buckets))
+        .expect("valid histogram")
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        let fast = vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+        Latencies {
+            transfer: histogram(
+                "ftpgate_transfer_duration_seconds",
+                "Duration of data transfers, from the transfer command to the final reply.",
+                vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0],
+            ),
+            backend_connect: histogram(
+                "ftpgate_backend_connect_duration_seconds",
+                "Time to connect to the backend's control port.",
+                fast.clone(),
+            ),
+            client_tls_handshake: histogram(
+                "ftpgate_client_tls_handshake_duration_seconds",
+                "TLS handshakes with clients on control connections.",
+                fast.clone(),
+            ),
+            backend_tls_handshake: histogram(
+                "ftpgate_backend_tls_handshake_duration_seconds",
+                "TLS handshakes with the backend on control connections.",
+                fast,
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
+    pub latency: Latencies,
     /// Client sessions open now.
     pub sessions_open: AtomicU64,
     pub sessions_total: AtomicU64,

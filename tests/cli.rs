@@ -247,3 +247,42 @@ fn sigterm_drains_running_transfers_and_systemd_is_notified() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// JSON logs: one object per line, every session line carries the user once
+/// known, and no password ever appears.
+#[test]
+fn json_logs_carry_session_and_user_but_no_password() {
+    let backend = Vsftpd::start();
+    let port = free_port("127.0.0.1".parse().unwrap());
+    let range = port_range(20);
+    let mut child = ftpgate()
+        .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--backend", &backend.addr.to_string()])
+        .args(["--passive-ports", &format!("{}-{}", range.min, range.max), "--log-format", "json"])
+        .env("FTPGATE_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_for_greeting(addr);
+    let mut c = RawClient::connect(addr);
+    c.login();
+    assert_eq!(c.cmd("PASS again-a-secret").0, 503, "PASS after login is out of order");
+    assert_eq!(c.cmd("QUIT").0, 221);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<serde_json::Value> =
+        stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    assert!(lines.len() >= 4, "{stderr}");
+    let login = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "login")
+        .unwrap_or_else(|| panic!("no login audit line:\n{stderr}"));
+    assert_eq!(login["target"], "ftpgate::audit");
+    assert_eq!(login["span"]["user"], USER, "{login}");
+    assert!(login["span"]["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(!stderr.contains(PASSWORD) && !stderr.contains("again-a-secret"), "a password reached the log");
+}

@@ -55,6 +55,8 @@ fn metrics_move_with_real_transfers_and_pass_promtool() {
     assert_eq!(value(&body, "ftpgate_data_bytes_total{direction=\"backend_to_client\"}"), 1 << 20);
     assert_eq!(value(&body, "ftpgate_data_relays_total{kind=\"splice\"}"), 2);
     assert_eq!(value(&body, "ftpgate_passive_listeners_open"), 0);
+    assert_eq!(value(&body, "ftpgate_transfer_duration_seconds_count"), 2);
+    assert_eq!(value(&body, "ftpgate_backend_connect_duration_seconds_count"), 3);
 
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])

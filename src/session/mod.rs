@@ -216,7 +216,8 @@ enum DataSetup {
 pub async fn run(client: TcpStream, mode: ClientTlsMode, ctx: Arc<SessionContext>, id: u64) {
     let Ok(client_peer) = client.peer_addr() else { return };
     let Ok(client_local) = client.local_addr() else { return };
-    let span = tracing::info_span!("session", id, client = %client_peer);
+    // `user` is filled in at USER, so every later line of the session names it.
+    let span = tracing::info_span!("session", id, client = %client_peer, user = tracing::field::Empty);
     async move {
         let _open = GaugeGuard::new(&ctx.metrics, |m| &m.sessions_open);
         Metrics::inc(&ctx.metrics.sessions_total);
@@ -264,7 +265,10 @@ pub async fn run(client: TcpStream, mode: ClientTlsMode, ctx: Arc<SessionContext
         };
         if mode == ClientTlsMode::Implicit {
             let Some(acceptor) = &acceptor else { return };
-            if let Err(e) = client.upgrade(acceptor, TLS_HANDSHAKE_TIMEOUT).await {
+            let started = Instant::now();
+            let upgraded = client.upgrade(acceptor, TLS_HANDSHAKE_TIMEOUT).await;
+            ctx.metrics.latency.client_tls_handshake.observe(started.elapsed().as_secs_f64());
+            if let Err(e) = upgraded {
                 Metrics::inc(&ctx.metrics.tls_client_failures);
                 warn!(error = %e, "implicit TLS handshake with client failed");
                 return;
@@ -272,6 +276,7 @@ pub async fn run(client: TcpStream, mode: ClientTlsMode, ctx: Arc<SessionContext
             Metrics::inc(&ctx.metrics.tls_client_control);
         }
         let s = &ctx.settings;
+        let connect_started = Instant::now();
         let backend = match tokio::time::timeout(s.backend_connect, TcpStream::connect(&ctx.backend.address)).await {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => return refuse(&mut client, &ctx, &format!("backend unreachable ({e})")).await,
@@ -280,6 +285,7 @@ pub async fn run(client: TcpStream, mode: ClientTlsMode, ctx: Arc<SessionContext
         let Ok(backend_peer) = backend.peer_addr() else {
             return refuse(&mut client, &ctx, "backend connection lost").await;
         };
+        ctx.metrics.latency.backend_connect.observe(connect_started.elapsed().as_secs_f64());
         let _ = backend.set_nodelay(true);
         let mut session = Session {
             ctx: Arc::clone(&ctx),
@@ -398,7 +404,9 @@ impl Session {
     async fn open_backend(&mut self, relay: bool) -> SessionResult<bool> {
         let reply_timeout = self.settings().backend_reply;
         if let (Some(tls), BackendTlsMode::Implicit) = (&self.backend_tls, self.settings().backend_tls) {
+            let started = Instant::now();
             self.backend.upgrade(tls, TLS_HANDSHAKE_TIMEOUT).await?;
+            self.ctx.metrics.latency.backend_tls_handshake.observe(started.elapsed().as_secs_f64());
         }
         loop {
             let greeting = self.backend.next_within(reply_timeout).await?;
@@ -527,6 +535,7 @@ impl Session {
             Verb::User | Verb::Pass | Verb::Acct => {
                 if cmd.verb == Verb::User {
                     self.user = cmd.arg_str().map(str::to_string);
+                    tracing::Span::current().record("user", self.user.as_deref().unwrap_or("-"));
                     self.bastion_pending = None;
                     let policy = self.ctx.policy();
                     if let Some(bu) = self.user.as_deref().and_then(|u| policy.bastion_users.get(u)) {
@@ -774,7 +783,9 @@ impl Session {
         let t = self.settings().backend_reply;
         if !self.backend.is_tls() {
             self.backend.exchange(&Command::new(Verb::Auth, Some(b"TLS")), 234, t).await?;
+            let started = Instant::now();
             self.backend.upgrade(&tls, TLS_HANDSHAKE_TIMEOUT).await?;
+            self.ctx.metrics.latency.backend_tls_handshake.observe(started.elapsed().as_secs_f64());
         }
         self.backend.exchange(&Command::new(Verb::Pbsz, Some(b"0")), 200, t).await?;
         self.backend.exchange(&Command::new(Verb::Prot, Some(b"P")), 200, t).await?;
@@ -809,7 +820,10 @@ impl Session {
             return Ok(Flow::Close);
         }
         self.reply_text(234, &format!("AUTH {mechanism} successful; proceed with TLS negotiation")).await?;
-        match self.client.upgrade(&acceptor, TLS_HANDSHAKE_TIMEOUT).await {
+        let started = Instant::now();
+        let upgraded = self.client.upgrade(&acceptor, TLS_HANDSHAKE_TIMEOUT).await;
+        self.ctx.metrics.latency.client_tls_handshake.observe(started.elapsed().as_secs_f64());
+        match upgraded {
             Ok(()) => {
                 Metrics::inc(&self.ctx.metrics.tls_client_control);
                 self.prot_private = implies_private;
@@ -1127,6 +1141,7 @@ impl Session {
             DataOutcome::Failed(_) => 0,
         };
         self.log_transfer(cmd, direction, started, moved, ok);
+        self.ctx.metrics.latency.transfer.observe(started.elapsed().as_secs_f64());
         match &outcome {
             DataOutcome::Relayed(r) => info!(
                 command = %cmd.verb, ?direction, to_backend = r.a_to_b, to_client = r.b_to_a, end = ?r.end, code = reply.code,
