@@ -255,7 +255,7 @@ fn json_logs_carry_session_and_user_but_no_password() {
     let backend = Vsftpd::start();
     let port = free_port("127.0.0.1".parse().unwrap());
     let range = port_range(20);
-    let mut child = ftpgate()
+    let child = ftpgate()
         .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--backend", &backend.addr.to_string()])
         .args(["--passive-ports", &format!("{}-{}", range.min, range.max), "--log-format", "json"])
         .env("FTPGATE_LOG", "debug")
