@@ -118,6 +118,9 @@ pub struct RunArgs {
     /// Append one xferlog line per file transfer to this file.
     #[arg(long, value_name = "FILE")]
     pub xferlog: Option<PathBuf>,
+    /// Every listener expects a PROXY protocol header (from a load balancer).
+    #[arg(long)]
+    pub proxy_protocol: bool,
     /// Log format on standard error.
     #[arg(long, value_enum)]
     pub log_format: Option<crate::config::LogFormat>,
@@ -166,11 +169,17 @@ impl RunArgs {
             None => Config::default(),
         };
         if !self.listen.is_empty() {
-            config.listeners =
-                self.listen.iter().map(|&address| ListenerConfig { address, tls: ClientTlsMode::Off }).collect();
+            config.listeners = self
+                .listen
+                .iter()
+                .map(|&address| ListenerConfig { address, tls: ClientTlsMode::Off, proxy_protocol: false })
+                .collect();
         }
         if let Some(mode) = self.client_tls {
             config.listeners.iter_mut().for_each(|l| l.tls = mode);
+        }
+        if self.proxy_protocol {
+            config.listeners.iter_mut().for_each(|l| l.proxy_protocol = true);
         }
         if let Some(b) = &self.backend {
             match &mut config.backend {
@@ -243,7 +252,8 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
                 ClientTlsMode::Implicit => "implicit FTPS",
             };
             for l in &s.listeners {
-                println!("listen {} ({})", l.address, describe(l));
+                let proxy = if l.proxy_protocol { ", PROXY protocol" } else { "" };
+                println!("listen {} ({}{proxy})", l.address, describe(l));
             }
             println!("backend {} (TLS: {:?})", s.backend, s.backend_tls);
             println!("passive ports {}-{}", s.passive_ports.min, s.passive_ports.max);
@@ -352,7 +362,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         let bound = tokio::net::TcpListener::bind(l.address)
             .await
             .with_context(|| format!("cannot listen on {}", l.address))?;
-        listeners.push((bound, l.tls));
+        listeners.push((bound, *l));
     }
     let metrics_listener = match settings.metrics {
         Some(a) => {

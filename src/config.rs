@@ -93,6 +93,10 @@ pub struct ListenerConfig {
     /// (TLS from the first byte, usually port 990).
     #[serde(default)]
     pub tls: ClientTlsMode,
+    /// Expect a PROXY protocol (v1 or v2) header on every connection, control
+    /// and data, from a load balancer; its address is the client's.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -350,6 +354,7 @@ impl PortRange {
 pub struct ListenerSettings {
     pub address: SocketAddr,
     pub tls: ClientTlsMode,
+    pub proxy_protocol: bool,
 }
 
 /// Configuration after validation, in the types the server uses.
@@ -463,7 +468,11 @@ impl Config {
             policy: self.policy.clone(),
             metrics: self.metrics.address,
             xferlog: self.logs.xferlog.clone(),
-            listeners: self.listeners.iter().map(|l| ListenerSettings { address: l.address, tls: l.tls }).collect(),
+            listeners: self
+                .listeners
+                .iter()
+                .map(|l| ListenerSettings { address: l.address, tls: l.tls, proxy_protocol: l.proxy_protocol })
+                .collect(),
             backend: backend.address.clone(),
             named_backends: self.backends.iter().map(|(n, b)| (n.clone(), b.address.clone())).collect(),
             client_tls,

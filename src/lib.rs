@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod passive;
 pub mod policy;
 pub mod protocol;
+pub mod proxy_protocol;
 pub mod relay;
 pub mod server;
 pub mod session;

@@ -49,6 +49,8 @@ impl Default for Latencies {
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub latency: Latencies,
+    /// Connections on PROXY protocol listeners without a valid header.
+    pub proxy_header_errors: AtomicU64,
     /// Client sessions open now.
     pub sessions_open: AtomicU64,
     pub sessions_total: AtomicU64,

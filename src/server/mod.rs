@@ -1,6 +1,6 @@
 //! Accept loops: one per client listener, each spawning a session per client.
 
-use crate::config::ClientTlsMode;
+use crate::config::ListenerSettings;
 use crate::metrics::Metrics;
 use crate::protocol::Reply;
 use crate::session::{self, SessionContext};
@@ -15,23 +15,26 @@ use tracing::{error, info, warn};
 /// `shutdown` completes. Tests bind port 0 and pass the listeners in. Running
 /// sessions are not waited for.
 pub async fn run(
-    listeners: Vec<(TcpListener, ClientTlsMode)>,
+    listeners: Vec<(TcpListener, ListenerSettings)>,
     ctx: Arc<SessionContext>,
     shutdown: impl Future<Output = ()>,
 ) {
     let ids = Arc::new(AtomicU64::new(1));
     let mut tasks = tokio::task::JoinSet::new();
-    for (listener, mode) in listeners {
+    for (listener, settings) in listeners {
         if let Ok(addr) = listener.local_addr() {
-            info!(%addr, tls = ?mode, backend = %ctx.settings.backend, "accepting FTP clients");
+            info!(%addr, tls = ?settings.tls, proxy_protocol = settings.proxy_protocol, backend = %ctx.settings.backend, "accepting FTP clients");
         }
-        tasks.spawn(accept_loop(listener, mode, Arc::clone(&ctx), Arc::clone(&ids)));
+        tasks.spawn(accept_loop(listener, settings, Arc::clone(&ctx), Arc::clone(&ids)));
     }
     shutdown.await;
     tasks.abort_all();
 }
 
-async fn accept_loop(listener: TcpListener, mode: ClientTlsMode, ctx: Arc<SessionContext>, ids: Arc<AtomicU64>) {
+/// How long a load balancer may take to send the PROXY protocol header.
+const PROXY_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn accept_loop(listener: TcpListener, settings: ListenerSettings, ctx: Arc<SessionContext>, ids: Arc<AtomicU64>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -42,7 +45,22 @@ async fn accept_loop(listener: TcpListener, mode: ClientTlsMode, ctx: Arc<Sessio
                     continue;
                 }
                 let id = ids.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(session::run(stream, mode, Arc::clone(&ctx), id));
+                let ctx = Arc::clone(&ctx);
+                tokio::spawn(async move {
+                    let client = if settings.proxy_protocol {
+                        match crate::proxy_protocol::read_header(&stream, PROXY_HEADER_TIMEOUT).await {
+                            Ok(addr) => addr,
+                            Err(e) => {
+                                Metrics::inc(&ctx.metrics.proxy_header_errors);
+                                warn!(%peer, error = %e, "refused connection without a valid PROXY protocol header");
+                                return;
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    session::run(stream, settings, ctx, id, client).await
+                });
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.

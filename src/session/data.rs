@@ -127,15 +127,29 @@ impl DataTls {
 
 /// Accepts the client's data connection on `passive`, refusing (and counting)
 /// connections from any address but the client's own.
+/// With `proxy`, each connection starts with a PROXY protocol header whose
+/// address is the one checked.
 pub async fn accept_client(
     passive: PassiveListener,
     client_ip: IpAddr,
     timeout: Duration,
     metrics: Arc<Metrics>,
+    proxy: bool,
 ) -> Result<TcpStream, DataError> {
     let accept = async {
         loop {
-            let (stream, peer) = passive.listener.accept().await.map_err(DataError::ClientAccept)?;
+            let (stream, mut peer) = passive.listener.accept().await.map_err(DataError::ClientAccept)?;
+            if proxy {
+                match crate::proxy_protocol::read_header(&stream, timeout).await {
+                    Ok(Some(a)) => peer = a,
+                    Ok(None) => {}
+                    Err(e) => {
+                        Metrics::inc(&metrics.proxy_header_errors);
+                        tracing::warn!(%peer, error = %e, "refused data connection without a valid PROXY protocol header");
+                        continue;
+                    }
+                }
+            }
             if peer.ip().to_canonical() == client_ip.to_canonical() {
                 return Ok(stream);
             }

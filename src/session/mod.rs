@@ -13,7 +13,7 @@ pub mod data;
 pub mod feat;
 pub mod limits;
 
-use crate::config::{BackendTlsMode, ClientTlsMode, Settings};
+use crate::config::{BackendTlsMode, ClientTlsMode, ListenerSettings, Settings};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::passive;
 use crate::policy::bans::LoginGuard;
@@ -213,8 +213,17 @@ enum DataSetup {
 
 /// Runs one client session to its end. Never panics on peer input; every exit
 /// path closes both control connections and any data channel.
-pub async fn run(client: TcpStream, mode: ClientTlsMode, ctx: Arc<SessionContext>, id: u64) {
-    let Ok(client_peer) = client.peer_addr() else { return };
+/// `proxied` is the client's address from a PROXY protocol header, if the
+/// listener takes one.
+pub async fn run(
+    client: TcpStream,
+    listener: ListenerSettings,
+    ctx: Arc<SessionContext>,
+    id: u64,
+    proxied: Option<SocketAddr>,
+) {
+    let mode = listener.tls;
+    let Some(client_peer) = proxied.or_else(|| client.peer_addr().ok()) else { return };
     let Ok(client_local) = client.local_addr() else { return };
     // `user` is filled in at USER, so every later line of the session names it.
     let span = tracing::info_span!("session", id, client = %client_peer, user = tracing::field::Empty);
@@ -295,6 +304,7 @@ pub async fn run(client: TcpStream, mode: ClientTlsMode, ctx: Arc<SessionContext
             client_local,
             backend_peer,
             mode,
+            proxy_protocol: listener.proxy_protocol,
             acceptor,
             pbsz: false,
             prot_private: false,
@@ -348,6 +358,8 @@ struct Session {
     backend_peer: SocketAddr,
     /// The listener's TLS mode.
     mode: ClientTlsMode,
+    /// Data connections, like control ones, start with a PROXY protocol header.
+    proxy_protocol: bool,
     /// This session's TLS server config (control and data), if TLS is offered.
     acceptor: Option<TlsAcceptor>,
     /// `PBSZ` done on a TLS control connection (RFC 4217 order: AUTH, PBSZ, PROT).
@@ -986,9 +998,10 @@ impl Session {
         debug!(port = listener.port, %backend, "passive data channel prepared");
         let s = &self.ctx.settings;
         let (client_ip, connect, metrics) = (self.client_peer.ip(), s.data_connect, Arc::clone(&self.ctx.metrics));
+        let proxy = self.proxy_protocol;
         let channel = data::spawn(
             async move {
-                let client = data::accept_client(listener, client_ip, connect, metrics).await?;
+                let client = data::accept_client(listener, client_ip, connect, metrics, proxy).await?;
                 let backend = data::connect_backend(backend, connect).await?;
                 Ok((client, backend))
             },

@@ -1,0 +1,145 @@
+//! PROXY protocol v1 and v2 (HAProxy, nginx, cloud load balancers) on client
+//! listeners and their data connections, parsed with the `ppp` crate: the
+//! address in the header, not the balancer's, is the client's for policy,
+//! bans, logs and the data-connection address check.
+
+use ppp::v1;
+use ppp::v2;
+use ppp::{HeaderResult, PartialResult};
+use std::net::SocketAddr;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::net::TcpStream;
+
+/// Longest header accepted: v1 is at most 107 bytes; v2 TLVs from balancers
+/// stay far below this.
+const MAX_HEADER: usize = 1024;
+
+#[derive(Debug, Error)]
+pub enum ProxyError {
+    #[error("no PROXY protocol header within {0} s")]
+    Timeout(u64),
+    #[error("connection closed before the PROXY protocol header ended")]
+    Closed,
+    #[error("not a PROXY protocol header")]
+    Invalid,
+    #[error("PROXY protocol header longer than {MAX_HEADER} bytes")]
+    TooLong,
+    #[error("reading the PROXY protocol header: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads the header off the front of `stream` without consuming anything
+/// after it (peek, then read exactly the header), so no client byte is lost.
+/// `Ok(None)`: a header without an address (health checks, `LOCAL`).
+pub async fn read_header(stream: &TcpStream, timeout: Duration) -> Result<Option<SocketAddr>, ProxyError> {
+    match tokio::time::timeout(timeout, read(stream)).await {
+        Ok(r) => r,
+        Err(_) => Err(ProxyError::Timeout(timeout.as_secs())),
+    }
+}
+
+async fn read(stream: &TcpStream) -> Result<Option<SocketAddr>, ProxyError> {
+    let mut buf = vec![0u8; MAX_HEADER];
+    let mut last = 0;
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(ProxyError::Closed);
+        }
+        let (len, addr) = match HeaderResult::parse(&buf[..n]) {
+            r if r.is_incomplete() => {
+                if n >= MAX_HEADER {
+                    return Err(ProxyError::TooLong);
+                }
+                if n == last {
+                    // peek returns at once while bytes wait; give the rest time to come.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                last = n;
+                continue;
+            }
+            HeaderResult::V1(Ok(h)) => (h.header.len(), v1_source(&h.addresses)),
+            HeaderResult::V2(Ok(h)) => (h.len(), v2_source(&h.addresses)),
+            _ => return Err(ProxyError::Invalid),
+        };
+        let mut header = vec![0u8; len];
+        let mut read = 0;
+        while read < len {
+            stream.readable().await?;
+            match stream.try_read(&mut header[read..]) {
+                Ok(0) => return Err(ProxyError::Closed),
+                Ok(k) => read += k,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        return Ok(addr);
+    }
+}
+
+fn v1_source(a: &v1::Addresses) -> Option<SocketAddr> {
+    match a {
+        v1::Addresses::Tcp4(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
+        v1::Addresses::Tcp6(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
+        v1::Addresses::Unknown => None,
+    }
+}
+
+fn v2_source(a: &v2::Addresses) -> Option<SocketAddr> {
+    match a {
+        v2::Addresses::IPv4(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
+        v2::Addresses::IPv6(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        (c, l.accept().await.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn v1_header_then_data_untouched() {
+        let (mut c, mut s) = pair().await;
+        c.write_all(b"PROXY TCP4 192.0.2.7 10.0.0.1 5555 21\r\nUSER x\r\n").await.unwrap();
+        let addr = read_header(&s, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(addr, Some("192.0.2.7:5555".parse().unwrap()));
+        let mut rest = [0u8; 8];
+        s.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"USER x\r\n");
+    }
+
+    #[tokio::test]
+    async fn v2_header_split_in_two_writes() {
+        let (mut c, s) = pair().await;
+        let header = v2::Builder::with_addresses(
+            v2::Version::Two | v2::Command::Proxy,
+            v2::Protocol::Stream,
+            ("[2001:db8::7]:4000".parse::<SocketAddr>().unwrap(), "[2001:db8::1]:21".parse::<SocketAddr>().unwrap()),
+        )
+        .build()
+        .unwrap();
+        let (a, b) = header.split_at(10);
+        c.write_all(a).await.unwrap();
+        let reader = tokio::spawn(async move { read_header(&s, Duration::from_secs(5)).await });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        c.write_all(b).await.unwrap();
+        assert_eq!(reader.await.unwrap().unwrap(), Some("[2001:db8::7]:4000".parse().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn garbage_and_silence_are_refused() {
+        let (mut c, s) = pair().await;
+        c.write_all(b"USER x\r\n").await.unwrap();
+        assert!(matches!(read_header(&s, Duration::from_secs(5)).await, Err(ProxyError::Invalid)));
+        let (_c, s) = pair().await;
+        assert!(matches!(read_header(&s, Duration::from_millis(100)).await, Err(ProxyError::Timeout(_))));
+    }
+}
