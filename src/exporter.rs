@@ -122,10 +122,14 @@ pub fn render(m: &Metrics) -> String {
     labelled(
         &r,
         "ftpgate_logins_total",
-        "Logins refused or failed.",
+        "Logins by result.",
         &["result"],
-        &[(&["failed"], g(&m.logins_failed)), (&["refused"], g(&m.logins_refused))],
+        &[(&["ok"], g(&m.logins_ok)), (&["failed"], g(&m.logins_failed)), (&["refused"], g(&m.logins_refused))],
     );
+    let commands = m.commands.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let labels: Vec<(Vec<&str>, u64)> = commands.iter().map(|((v, res), n)| (vec![v.as_str(), *res], *n)).collect();
+    let values: Vec<(&[&str], u64)> = labels.iter().map(|(k, v)| (k.as_slice(), *v)).collect();
+    labelled(&r, "ftpgate_commands_total", "Client commands by verb and result.", &["verb", "result"], &values);
     let by_rule = m.policy_denials_by_rule.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let rules: Vec<(Vec<&str>, u64)> = by_rule.iter().map(|(k, v)| (vec![k.as_str()], *v)).collect();
     let values: Vec<(&[&str], u64)> = rules.iter().map(|(k, v)| (k.as_slice(), *v)).collect();

@@ -63,6 +63,9 @@ pub struct Metrics {
     pub policy_denials_by_rule: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     /// PASS answered 530 by the backend.
     pub logins_failed: AtomicU64,
+    pub logins_ok: AtomicU64,
+    /// Commands by verb (known verbs only, others as OTHER) and result.
+    pub commands: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
     /// USER refused by ftpgate itself (client certificate mismatch).
     pub logins_refused: AtomicU64,
     /// Command lines refused before reaching the backend (syntax, length, NUL,
@@ -118,6 +121,20 @@ impl Metrics {
         Metrics::inc(&self.policy_denials);
         let mut by_rule = self.policy_denials_by_rule.lock().unwrap_or_else(|e| e.into_inner());
         *by_rule.entry(rule.to_string()).or_insert(0) += 1;
+    }
+
+    /// Counts one command. Verbs outside the FTP vocabulary are folded into
+    /// `OTHER` so a client cannot grow the label set.
+    pub fn count_command(&self, verb: &str, result: &'static str) {
+        const KNOWN: &[&str] = &[
+            "ABOR", "ACCT", "APPE", "AUTH", "CCC", "CDUP", "CLNT", "CWD", "DELE", "EPRT", "EPSV", "FEAT", "HELP",
+            "HOST", "LANG", "LIST", "MDTM", "MFMT", "MKD", "MLSD", "MLST", "MODE", "NLST", "NOOP", "OPTS", "PASS",
+            "PASV", "PBSZ", "PORT", "PROT", "PWD", "QUIT", "REIN", "REST", "RETR", "RMD", "RNFR", "RNTO", "SITE",
+            "SIZE", "STAT", "STOR", "STOU", "STRU", "SYST", "TYPE", "USER", "XCUP", "XCWD", "XMKD", "XPWD", "XRMD",
+        ];
+        let verb = if KNOWN.contains(&verb) { verb } else { "OTHER" };
+        let mut c = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+        *c.entry((verb.to_string(), result)).or_insert(0) += 1;
     }
 
     pub fn denials_for(&self, rule: &str) -> u64 {

@@ -56,6 +56,9 @@ fn metrics_move_with_real_transfers_and_pass_promtool() {
     assert_eq!(value(&body, "ftpgate_data_relays_total{kind=\"splice\"}"), 2);
     assert_eq!(value(&body, "ftpgate_passive_listeners_open"), 0);
     assert_eq!(value(&body, "ftpgate_transfer_duration_seconds_count"), 2);
+    assert_eq!(value(&body, "ftpgate_logins_total{result=\"ok\"}"), 3);
+    assert_eq!(value(&body, "ftpgate_commands_total{result=\"allowed\",verb=\"RETR\"}"), 1);
+    assert_eq!(value(&body, "ftpgate_commands_total{result=\"invalid\",verb=\"OTHER\"}"), 1);
     assert_eq!(value(&body, "ftpgate_backend_connect_duration_seconds_count"), 3);
 
     let mut promtool = Command::new("promtool")

@@ -486,6 +486,7 @@ impl Session {
             ClientEvent::Closed => return Ok(Flow::Close),
             ClientEvent::Invalid(e) => {
                 Metrics::inc(&self.ctx.metrics.commands_rejected);
+                self.ctx.metrics.count_command("OTHER", "invalid");
                 warn!(error = %e, "refused command line");
                 self.reply_text(500, &format!("Syntax error: {e}; command refused")).await?;
                 return Ok(Flow::Continue);
@@ -502,9 +503,11 @@ impl Session {
             return Ok(Flow::Continue);
         }
         match self.check_policy(&cmd).await? {
-            Some(Flow::Close) => return Ok(Flow::Close),
-            Some(Flow::Continue) => return Ok(Flow::Continue),
-            None => {}
+            Some(flow) => {
+                self.ctx.metrics.count_command(cmd.verb.as_str(), "denied");
+                return Ok(flow);
+            }
+            None => self.ctx.metrics.count_command(cmd.verb.as_str(), "allowed"),
         }
         self.previous = Some(cmd.verb.clone());
         match cmd.verb.clone() {
@@ -692,6 +695,7 @@ impl Session {
 
     async fn on_login(&mut self) -> SessionResult<()> {
         self.logged_in = true;
+        Metrics::inc(&self.ctx.metrics.logins_ok);
         self.ctx.logins.lock().unwrap_or_else(|e| e.into_inner()).success(self.client_peer.ip());
         let user = self.user.clone().unwrap_or_default();
         self.user_slot = self.ctx.per_user.take(user.clone(), 0);
