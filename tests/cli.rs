@@ -52,27 +52,28 @@ fn run_from_flags_alone() {
     backend.put("hello.txt", b"hello through ftpgate\n");
     let port = free_port("127.0.0.1".parse().unwrap());
     let range = port_range(50);
-    let mut child = ftpgate()
-        .args([
-            "run",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--backend",
-            &backend.addr.to_string(),
-            "--passive-ports",
-            &format!("{}-{}", range.min, range.max),
-            "--public-address",
-            "127.0.0.1",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = KillOnDrop::new(
+        ftpgate()
+            .args([
+                "run",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--backend",
+                &backend.addr.to_string(),
+                "--passive-ports",
+                &format!("{}-{}", range.min, range.max),
+                "--public-address",
+                "127.0.0.1",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_for_greeting(format!("127.0.0.1:{port}").parse().unwrap());
     let out = curl(&["--disable-epsv", &format!("ftp://127.0.0.1:{port}/hello.txt")]);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     assert_eq!(out.status, 0, "{}", out.stderr);
     assert_eq!(out.stdout, "hello through ftpgate\n");
 }
@@ -116,15 +117,17 @@ fn certs_init_then_implicit_ftps_and_sighup_reload() {
     backend.put("r.txt", b"reloaded\n");
     let port = free_port("127.0.0.1".parse().unwrap());
     let range = port_range(50);
-    let mut child = ftpgate()
-        .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--backend", &backend.addr.to_string()])
-        .args(["--passive-ports", &format!("{}-{}", range.min, range.max), "--client-tls", "implicit"])
-        .args(["--cert", &format!("{d}/server.pem"), "--key", &format!("{d}/server.key")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = KillOnDrop::new(
+        ftpgate()
+            .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--backend", &backend.addr.to_string()])
+            .args(["--passive-ports", &format!("{}-{}", range.min, range.max), "--client-tls", "implicit"])
+            .args(["--cert", &format!("{d}/server.pem"), "--key", &format!("{d}/server.key")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_for_port(format!("127.0.0.1:{port}").parse().unwrap());
     let url = format!("ftps://127.0.0.1:{port}/r.txt");
     let fetch = |ca: &std::path::Path| curl(&["--cacert", ca.to_str().unwrap(), &url]);
@@ -147,8 +150,7 @@ fn certs_init_then_implicit_ftps_and_sighup_reload() {
     assert!(hup(child.id()).success());
     std::thread::sleep(Duration::from_millis(300));
     let still = fetch(&new_ca);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     assert_eq!(still.status, 0, "{}", still.stderr);
 }
 
@@ -201,15 +203,17 @@ fn sigterm_drains_running_transfers_and_systemd_is_notified() {
     backend.put("big.bin", &data);
     let port = free_port("127.0.0.1".parse().unwrap());
     let range = port_range(50);
-    let mut child = ftpgate()
-        .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--backend", &backend.addr.to_string()])
-        .args(["--passive-ports", &format!("{}-{}", range.min, range.max)])
-        .env("NOTIFY_SOCKET", &notify_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop::new(
+        ftpgate()
+            .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--backend", &backend.addr.to_string()])
+            .args(["--passive-ports", &format!("{}-{}", range.min, range.max)])
+            .env("NOTIFY_SOCKET", &notify_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut buf = [0u8; 64];
     let n = notify.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"READY=1", "readiness comes once the listeners are up");
@@ -239,7 +243,7 @@ fn sigterm_drains_running_transfers_and_systemd_is_notified() {
     assert!(text.contains("shutting down"), "{text}");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
+        if let Some(st) = child.child().try_wait().unwrap() {
             break st;
         }
         assert!(std::time::Instant::now() < deadline, "ftpgate did not exit after draining");
@@ -255,15 +259,17 @@ fn json_logs_carry_session_and_user_but_no_password() {
     let backend = Vsftpd::start();
     let port = free_port("127.0.0.1".parse().unwrap());
     let range = port_range(20);
-    let child = ftpgate()
-        .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--backend", &backend.addr.to_string()])
-        .args(["--passive-ports", &format!("{}-{}", range.min, range.max), "--log-format", "json"])
-        .env("FTPGATE_LOG", "debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = KillOnDrop::new(
+        ftpgate()
+            .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--backend", &backend.addr.to_string()])
+            .args(["--passive-ports", &format!("{}-{}", range.min, range.max), "--log-format", "json"])
+            .env("FTPGATE_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_for_greeting(addr);
     let mut c = RawClient::connect(addr);
@@ -272,7 +278,7 @@ fn json_logs_carry_session_and_user_but_no_password() {
     assert_eq!(c.cmd("QUIT").0, 221);
     std::thread::sleep(Duration::from_millis(300));
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    let out = child.wait_with_output().unwrap();
+    let out = child.into_inner().wait_with_output().unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
     let lines: Vec<serde_json::Value> =
         stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();

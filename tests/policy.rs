@@ -193,14 +193,16 @@ fn sighup_reload_keeps_old_policy_when_the_new_one_is_broken() {
     backend.put("r.txt", b"readable\n");
     let port = free_port("127.0.0.1".parse().unwrap());
     let range = port_range(50);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ftpgate"))
-        .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--backend", &backend.addr.to_string()])
-        .args(["--passive-ports", &format!("{}-{}", range.min, range.max), "--policy", policy.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = KillOnDrop::new(
+        Command::new(env!("CARGO_BIN_EXE_ftpgate"))
+            .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--backend", &backend.addr.to_string()])
+            .args(["--passive-ports", &format!("{}-{}", range.min, range.max), "--policy", policy.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_for_greeting(format!("127.0.0.1:{port}").parse().unwrap());
     let url = format!("ftp://127.0.0.1:{port}/r.txt");
     let hup = |pid: u32| assert!(Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap().success());
@@ -227,8 +229,7 @@ fn sighup_reload_keeps_old_policy_when_the_new_one_is_broken() {
         assert!(Instant::now() < deadline, "good reload not applied");
         std::thread::sleep(Duration::from_millis(100));
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     assert_eq!(ok.stdout, "readable\n");
 }
 

@@ -587,3 +587,31 @@ pub fn pasv_port(reply: &str) -> u16 {
     let n: Vec<u16> = inside.split(',').map(|x| x.trim().parse().unwrap()).collect();
     n[4] * 256 + n[5]
 }
+
+/// A process the test started, killed (by its PID) if the test ends early.
+pub struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    pub fn new(child: Child) -> KillOnDrop {
+        KillOnDrop(Some(child))
+    }
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+    pub fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("child taken")
+    }
+    /// Hands the process back, no longer killed on drop.
+    pub fn into_inner(mut self) -> Child {
+        self.0.take().expect("child taken")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
