@@ -37,6 +37,20 @@ fn labelled(r: &Registry, name: &str, help: &str, labels: &[&str], values: &[(&[
     let _ = r.register(Box::new(c));
 }
 
+fn lock<T: Clone>(m: &std::sync::Mutex<T>) -> T {
+    m.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// A labelled counter family from a map snapshot.
+fn from_map(r: &Registry, name: &str, help: &str, labels: &[&str], series: impl Iterator<Item = (Vec<String>, u64)>) {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric name");
+    for (l, v) in series {
+        let l: Vec<&str> = l.iter().map(String::as_str).collect();
+        c.with_label_values(&l).inc_by(v);
+    }
+    let _ = r.register(Box::new(c));
+}
+
 /// The exposition text for one scrape. Built fresh each time from the
 /// atomics, so the hot path never touches a registry.
 pub fn render(m: &Metrics) -> String {
@@ -71,16 +85,19 @@ pub fn render(m: &Metrics) -> String {
         g(&m.data_connections_refused),
     );
     gauge(&r, "ftpgate_data_channels_open", "Data channels open now.", g(&m.data_channels_open));
-    labelled(
+    from_map(
         &r,
         "ftpgate_transfers_total",
-        "Data transfers by result.",
-        &["result"],
-        &[
-            (&["ok"], g(&m.transfers_ok)),
-            (&["failed"], g(&m.transfers_failed)),
-            (&["aborted"], g(&m.transfers_aborted)),
-        ],
+        "Data transfers by kind (file, listing) and result.",
+        &["kind", "result"],
+        lock(&m.transfers_by_kind).iter().map(|((k, res), n)| (vec![k.to_string(), res.to_string()], *n)),
+    );
+    from_map(
+        &r,
+        "ftpgate_sessions_by_listener_total",
+        "Client sessions accepted, by listener and its TLS mode.",
+        &["listener", "tls"],
+        lock(&m.sessions_by_listener).iter().map(|((l, t), n)| (vec![l.clone(), t.to_string()], *n)),
     );
     labelled(
         &r,
@@ -99,11 +116,12 @@ pub fn render(m: &Metrics) -> String {
         &["kind"],
         &[(&["splice"], g(&m.relays_spliced)), (&["copy"], g(&m.relays_copied))],
     );
-    counter(
+    from_map(
         &r,
         "ftpgate_backend_errors_total",
-        "Backend unreachable, closed, timed out or unusable.",
-        g(&m.backend_errors),
+        "Backend errors by kind (connect, closed, io, timeout, malformed, tls, refused, passive_reply, data_connect).",
+        &["kind"],
+        lock(&m.backend_errors_by_kind).iter().map(|(k, n)| (vec![k.to_string()], *n)),
     );
     labelled(
         &r,

@@ -64,6 +64,12 @@ pub struct Metrics {
     /// PASS answered 530 by the backend.
     pub logins_failed: AtomicU64,
     pub logins_ok: AtomicU64,
+    /// Sessions by listener address and its TLS mode.
+    pub sessions_by_listener: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
+    /// Transfers by kind (`file`, `listing`) and result (`ok`, `failed`, `aborted`).
+    pub transfers_by_kind: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
+    /// Backend errors by kind (`connect`, `closed`, `timeout`, `malformed`, `tls`, `refused`, `passive_reply`, `data_connect`).
+    pub backend_errors_by_kind: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// Commands by verb (known verbs only, others as OTHER) and result.
     pub commands: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
     /// USER refused by ftpgate itself (client certificate mismatch).
@@ -121,6 +127,29 @@ impl Metrics {
         Metrics::inc(&self.policy_denials);
         let mut by_rule = self.policy_denials_by_rule.lock().unwrap_or_else(|e| e.into_inner());
         *by_rule.entry(rule.to_string()).or_insert(0) += 1;
+    }
+
+    pub fn session_opened(&self, listener: std::net::SocketAddr, tls: &'static str) {
+        Metrics::inc(&self.sessions_total);
+        let mut m = self.sessions_by_listener.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry((listener.to_string(), tls)).or_insert(0) += 1;
+    }
+
+    /// Counts a finished transfer; `result` is `ok`, `failed` or `aborted`.
+    pub fn transfer(&self, kind: &'static str, result: &'static str) {
+        Metrics::inc(match result {
+            "ok" => &self.transfers_ok,
+            "aborted" => &self.transfers_aborted,
+            _ => &self.transfers_failed,
+        });
+        let mut m = self.transfers_by_kind.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry((kind, result)).or_insert(0) += 1;
+    }
+
+    pub fn backend_error(&self, kind: &'static str) {
+        Metrics::inc(&self.backend_errors);
+        let mut m = self.backend_errors_by_kind.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(kind).or_insert(0) += 1;
     }
 
     /// Counts one command. Verbs outside the FTP vocabulary are folded into

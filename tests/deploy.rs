@@ -18,6 +18,10 @@ fn check(cmd: &mut Command) {
 fn exported() -> BTreeSet<String> {
     let m = ftpgate::metrics::Metrics::default();
     m.count_denial("rule example");
+    m.transfer("file", "ok");
+    m.backend_error("closed");
+    m.session_opened("127.0.0.1:21".parse().unwrap(), "off");
+    m.count_command("RETR", "allowed");
     let text = ftpgate::exporter::render(&m);
     text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).map(|l| l.split(' ').next().unwrap().to_string()).collect()
 }

@@ -161,6 +161,7 @@ fn backend_dying_mid_transfer_gives_421_and_a_clean_close() {
     assert!(c.closed());
     gate.assert_drained();
     assert!(Metrics::get(&gate.metrics.backend_errors) >= 1);
+    assert_eq!(gate.metrics.backend_errors_by_kind.lock().unwrap().get("closed"), Some(&1));
 }
 
 #[test]
@@ -227,6 +228,7 @@ fn unreachable_backend_gives_421() {
     assert_eq!(code, 421);
     assert!(text.contains("backend unreachable"), "{text}");
     assert!(!text.contains(&closed.port().to_string()), "the backend's address is not told to clients: {text}");
+    assert_eq!(gate.metrics.backend_errors_by_kind.lock().unwrap().get("connect"), Some(&1));
     assert!(c.closed());
     gate.assert_drained();
 }

@@ -50,7 +50,11 @@ fn metrics_move_with_real_transfers_and_pass_promtool() {
     assert_eq!(value(&body, "ftpgate_sessions_total"), 3);
     assert_eq!(value(&body, "ftpgate_sessions_open"), 0);
     assert_eq!(value(&body, "ftpgate_commands_rejected_total"), 1);
-    assert_eq!(value(&body, "ftpgate_transfers_total{result=\"ok\"}"), 2);
+    assert_eq!(value(&body, "ftpgate_transfers_total{kind=\"file\",result=\"ok\"}"), 2);
+    assert_eq!(
+        value(&body, &format!("ftpgate_sessions_by_listener_total{{listener=\"{}\",tls=\"off\"}}", gate.addr)),
+        3
+    );
     assert_eq!(value(&body, "ftpgate_data_bytes_total{direction=\"client_to_backend\"}"), 1 << 20);
     assert_eq!(value(&body, "ftpgate_data_bytes_total{direction=\"backend_to_client\"}"), 1 << 20);
     assert_eq!(value(&body, "ftpgate_data_relays_total{kind=\"splice\"}"), 2);

@@ -145,6 +145,20 @@ pub enum BackendError {
     Refused { command: &'static str, reply: String },
 }
 
+impl BackendError {
+    /// A short, bounded name for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendError::Closed => "closed",
+            BackendError::Io(_) => "io",
+            BackendError::Malformed(_) => "malformed",
+            BackendError::Timeout(_) => "timeout",
+            BackendError::Tls(_) => "tls",
+            BackendError::Refused { .. } => "refused",
+        }
+    }
+}
+
 pub struct BackendControl {
     stream: BackendStream,
     buf: BytesMut,

@@ -211,6 +211,14 @@ enum DataSetup {
     Active(SocketAddr),
 }
 
+/// `file` for RETR/STOR/STOU/APPE, `listing` for LIST/NLST/MLSD.
+fn transfer_kind(cmd: &Command) -> &'static str {
+    match cmd.verb {
+        Verb::List | Verb::Nlst | Verb::Mlsd => "listing",
+        _ => "file",
+    }
+}
+
 /// Runs one client session to its end. Never panics on peer input; every exit
 /// path closes both control connections and any data channel.
 /// `proxied` is the client's address from a PROXY protocol header, if the
@@ -229,7 +237,13 @@ pub async fn run(
     let span = tracing::info_span!("session", id, client = %client_peer, user = tracing::field::Empty);
     async move {
         let _open = GaugeGuard::new(&ctx.metrics, |m| &m.sessions_open);
-        Metrics::inc(&ctx.metrics.sessions_total);
+        let tls_label = match mode {
+            ClientTlsMode::Off => "off",
+            ClientTlsMode::Explicit => "explicit",
+            ClientTlsMode::Required => "required",
+            ClientTlsMode::Implicit => "implicit",
+        };
+        ctx.metrics.session_opened(listener.address, tls_label);
         let _ = client.set_nodelay(true);
         // Clients send ABOR as urgent data (Python's ftplib sends the whole line
         // with MSG_OOB); inline delivery keeps that byte in the command stream
@@ -330,7 +344,7 @@ pub async fn run(
             Ok(()) => debug!("session closed"),
             Err(SessionError::Client(e)) => debug!(error = %e, "client control connection lost"),
             Err(SessionError::Backend(e)) => {
-                Metrics::inc(&ctx.metrics.backend_errors);
+                ctx.metrics.backend_error(e.kind());
                 warn!(error = %e, "closing session: backend failed");
                 let _ = session.client.send(&Reply::single(421, &format!("Service not available: {e}"))).await;
             }
@@ -343,7 +357,7 @@ pub async fn run(
 }
 
 async fn refuse(client: &mut ClientControl, ctx: &SessionContext, why: &str) {
-    Metrics::inc(&ctx.metrics.backend_errors);
+    ctx.metrics.backend_error("connect");
     warn!(backend = %ctx.settings.backend, why, "cannot reach backend");
     let _ = client.send(&Reply::single(421, &format!("Service not available: {why}"))).await;
     client.shutdown().await;
@@ -947,7 +961,7 @@ impl Session {
     }
 
     fn unusable_passive_reply(&self, r: &Reply, why: &str) -> Reply {
-        Metrics::inc(&self.ctx.metrics.backend_errors);
+        self.ctx.metrics.backend_error("passive_reply");
         warn!(reply = %r.text(), why, "unusable passive reply from backend");
         Reply::single(425, "Cannot open data connection: backend sent an unusable passive reply")
     }
@@ -1062,7 +1076,7 @@ impl Session {
                 let backend = match data::connect_backend(backend_addr, s.data_connect).await {
                     Ok(b) => b,
                     Err(e) => {
-                        Metrics::inc(&metrics.backend_errors);
+                        metrics.backend_error("data_connect");
                         return self.reply_text(425, &format!("Cannot open data connection: {e}")).await;
                     }
                 };
@@ -1085,7 +1099,7 @@ impl Session {
         let first = self.backend.next_within(s.backend_reply + s.data_connect).await?;
         if !first.is_preliminary() {
             drop(channel);
-            Metrics::inc(&metrics.transfers_failed);
+            metrics.transfer(transfer_kind(cmd), "failed");
             return self.reply(&first).await;
         }
         self.reply(&first).await?;
@@ -1152,7 +1166,7 @@ impl Session {
         }
         let ok =
             reply.is_positive() && matches!(&outcome, DataOutcome::Relayed(r) if matches!(r.end, RelayEnd::Eof(_)));
-        Metrics::inc(if ok { &self.ctx.metrics.transfers_ok } else { &self.ctx.metrics.transfers_failed });
+        self.ctx.metrics.transfer(transfer_kind(cmd), if ok { "ok" } else { "failed" });
         let moved = match &outcome {
             DataOutcome::Relayed(r) => r.a_to_b + r.b_to_a,
             DataOutcome::Failed(_) => 0,
@@ -1201,7 +1215,7 @@ impl Session {
         channel.task.abort();
         // Wait until the legs are really closed before the backend hears ABOR.
         let _ = (&mut channel.task).await;
-        Metrics::inc(&self.ctx.metrics.transfers_aborted);
+        self.ctx.metrics.transfer("file", "aborted");
         info!("transfer aborted by client");
         self.backend.send(&Command::new(Verb::Abor, None)).await?;
         let transfer_reply = match final_reply {
