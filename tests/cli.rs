@@ -50,27 +50,9 @@ fn check_names_field_and_line_of_a_bad_file() {
 fn run_from_flags_alone() {
     let backend = Vsftpd::start();
     backend.put("hello.txt", b"hello through ftpgate\n");
-    let port = free_port("127.0.0.1".parse().unwrap());
-    let range = port_range(50);
-    let child = KillOnDrop::new(
-        ftpgate()
-            .args([
-                "run",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--backend",
-                &backend.addr.to_string(),
-                "--passive-ports",
-                &format!("{}-{}", range.min, range.max),
-                "--public-address",
-                "127.0.0.1",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (mut cmd, addr) = ftpgate_run(backend.addr);
+    let port = addr.port();
+    let child = KillOnDrop::new(cmd.args(["--public-address", "127.0.0.1"]).spawn().unwrap());
     wait_for_greeting(format!("127.0.0.1:{port}").parse().unwrap());
     let out = curl(&["--disable-epsv", &format!("ftp://127.0.0.1:{port}/hello.txt")]);
     drop(child);
@@ -115,16 +97,11 @@ fn certs_init_then_implicit_ftps_and_sighup_reload() {
 
     let backend = Vsftpd::start();
     backend.put("r.txt", b"reloaded\n");
-    let port = free_port("127.0.0.1".parse().unwrap());
-    let range = port_range(50);
+    let (mut cmd, addr) = ftpgate_run(backend.addr);
+    let port = addr.port();
     let child = KillOnDrop::new(
-        ftpgate()
-            .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--backend", &backend.addr.to_string()])
-            .args(["--passive-ports", &format!("{}-{}", range.min, range.max), "--client-tls", "implicit"])
+        cmd.args(["--client-tls", "implicit"])
             .args(["--cert", &format!("{d}/server.pem"), "--key", &format!("{d}/server.key")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
@@ -201,23 +178,11 @@ fn sigterm_drains_running_transfers_and_systemd_is_notified() {
     let backend = Vsftpd::start();
     let data = payload(20 << 20, 31);
     backend.put("big.bin", &data);
-    let port = free_port("127.0.0.1".parse().unwrap());
-    let range = port_range(50);
-    let mut child = KillOnDrop::new(
-        ftpgate()
-            .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--backend", &backend.addr.to_string()])
-            .args(["--passive-ports", &format!("{}-{}", range.min, range.max)])
-            .env("NOTIFY_SOCKET", &notify_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (mut cmd, addr) = ftpgate_run(backend.addr);
+    let mut child = KillOnDrop::new(cmd.env("NOTIFY_SOCKET", &notify_path).spawn().unwrap());
     let mut buf = [0u8; 64];
     let n = notify.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"READY=1", "readiness comes once the listeners are up");
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut c = RawClient::connect(addr);
     c.login();
     let mut idle = RawClient::connect(addr);
@@ -257,20 +222,10 @@ fn sigterm_drains_running_transfers_and_systemd_is_notified() {
 #[test]
 fn json_logs_carry_session_and_user_but_no_password() {
     let backend = Vsftpd::start();
-    let port = free_port("127.0.0.1".parse().unwrap());
-    let range = port_range(20);
+    let (mut cmd, addr) = ftpgate_run(backend.addr);
     let child = KillOnDrop::new(
-        ftpgate()
-            .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--backend", &backend.addr.to_string()])
-            .args(["--passive-ports", &format!("{}-{}", range.min, range.max), "--log-format", "json"])
-            .env("FTPGATE_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+        cmd.args(["--log-format", "json"]).env("FTPGATE_LOG", "debug").stderr(Stdio::piped()).spawn().unwrap(),
     );
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_for_greeting(addr);
     let mut c = RawClient::connect(addr);
     c.login();

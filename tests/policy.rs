@@ -186,23 +186,14 @@ fn per_user_session_limit() {
 
 #[test]
 fn sighup_reload_keeps_old_policy_when_the_new_one_is_broken() {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     let dir = tempfile::tempdir().unwrap();
     let policy = customer_policy(dir.path(), "");
     let backend = Vsftpd::start();
     backend.put("r.txt", b"readable\n");
-    let port = free_port("127.0.0.1".parse().unwrap());
-    let range = port_range(50);
-    let child = KillOnDrop::new(
-        Command::new(env!("CARGO_BIN_EXE_ftpgate"))
-            .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--backend", &backend.addr.to_string()])
-            .args(["--passive-ports", &format!("{}-{}", range.min, range.max), "--policy", policy.to_str().unwrap()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (mut cmd, addr) = ftpgate_run(backend.addr);
+    let port = addr.port();
+    let child = KillOnDrop::new(cmd.args(["--policy", policy.to_str().unwrap()]).spawn().unwrap());
     wait_for_greeting(format!("127.0.0.1:{port}").parse().unwrap());
     let url = format!("ftp://127.0.0.1:{port}/r.txt");
     let hup = |pid: u32| assert!(Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap().success());

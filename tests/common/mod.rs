@@ -615,3 +615,18 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// `ftpgate run` of the binary under test in front of `backend`, on a free
+/// loopback port with a passive range of its own, stdio closed. Callers add
+/// flags (and stdio or environment) and spawn it.
+pub fn ftpgate_run(backend: SocketAddr) -> (Command, SocketAddr) {
+    let addr = SocketAddr::new("127.0.0.1".parse().unwrap(), free_port("127.0.0.1".parse().unwrap()));
+    let range = port_range(50);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ftpgate"));
+    cmd.args(["run", "--listen", &addr.to_string(), "--backend", &backend.to_string()])
+        .args(["--passive-ports", &format!("{}-{}", range.min, range.max)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    (cmd, addr)
+}
