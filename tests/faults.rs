@@ -313,3 +313,29 @@ fn client_vanishing_mid_transfer_releases_everything() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A client whose upload connection breaks (reset) must not be told the
+/// upload succeeded: over a plain data leg the backend sees only an orderly
+/// close and answers 226 for a truncated file; ftpgate answers 426.
+#[test]
+fn upload_reset_by_client_is_not_reported_complete() {
+    let backend = Vsftpd::start();
+    let gate = Gate::start(backend.addr);
+    let mut c = RawClient::connect(gate.addr);
+    c.login();
+    assert_eq!(c.cmd("TYPE I").0, 200);
+    let mut d = c.epsv_data();
+    assert_eq!(c.cmd("STOR cut.bin").0, 150);
+    d.write_all(&payload(256 * 1024, 4)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // Linger zero: close sends a reset, as a crashing client's kernel does.
+    socket2::SockRef::from(&d).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(d);
+    let (code, text) = c.reply();
+    assert_eq!(code, 426, "{text}");
+    assert!(text.contains("client data connection failed"), "{text}");
+    assert_eq!(Metrics::get(&gate.metrics.transfers_failed), 1);
+    assert_eq!(c.cmd("NOOP").0, 200, "the session goes on");
+    drop(c);
+    gate.assert_drained();
+}

@@ -127,7 +127,14 @@ fn lftp_tls(s: &Setup, url: &str, extra: &str) -> Output {
         ),
     );
     if out.status == 0 {
-        assert_eq!(sha256_file(&back), sha256(&data), "lftp download differs");
+        let got = std::fs::metadata(&back).map(|m| m.len()).unwrap_or(0);
+        assert_eq!(
+            sha256_file(&back),
+            sha256(&data),
+            "lftp download differs ({extra}): got {got} bytes of {}, backend has {:?}",
+            data.len(),
+            std::fs::metadata(s.backend.root.join("l.bin")).map(|m| m.len())
+        );
         assert_eq!(sha256_file(&s.backend.root.join("l.bin")), sha256(&data));
     }
     out
@@ -186,6 +193,24 @@ fn python_ftplib_with_session_reuse_through_strict_backend() {
     assert_eq!(v["retr"], "226 Transfer complete.", "{v}");
     assert_eq!(v["sha"], sha256(&payload(SIZE, 9)).as_str());
     check_resumption(&s, ClientTlsMode::Off, BackendTlsMode::Explicit);
+}
+
+/// After the data connection's handshake ftpgate sends nothing an uploading
+/// client would leave unread (TLS 1.3 session tickets did: lftp then closed
+/// with unread bytes, the kernel sent a reset and the end of the upload was
+/// lost). Resuming and non-resuming clients, explicit and implicit.
+#[test]
+fn upload_data_connection_carries_nothing_the_client_must_read() {
+    for (mode, client, reuse) in
+        [("explicit", ClientTlsMode::Explicit, "yes"), ("implicit", ClientTlsMode::Implicit, "no")]
+    {
+        let s = setup(client, BackendTlsMode::Explicit, TlsVersion::V13, reuse == "yes");
+        let v = python_tls_scenario(&s, mode, reuse, "upload-silence");
+        assert_eq!(v["unread_after_upload"], 0, "{mode}: {v}");
+        assert_eq!(v["stor"], "226 Transfer complete.", "{mode}: {v}");
+        assert_eq!(sha256_file(&s.backend.root.join("tls.bin")), sha256(&payload(SIZE, 9)), "{mode}");
+        assert_eq!(v["sha"], sha256(&payload(SIZE, 9)).as_str(), "{mode}: {v}");
+    }
 }
 
 #[test]
@@ -305,6 +330,8 @@ fn mutual_tls_checks_client_certificates() {
     assert!(Metrics::get(&gate.metrics.tls_client_failures) >= 2);
 }
 
+const UPLOADS_IN_A_ROW: usize = 8;
+
 /// The suppaftp Rust client over rustls: explicit FTPS to ftpgate, TLS 1.3 to a
 /// strict vsftpd. A 10 MiB upload checks that TLS data connections are closed
 /// politely (close_notify, then EOF), so the backend keeps every byte.
@@ -335,11 +362,25 @@ fn rust_client_explicit_ftps_10mib_upload_over_tls13() {
         let back = ftp.retr_as_buffer(&name).unwrap().into_inner();
         assert_eq!(sha256(&back), sha256(&data), "round {round}: download differs");
     }
+    // rustls uses each TLS 1.3 ticket once, and upload connections carry no
+    // tickets (see `SessionAcceptors::for_data`): the 8 tickets of the last
+    // download last for 8 uploads in a row. The 9th cannot resume, the
+    // session-reuse requirement refuses it with 522, and the session (control
+    // connection and backend) goes on.
+    let small = payload(64 * 1024, 78);
+    for i in 0..UPLOADS_IN_A_ROW {
+        ftp.put_file(format!("u{i}.bin"), &mut std::io::Cursor::new(&small))
+            .unwrap_or_else(|e| panic!("upload {i}: {e}"));
+    }
+    assert_eq!(Metrics::get(&s.gate.metrics.tls_client_data_full), 0);
+    let refused = ftp.put_file("one-too-many.bin", &mut std::io::Cursor::new(&small)).unwrap_err().to_string();
+    assert!(refused.contains("522") && refused.contains("session reuse required"), "{refused}");
+    assert_eq!(Metrics::get(&s.gate.metrics.tls_client_data_full), 1);
+    ftp.noop().unwrap();
     ftp.quit().unwrap();
     check_resumption(&s, ClientTlsMode::Explicit, BackendTlsMode::Explicit);
-    assert_eq!(Metrics::get(&s.gate.metrics.tls_client_data_full), 0);
     assert_eq!(Metrics::get(&s.gate.metrics.relays_spliced), 0, "TLS legs take the copy path");
-    assert_eq!(Metrics::get(&s.gate.metrics.transfers_ok), 6);
+    assert_eq!(Metrics::get(&s.gate.metrics.transfers_ok), 6 + UPLOADS_IN_A_ROW as u64);
 }
 
 /// ProFTPD's mod_tls refuses data connections that do not reuse the control

@@ -7,5 +7,5 @@ pub mod codec;
 pub mod command;
 pub mod reply;
 
-pub use command::{Command, Verb};
+pub use command::{Command, TransferDirection, Verb};
 pub use reply::Reply;

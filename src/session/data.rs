@@ -4,18 +4,20 @@
 
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::passive::PassiveListener;
+use crate::protocol::TransferDirection;
 use crate::relay::{self, RelayReport};
 use crate::tls::stream::{BackendStream, ClientStream};
-use crate::tls::{self, BackendSessionTls};
+use crate::tls::{self, BackendSessionTls, SessionAcceptors};
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use thiserror::Error;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
 
 /// After a TLS transfer, how long to wait for the peers' close_notify and EOF.
 /// Closing with unread bytes (late session tickets) sends a TCP reset, which
@@ -71,8 +73,12 @@ pub enum DataOutcome {
 /// TLS to put on each leg of one data connection.
 #[derive(Clone)]
 pub struct DataTls {
-    /// Client leg under `PROT P`: the session's own acceptor.
-    pub client: Option<TlsAcceptor>,
+    /// Client leg under `PROT P`: the session's own configurations.
+    pub client: Option<SessionAcceptors>,
+    /// What the connection carries, set by the session when the transfer
+    /// command arrives. A passive connection is accepted before that, so the
+    /// client leg's configuration is chosen only once its ClientHello is in.
+    pub direction: Arc<OnceLock<TransferDirection>>,
     /// Refuse client data connections that do not resume the control session.
     pub require_reuse: bool,
     pub backend: Option<BackendSessionTls>,
@@ -94,8 +100,15 @@ impl DataTls {
         timeout: Duration,
     ) -> Result<(ClientStream, BackendStream), DataError> {
         let client_leg = async {
-            let Some(acceptor) = &self.client else { return Ok(ClientStream::Plain(client)) };
-            let tls = acceptor.accept(client).await.map_err(DataError::ClientTls)?;
+            let Some(acceptors) = &self.client else { return Ok(ClientStream::Plain(client)) };
+            let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), client)
+                .await
+                .map_err(DataError::ClientTls)?;
+            // Clients start the handshake after the transfer command's 150, so
+            // the direction is known here.
+            let download = self.direction.get() == Some(&TransferDirection::Download);
+            let config = acceptors.for_data(download);
+            let tls = start.into_stream(config).await.map_err(DataError::ClientTls)?;
             let resumed = tls::resumed(tls.get_ref().1);
             Metrics::inc(if resumed {
                 &self.metrics.tls_client_data_resumed
@@ -118,11 +131,23 @@ impl DataTls {
             });
             Ok(BackendStream::Tls(Box::new(tls)))
         };
-        match tokio::time::timeout(timeout, async { tokio::try_join!(client_leg, backend_leg) }).await {
-            Ok(r) => r,
-            Err(_) => Err(DataError::TlsTimeout(timeout.as_secs())),
+        let (client, backend) = tokio::join!(within(timeout, client_leg), within(timeout, backend_leg));
+        match (client, backend) {
+            (Ok(c), Ok(b)) => Ok((c, b)),
+            (Err(e), Ok(mut b)) => {
+                // A backend whose data handshake is cut off may end the whole
+                // session (vsftpd does); closed politely, it sees an empty
+                // transfer and the session goes on.
+                let _ = tokio::time::timeout(timeout, b.shutdown()).await;
+                Err(e)
+            }
+            (Ok(_), Err(e)) | (Err(e), Err(_)) => Err(e),
         }
     }
+}
+
+async fn within<T>(timeout: Duration, leg: impl Future<Output = Result<T, DataError>>) -> Result<T, DataError> {
+    tokio::time::timeout(timeout, leg).await.unwrap_or(Err(DataError::TlsTimeout(timeout.as_secs())))
 }
 
 /// Accepts the client's data connection on `passive`, refusing (and counting)
@@ -189,6 +214,15 @@ pub async fn connect_backend(addr: SocketAddr, timeout: Duration) -> Result<TcpS
 #[derive(Debug)]
 pub struct DataChannel {
     pub task: JoinHandle<DataOutcome>,
+    direction: Arc<OnceLock<TransferDirection>>,
+}
+
+impl DataChannel {
+    /// Tells the data task what the connection carries; call before the
+    /// transfer command goes to the backend.
+    pub fn set_direction(&self, direction: TransferDirection) {
+        let _ = self.direction.set(direction);
+    }
 }
 
 impl Drop for DataChannel {
@@ -205,6 +239,7 @@ where
     L: Future<Output = Result<(TcpStream, TcpStream), DataError>> + Send + 'static,
 {
     let metrics = Arc::clone(&tls.metrics);
+    let direction = Arc::clone(&tls.direction);
     let task = tokio::spawn(async move {
         let _open = GaugeGuard::new(&metrics, |m| &m.data_channels_open);
         let (client, backend) = match legs.await {
@@ -239,5 +274,5 @@ where
         Metrics::add(&metrics.bytes_backend_to_client, report.b_to_a);
         DataOutcome::Relayed(report)
     });
-    DataChannel { task }
+    DataChannel { task, direction }
 }

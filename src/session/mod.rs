@@ -23,7 +23,7 @@ use crate::protocol::command::TransferDirection;
 use crate::protocol::{Command, Reply, Verb};
 use crate::relay::RelayEnd;
 use crate::tls::stream::{BackendStream, ClientStream};
-use crate::tls::{BackendSessionTls, BackendTls, ServerTls, TlsError};
+use crate::tls::{BackendSessionTls, BackendTls, ServerTls, SessionAcceptors, TlsError};
 use control::{BackendControl, BackendError, ClientControl, ClientEvent};
 use data::{DataChannel, DataOutcome, DataTls};
 use std::collections::VecDeque;
@@ -33,7 +33,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn, Instrument};
 
 /// Commands a client may pipeline during a transfer before ftpgate stops
@@ -289,7 +288,7 @@ pub async fn run(
         if mode == ClientTlsMode::Implicit {
             let Some(acceptor) = &acceptor else { return };
             let started = Instant::now();
-            let upgraded = client.upgrade(acceptor, TLS_HANDSHAKE_TIMEOUT).await;
+            let upgraded = client.upgrade(&acceptor.control, TLS_HANDSHAKE_TIMEOUT).await;
             ctx.metrics.latency.client_tls_handshake.observe(started.elapsed().as_secs_f64());
             if let Err(e) = upgraded {
                 Metrics::inc(&ctx.metrics.tls_client_failures);
@@ -374,8 +373,8 @@ struct Session {
     mode: ClientTlsMode,
     /// Data connections, like control ones, start with a PROXY protocol header.
     proxy_protocol: bool,
-    /// This session's TLS server config (control and data), if TLS is offered.
-    acceptor: Option<TlsAcceptor>,
+    /// This session's TLS server configs (control and data), if TLS is offered.
+    acceptor: Option<SessionAcceptors>,
     /// `PBSZ` done on a TLS control connection (RFC 4217 order: AUTH, PBSZ, PROT).
     pbsz: bool,
     /// `PROT P`: client data connections are TLS.
@@ -851,7 +850,7 @@ impl Session {
         }
         self.reply_text(234, &format!("AUTH {mechanism} successful; proceed with TLS negotiation")).await?;
         let started = Instant::now();
-        let upgraded = self.client.upgrade(&acceptor, TLS_HANDSHAKE_TIMEOUT).await;
+        let upgraded = self.client.upgrade(&acceptor.control, TLS_HANDSHAKE_TIMEOUT).await;
         self.ctx.metrics.latency.client_tls_handshake.observe(started.elapsed().as_secs_f64());
         match upgraded {
             Ok(()) => {
@@ -1036,6 +1035,7 @@ impl Session {
     fn data_tls(&self) -> DataTls {
         DataTls {
             client: if self.prot_private { self.acceptor.clone() } else { None },
+            direction: Arc::default(),
             require_reuse: self.settings().require_session_reuse,
             backend: self.backend_tls.clone(),
             metrics: Arc::clone(&self.ctx.metrics),
@@ -1092,6 +1092,7 @@ impl Session {
                 )
             }
         };
+        channel.set_direction(direction);
         self.backend.send(cmd).await?;
         self.rest_pending = false;
         // The backend answers a transfer only once its data connection is up, which
@@ -1162,6 +1163,15 @@ impl Session {
                 debug!(backend_reply = %reply.text(), "replacing the backend's final reply");
                 let code = if matches!(e, data::DataError::NotResumed) { 522 } else { 425 };
                 reply = Reply::single(code, &format!("Data connection refused: {e}"));
+            }
+        }
+        if let DataOutcome::Relayed(r) = &outcome {
+            // A backend that saw only an orderly close (a plain data leg shut
+            // down after the client's leg broke) reports success for a
+            // truncated file; the client must not believe it.
+            if reply.is_positive() && !matches!(r.end, RelayEnd::Eof(_)) {
+                debug!(backend_reply = %reply.text(), end = ?r.end, "replacing the backend's final reply");
+                reply = Reply::single(426, &format!("Transfer aborted: {}", relay_failure(&r.end)));
             }
         }
         let ok =
@@ -1240,5 +1250,16 @@ impl Session {
         })
         .await;
         self.client.shutdown().await;
+    }
+}
+
+/// Why a relay did not end with an orderly close, in words for a 426 reply.
+/// Side A is the client leg (see `data::spawn`).
+fn relay_failure(end: &RelayEnd) -> String {
+    match end {
+        RelayEnd::Eof(_) => "data connection closed".into(),
+        RelayEnd::Stalled => "no data moved within the stall timeout".into(),
+        RelayEnd::Failed(crate::relay::Side::A, e) => format!("client data connection failed ({e})"),
+        RelayEnd::Failed(crate::relay::Side::B, e) => format!("backend data connection failed ({e})"),
     }
 }

@@ -31,9 +31,10 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 /// Sessions one client control connection may have cached at once: the control
 /// session plus those minted by recent data connections.
 const CLIENT_SESSION_CACHE: usize = 32;
-/// TLS 1.3 tickets sent per handshake; clients that run transfers back to back
-/// like a few in hand.
-const CLIENT_TLS13_TICKETS: usize = 4;
+/// TLS 1.3 tickets sent per handshake that sends any (control, downloads).
+/// Clients that use each ticket once need one per data connection; 8 is as
+/// many as a rustls client keeps per server.
+const CLIENT_TLS13_TICKETS: usize = 8;
 /// Backend sessions kept per backend control connection (TLS 1.3 tickets are
 /// single-use and arrive a few per connection).
 const BACKEND_SESSION_CACHE: usize = 16;
@@ -130,6 +131,43 @@ fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
+/// One client session's TLS server configurations; each resumes the others'
+/// sessions.
+#[derive(Clone)]
+pub struct SessionAcceptors {
+    pub control: TlsAcceptor,
+    /// For downloads and listings: the client reads the connection to its
+    /// end, tickets included.
+    pub data_with_tickets: Arc<ServerConfig>,
+    /// For uploads, which never read what the server sends.
+    pub data_without_tickets: Arc<ServerConfig>,
+}
+
+impl SessionAcceptors {
+    /// The configuration for a data connection: TLS 1.3 tickets only where
+    /// the client reads them. An uploading client never reads its data
+    /// connection, so tickets sent there sit unread, and closing a socket
+    /// with unread bytes sends a reset that discards whatever upload data the
+    /// client's kernel had not delivered yet (lftp lost the end of uploads
+    /// this way). A connection whose direction is not known yet is treated
+    /// as an upload.
+    ///
+    /// The cost falls on clients that use each ticket once (rustls): they
+    /// spend one per data connection and get new ones only from downloads
+    /// and listings, so after 8 uploads in a row their next data connection
+    /// cannot resume. Clients that present the control connection's session
+    /// every time (lftp, FileZilla, Python's ftplib, curl 7/8 with OpenSSL)
+    /// never run out. Sending tickets on uploads would not help the former
+    /// anyway: they do not read them either.
+    pub fn for_data(&self, download: bool) -> Arc<ServerConfig> {
+        if download {
+            Arc::clone(&self.data_with_tickets)
+        } else {
+            Arc::clone(&self.data_without_tickets)
+        }
+    }
+}
+
 /// Client-leg settings: ftpgate's certificate and what it asks of clients.
 #[derive(Debug, Clone)]
 pub struct ServerTlsOptions {
@@ -164,20 +202,27 @@ impl ServerTls {
         Ok(())
     }
 
-    /// A TLS acceptor for one client control connection and its data
+    /// TLS configurations for one client control connection and its data
     /// connections, with a session cache and a ticket key no other connection
     /// shares: a session or ticket minted here cannot be resumed anywhere else.
     /// Tickets matter: clients (lftp, Python with `session=`) resume the control
     /// session for every data connection, and a TLS 1.3 session held only in the
     /// cache is single-use, while a ticket under this session's own key can be
     /// presented again.
-    pub fn for_session(&self) -> Result<TlsAcceptor, TlsError> {
+    pub fn for_session(&self) -> Result<SessionAcceptors, TlsError> {
         let base = Arc::clone(&self.config.read().unwrap_or_else(|e| e.into_inner()));
-        let mut c = (*base).clone();
-        c.session_storage = ServerSessionMemoryCache::new(CLIENT_SESSION_CACHE);
-        c.ticketer = rustls::crypto::ring::Ticketer::new()?;
-        c.send_tls13_tickets = CLIENT_TLS13_TICKETS;
-        Ok(TlsAcceptor::from(Arc::new(c)))
+        let mut control = (*base).clone();
+        control.session_storage = ServerSessionMemoryCache::new(CLIENT_SESSION_CACHE);
+        control.ticketer = rustls::crypto::ring::Ticketer::new()?;
+        control.send_tls13_tickets = CLIENT_TLS13_TICKETS;
+        // Same cache and key, no tickets: see `SessionAcceptors::for_data`.
+        let mut quiet = control.clone();
+        quiet.send_tls13_tickets = 0;
+        Ok(SessionAcceptors {
+            data_with_tickets: Arc::new(control.clone()),
+            control: TlsAcceptor::from(Arc::new(control)),
+            data_without_tickets: Arc::new(quiet),
+        })
     }
 
     pub fn mutual(&self) -> bool {

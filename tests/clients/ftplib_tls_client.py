@@ -11,9 +11,11 @@ import ftplib
 import hashlib
 import io
 import json
+import os
 import socket
 import ssl
 import sys
+import time
 
 
 class FTPS(ftplib.FTP_TLS):
@@ -89,7 +91,26 @@ def main():
             ftp.reuse = "foreign"
             ftp.foreign_session = other.sock.session
         data = open(f"{work}/big.bin", "rb").read()
-        out["stor"] = ftp.storbinary("STOR tls.bin", io.BytesIO(data))
+        if scenario == "upload-silence":
+            # An uploading client does not read its data connection. Whatever
+            # the server sends there after the handshake stays unread, and
+            # closing a socket with unread bytes resets the connection, which
+            # can discard the end of the upload.
+            conn = ftp.transfercmd("STOR tls.bin")
+            conn.sendall(data)
+            time.sleep(0.3)
+            raw = socket.socket(fileno=os.dup(conn.fileno()))
+            raw.setblocking(False)
+            try:
+                out["unread_after_upload"] = len(raw.recv(65536, socket.MSG_PEEK))
+            except BlockingIOError:
+                out["unread_after_upload"] = 0
+            raw.close()
+            conn.unwrap()
+            conn.close()
+            out["stor"] = ftp.voidresp()
+        else:
+            out["stor"] = ftp.storbinary("STOR tls.bin", io.BytesIO(data))
         buf = bytearray()
         out["retr"] = ftp.retrbinary("RETR tls.bin", buf.extend)
         out["sha"] = hashlib.sha256(buf).hexdigest()

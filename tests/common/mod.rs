@@ -69,6 +69,23 @@ pub fn wait_for_greeting(addr: SocketAddr) {
     }
 }
 
+/// Whether the server at `addr` greets with a 220 line containing `token`
+/// (false: it greets with something else, so it is another test's server).
+pub fn greeting_from(addr: SocketAddr, token: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut line = String::new();
+            if BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("220") {
+                return line.contains(token);
+            }
+        }
+        assert!(Instant::now() < deadline, "no FTP greeting from {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// For servers that greet only after a TLS handshake (implicit FTPS).
 pub fn wait_for_port(addr: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -102,42 +119,56 @@ impl Vsftpd {
         assert!(st.success());
         // Both test users share the folder, as the first customer's users did.
         std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-        let port = free_port(ip);
-        let pasv = port_range(300);
-        let listen = if ip.is_ipv4() {
-            format!("listen=YES\nlisten_ipv6=NO\nlisten_address={ip}\n")
-        } else {
-            format!("listen=NO\nlisten_ipv6=YES\nlisten_address6={ip}\n")
-        };
-        let conf = format!(
-            "{listen}listen_port={port}\nbackground=NO\nanonymous_enable=NO\nlocal_enable=YES\nwrite_enable=YES\n\
-             local_umask=022\nchroot_local_user=YES\nallow_writeable_chroot=YES\nlocal_root={root}\n\
-             pam_service_name={PAM_SERVICE}\ncheck_shell=NO\nseccomp_sandbox=NO\nisolate=NO\nisolate_network=NO\n\
-             pasv_enable=YES\npasv_min_port={}\npasv_max_port={}\nport_enable=YES\n\
-             xferlog_enable=YES\nxferlog_std_format=NO\nlog_ftp_protocol=YES\nvsftpd_log_file={log}\n\
-             max_clients=0\nmax_per_ip=0\nidle_session_timeout=120\ndata_connection_timeout=60\n{extra}\n",
-            pasv.min,
-            pasv.max,
-            root = root.display(),
-            log = dir.path().join("vsftpd.log").display(),
-        );
-        let conf_path = dir.path().join("vsftpd.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new("vsftpd")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("vsftpd not installed: run scripts/test.sh");
-        let addr = SocketAddr::new(ip, port);
-        let v = Vsftpd { addr, root, dir, child };
-        if extra.contains("implicit_ssl=YES") {
-            wait_for_port(addr);
-        } else {
-            wait_for_greeting(addr);
+        // A port picked by binding to port 0 can be taken by another test's
+        // server before vsftpd binds it; vsftpd then exits and the greeting
+        // would come from the other server. A unique banner tells them apart.
+        for _attempt in 0..5 {
+            let port = free_port(ip);
+            let pasv = port_range(300);
+            let token = format!("ftpgate-test-{:08x}", rand_u32());
+            let listen = if ip.is_ipv4() {
+                format!("listen=YES\nlisten_ipv6=NO\nlisten_address={ip}\n")
+            } else {
+                format!("listen=NO\nlisten_ipv6=YES\nlisten_address6={ip}\n")
+            };
+            let conf = format!(
+                "{listen}listen_port={port}\nbackground=NO\nanonymous_enable=NO\nlocal_enable=YES\nwrite_enable=YES\n\
+                 local_umask=022\nchroot_local_user=YES\nallow_writeable_chroot=YES\nlocal_root={root}\n\
+                 pam_service_name={PAM_SERVICE}\ncheck_shell=NO\nseccomp_sandbox=NO\nisolate=NO\nisolate_network=NO\n\
+                 pasv_enable=YES\npasv_min_port={}\npasv_max_port={}\nport_enable=YES\n\
+                 xferlog_enable=YES\nxferlog_std_format=NO\nlog_ftp_protocol=YES\nvsftpd_log_file={log}\n\
+                 max_clients=0\nmax_per_ip=0\nidle_session_timeout=120\ndata_connection_timeout=60\n\
+                 ftpd_banner={token}\n{extra}\n",
+                pasv.min,
+                pasv.max,
+                root = root.display(),
+                log = dir.path().join("vsftpd.log").display(),
+            );
+            let conf_path = dir.path().join("vsftpd.conf");
+            std::fs::write(&conf_path, conf).unwrap();
+            let child = Command::new("vsftpd")
+                .arg(&conf_path)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("vsftpd not installed: run scripts/test.sh");
+            let mut child = KillOnDrop::new(child);
+            let addr = SocketAddr::new(ip, port);
+            let up = if extra.contains("implicit_ssl=YES") {
+                wait_for_port(addr);
+                // Implicit FTPS greets only inside TLS: a vsftpd that lost
+                // the port has exited by now.
+                std::thread::sleep(Duration::from_millis(100));
+                child.child().try_wait().unwrap().is_none()
+            } else {
+                greeting_from(addr, &token)
+            };
+            if up {
+                return Vsftpd { addr, root, dir, child: child.into_inner() };
+            }
         }
-        v
+        panic!("vsftpd did not start on a free port in 5 attempts");
     }
 
     /// The backend's protocol log: what commands actually reached it.
@@ -357,7 +388,7 @@ pub fn lftp(url: &str, script: &str) -> Output {
     c.args([
         "-c",
         &format!(
-            "set net:max-retries 1; set net:timeout 20; set net:reconnect-interval-base 1; set ftp:ssl-allow no; \
+            "set cmd:fail-exit yes; set net:max-retries 1; set net:timeout 20; set net:reconnect-interval-base 1; set ftp:ssl-allow no; \
              set xfer:clobber on; open -u {USER},{PASSWORD} {url}; {script}"
         ),
     ]);
@@ -529,11 +560,13 @@ impl Proftpd {
         let root = dir.path().join("root");
         std::fs::create_dir(&root).unwrap();
         Command::new("chown").args([USER, root.to_str().unwrap()]).status().unwrap();
-        let port = free_port("127.0.0.1".parse().unwrap());
-        let pasv = port_range(300);
-        let d = dir.path().display();
-        let conf = format!(
-            "ServerType standalone\nServerName \"ftpgate test\"\nDefaultServer on\nPort {port}\n\
+        for _attempt in 0..5 {
+            let token = format!("ftpgate-test-{:08x}", rand_u32());
+            let port = free_port("127.0.0.1".parse().unwrap());
+            let pasv = port_range(300);
+            let d = dir.path().display();
+            let conf = format!(
+                "ServerType standalone\nServerName \"ftpgate test {token}\"\nDefaultServer on\nPort {port}\n\
              DefaultAddress 127.0.0.1\nSocketBindTight on\nUseIPv6 off\nUser {USER}\nGroup nogroup\n\
              PidFile {d}/proftpd.pid\nScoreboardFile {d}/proftpd.scoreboard\nWtmpLog off\nUseReverseDNS off\n\
              RequireValidShell off\nAuthOrder mod_auth_unix.c\nDefaultRoot {root}\nAllowOverwrite on\nUmask 022\n\
@@ -541,26 +574,31 @@ impl Proftpd {
              ModulePath {modules}\nLoadModule mod_tls.c\n\
              <IfModule mod_tls.c>\nTLSEngine on\nTLSRequired on\nTLSLog {d}/tls.log\nTLSProtocol TLSv1.2 TLSv1.3\n\
              TLSECCertificateFile {cert}\nTLSECCertificateKeyFile {key}\nTLSVerifyClient off\n</IfModule>\n",
-            pasv.min,
-            pasv.max,
-            root = root.display(),
-            modules = base.join("usr/lib/proftpd").display(),
-            cert = certs.path("server.pem").display(),
-            key = certs.path("server.key").display(),
-        );
-        let conf_path = dir.path().join("proftpd.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new(&bin)
-            .args(["-n", "-q", "-c", conf_path.to_str().unwrap()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let addr = SocketAddr::new("127.0.0.1".parse().unwrap(), port);
-        let p = Proftpd { addr, root, dir, child };
-        wait_for_greeting(addr);
-        p
+                pasv.min,
+                pasv.max,
+                root = root.display(),
+                modules = base.join("usr/lib/proftpd").display(),
+                cert = certs.path("server.pem").display(),
+                key = certs.path("server.key").display(),
+            );
+            let conf_path = dir.path().join("proftpd.conf");
+            std::fs::write(&conf_path, conf).unwrap();
+            let child = Command::new(&bin)
+                .args(["-n", "-q", "-c", conf_path.to_str().unwrap()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut child = KillOnDrop::new(child);
+            let addr = SocketAddr::new("127.0.0.1".parse().unwrap(), port);
+            if greeting_from(addr, &token) {
+                return Proftpd { addr, root, dir, child: child.into_inner() };
+            }
+            // Another test's server took the port first (see Vsftpd::start_with).
+            let _ = child.child().kill();
+        }
+        panic!("ProFTPD did not start on a free port in 5 attempts");
     }
 
     pub fn log(&self, name: &str) -> String {
