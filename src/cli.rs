@@ -160,6 +160,9 @@ pub struct RunArgs {
     /// Do not verify the backend certificate (logged as a warning).
     #[arg(long)]
     pub backend_insecure: bool,
+    /// Send a PROXY protocol header to the backend on control connections.
+    #[arg(long, value_enum, value_name = "VERSION")]
+    pub backend_proxy_protocol: Option<crate::config::ProxyVersion>,
 }
 
 impl RunArgs {
@@ -221,6 +224,9 @@ impl RunArgs {
                 b.max_tls_version = v;
             }
             b.insecure_skip_verify |= self.backend_insecure;
+            if let Some(v) = self.backend_proxy_protocol {
+                b.proxy_protocol = Some(v);
+            }
         }
         Ok(config.validate()?)
     }
@@ -274,7 +280,7 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
         CliCommand::Run(args) => {
             let settings = args.settings()?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(run(settings))
+            runtime.block_on(run(settings, args))
         }
         CliCommand::Passwd => {
             let mut line = String::new();
@@ -356,7 +362,42 @@ pub fn explain(
     }
 }
 
-async fn run(settings: Settings) -> anyhow::Result<()> {
+/// SIGHUP: reads the configuration file again (with the same command-line
+/// overrides), with its certificates and policy, and makes it the one new
+/// sessions start with; the accept loops follow the new listener list.
+/// Running sessions keep their backend connection and settings and follow
+/// the new policy from their next command. Anything wrong keeps the old
+/// configuration in force, and the log says why.
+fn reload(live: &crate::session::LiveContext, args: &RunArgs) {
+    crate::systemd::notify("RELOADING=1");
+    let current = Arc::clone(&live.borrow());
+    let next = args.settings().map_err(anyhow::Error::from).and_then(|s| {
+        let metrics_moved = s.metrics != current.settings.metrics;
+        let next = current.reloaded(s)?;
+        Ok((next, metrics_moved))
+    });
+    match next {
+        Ok((next, metrics_moved)) => {
+            if metrics_moved {
+                tracing::warn!("the metrics address changed; it takes effect at the next restart");
+            }
+            Metrics::inc(&current.metrics.reloads_ok);
+            tracing::info!(
+                backend = %next.settings.backend,
+                listeners = next.settings.listeners.len(),
+                "configuration reloaded; new sessions use it"
+            );
+            live.send_replace(Arc::new(next));
+        }
+        Err(e) => {
+            Metrics::inc(&current.metrics.reloads_failed);
+            tracing::error!(error = format!("{e:#}"), "configuration reload failed; keeping the running configuration");
+        }
+    }
+    crate::systemd::notify("READY=1");
+}
+
+async fn run(settings: Settings, args: RunArgs) -> anyhow::Result<()> {
     let mut listeners = Vec::new();
     for l in &settings.listeners {
         let bound = tokio::net::TcpListener::bind(l.address)
@@ -371,27 +412,15 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         None => None,
     };
     let ctx = Arc::new(SessionContext::new(settings, Metrics::new())?);
+    let live = Arc::new(crate::session::LiveContext::new(Arc::clone(&ctx)));
     if let Some(l) = metrics_listener {
-        tokio::spawn(crate::exporter::serve(l, Arc::clone(&ctx)));
+        tokio::spawn(crate::exporter::serve(l, Arc::clone(&live)));
     }
-    let reload_ctx = Arc::clone(&ctx);
-    // SIGHUP reloads the client-leg certificate (running sessions keep theirs)
-    // and the policy (running sessions follow it from their next command). A
-    // broken file is refused and the old one stays in force.
+    let reload_live = Arc::clone(&live);
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
         while hup.recv().await.is_some() {
-            if let Some(tls) = &reload_ctx.client_tls {
-                match tls.reload() {
-                    Ok(()) => tracing::info!("reloaded TLS certificate and key"),
-                    Err(e) => tracing::error!(error = %e, "certificate reload failed; keeping the old certificate"),
-                }
-            }
-            match reload_ctx.reload_policy() {
-                Ok(true) => tracing::info!("reloaded policy"),
-                Ok(false) => {}
-                Err(e) => tracing::error!(error = %e, "policy reload failed; keeping the old policy"),
-            }
+            reload(&reload_live, &args);
         }
     });
     let shutdown = async {
@@ -403,9 +432,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         tracing::info!("shutting down");
     };
     crate::systemd::notify("READY=1");
-    crate::server::run(listeners, Arc::clone(&ctx), shutdown).await;
+    crate::server::run(listeners, Arc::clone(&live), shutdown).await;
     // Listeners are closed now. Let transfers finish, then everyone gets 421.
     crate::systemd::notify("STOPPING=1");
+    let ctx = Arc::clone(&live.borrow());
     ctx.closing.send_replace(true);
     let deadline = tokio::time::Instant::now() + ctx.settings.drain;
     while Metrics::get(&ctx.metrics.sessions_open) > 0 && tokio::time::Instant::now() < deadline {

@@ -206,6 +206,21 @@ pub struct BackendConfig {
     /// 1.3 resumption): `"1.2"` or `"1.3"`.
     #[serde(default = "default_max_tls")]
     pub max_tls_version: TlsVersion,
+    /// Send a PROXY protocol header (`"v1"` or `"v2"`) at the start of each
+    /// backend control connection, so a backend that understands it (ProFTPD
+    /// mod_proxy_protocol, an HAProxy in front of the servers) sees the real
+    /// client address. Data connections carry none: FTP servers do not
+    /// expect it there.
+    #[serde(default)]
+    pub proxy_protocol: Option<ProxyVersion>,
+}
+
+/// A PROXY protocol version ftpgate sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyVersion {
+    V1,
+    V2,
 }
 
 impl BackendConfig {
@@ -218,6 +233,7 @@ impl BackendConfig {
             fingerprint: None,
             insecure_skip_verify: false,
             max_tls_version: default_max_tls(),
+            proxy_protocol: None,
         }
     }
 }
@@ -374,6 +390,8 @@ pub struct Settings {
     pub client_cert_user_match: bool,
     pub backend_tls: BackendTlsMode,
     pub backend_tls_options: BackendTlsOptions,
+    /// PROXY protocol header sent on backend control connections.
+    pub backend_proxy_protocol: Option<ProxyVersion>,
     pub passive_ports: PortRange,
     pub public_address: Option<IpAddr>,
     pub idle_control: Duration,
@@ -484,6 +502,7 @@ impl Config {
                 server_name: backend.server_name.clone(),
                 max_version: backend.max_tls_version,
             },
+            backend_proxy_protocol: backend.proxy_protocol,
             passive_ports,
             public_address: self.passive.public_address,
             idle_control: Duration::from_secs(t.idle_control),

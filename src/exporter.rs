@@ -3,7 +3,7 @@
 //! process answers) and `/readyz` (the backend accepts connections).
 
 use crate::metrics::Metrics;
-use crate::session::SessionContext;
+use crate::session::{LiveContext, SessionContext};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
@@ -72,6 +72,14 @@ pub fn render(m: &Metrics) -> String {
     );
     counter(&r, "ftpgate_active_mode_refused_total", "PORT/EPRT refused by bounce protection.", g(&m.active_refused));
     gauge(&r, "ftpgate_passive_listeners_open", "Client-facing passive ports in use.", g(&m.passive_listeners_open));
+    gauge(&r, "ftpgate_listeners_up", "Client listeners accepting connections now.", g(&m.listeners_up));
+    counter(&r, "ftpgate_config_reloads_total", "Configuration reloads (SIGHUP) that took effect.", g(&m.reloads_ok));
+    counter(
+        &r,
+        "ftpgate_config_reload_failures_total",
+        "Configuration reloads refused; the previous configuration stays in force.",
+        g(&m.reloads_failed),
+    );
     counter(
         &r,
         "ftpgate_passive_ports_exhausted_total",
@@ -102,11 +110,13 @@ pub fn render(m: &Metrics) -> String {
     labelled(
         &r,
         "ftpgate_data_bytes_total",
-        "Bytes relayed on data connections.",
-        &["direction"],
+        "Data connection payload bytes by direction and leg: read from the sending leg, written to the receiving leg.",
+        &["direction", "leg"],
         &[
-            (&["client_to_backend"], g(&m.bytes_client_to_backend)),
-            (&["backend_to_client"], g(&m.bytes_backend_to_client)),
+            (&["client_to_backend", "client"], g(&m.bytes_read_from_client)),
+            (&["client_to_backend", "backend"], g(&m.bytes_client_to_backend)),
+            (&["backend_to_client", "backend"], g(&m.bytes_read_from_backend)),
+            (&["backend_to_client", "client"], g(&m.bytes_backend_to_client)),
         ],
     );
     labelled(
@@ -173,20 +183,16 @@ pub fn render(m: &Metrics) -> String {
 
 async fn handle(
     req: Request<hyper::body::Incoming>,
-    ctx: Arc<SessionContext>,
+    live: Arc<LiveContext>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let ctx = Arc::clone(&live.borrow());
     let (status, ctype, body) = match req.uri().path() {
         "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", render(&ctx.metrics)),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/readyz" => {
-            let addr = ctx.backend.address.clone();
-            match tokio::time::timeout(READY_CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&addr)).await {
-                Ok(Ok(_)) => (StatusCode::OK, "text/plain", "ready\n".to_string()),
-                Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("backend unreachable: {e}\n")),
-                Err(_) => {
-                    (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "backend did not answer in time\n".to_string())
-                }
-            }
+            let (ready, why) = readiness(&ctx).await;
+            let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            (status, "text/plain", why)
         }
         _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
     };
@@ -196,13 +202,34 @@ async fn handle(
     Ok(resp)
 }
 
+/// Ready: not draining, every configured listener accepting, and the backend
+/// taking TCP connections. A load balancer takes an unready instance out of
+/// rotation.
+async fn readiness(ctx: &SessionContext) -> (bool, String) {
+    if *ctx.closing.borrow() {
+        return (false, "draining for shutdown\n".into());
+    }
+    let up = Metrics::get(&ctx.metrics.listeners_up);
+    let wanted = ctx.settings.listeners.len() as u64;
+    if up < wanted {
+        return (false, format!("{up} of {wanted} client listeners accepting\n"));
+    }
+    let addr = ctx.backend.address.clone();
+    match tokio::time::timeout(READY_CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&addr)).await {
+        Ok(Ok(_)) => (true, "ready\n".into()),
+        Ok(Err(e)) => (false, format!("backend unreachable: {e}\n")),
+        Err(_) => (false, "backend did not answer in time\n".into()),
+    }
+}
+
 /// Serves the endpoint on an already-bound listener until the task is dropped.
-pub async fn serve(listener: TcpListener, ctx: Arc<SessionContext>) {
+/// Each request reads the context `live` holds then.
+pub async fn serve(listener: TcpListener, live: Arc<LiveContext>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
-        let ctx = Arc::clone(&ctx);
+        let live = Arc::clone(&live);
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(req, Arc::clone(&ctx)));
+            let svc = hyper::service::service_fn(move |req| handle(req, Arc::clone(&live)));
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
         });
     }

@@ -81,6 +81,12 @@ pub struct Metrics {
     pub active_refused: AtomicU64,
     /// Client-facing passive listeners open now.
     pub passive_listeners_open: AtomicU64,
+    /// Control-connection listeners accepting clients now.
+    pub listeners_up: AtomicU64,
+    /// SIGHUP reloads that took effect, and those refused (old configuration
+    /// kept).
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
     /// PASV/EPSV that found no free port in the range.
     pub passive_ports_exhausted: AtomicU64,
     /// Connections to a passive port from an address other than the client's.
@@ -94,8 +100,12 @@ pub struct Metrics {
     pub transfers_ok: AtomicU64,
     pub transfers_failed: AtomicU64,
     pub transfers_aborted: AtomicU64,
+    /// Data bytes by direction and leg: taken from the sending leg, and
+    /// delivered to the receiving one (less when a transfer broke between).
     pub bytes_client_to_backend: AtomicU64,
     pub bytes_backend_to_client: AtomicU64,
+    pub bytes_read_from_client: AtomicU64,
+    pub bytes_read_from_backend: AtomicU64,
     /// Backend unreachable, closed, timed out or sent an unusable reply.
     pub backend_errors: AtomicU64,
     /// TLS handshakes on the client control leg (AUTH TLS or implicit).

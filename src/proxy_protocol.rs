@@ -3,6 +3,7 @@
 //! address in the header, not the balancer's, is the client's for policy,
 //! bans, logs and the data-connection address check.
 
+use crate::config::ProxyVersion;
 use ppp::v1;
 use ppp::v2;
 use ppp::{HeaderResult, PartialResult};
@@ -94,6 +95,32 @@ fn v2_source(a: &v2::Addresses) -> Option<SocketAddr> {
     }
 }
 
+/// The header ftpgate sends to a backend for a client at `source` that
+/// reached ftpgate at `destination`. Mixed address families (an IPv4 client
+/// on a dual-stack listener) are written as IPv6, IPv4-mapped.
+pub fn encode(version: ProxyVersion, source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+    let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    let (mut source, mut destination) = (canonical(source), canonical(destination));
+    if source.is_ipv4() != destination.is_ipv4() {
+        let mapped = |a: SocketAddr| match a {
+            SocketAddr::V4(v4) => SocketAddr::new(std::net::IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
+            v6 => v6,
+        };
+        (source, destination) = (mapped(source), mapped(destination));
+    }
+    match version {
+        ProxyVersion::V1 => v1::Addresses::from((source, destination)).to_string().into_bytes(),
+        ProxyVersion::V2 => v2::Builder::with_addresses(
+            v2::Version::Two | v2::Command::Proxy,
+            v2::Protocol::Stream,
+            (source, destination),
+        )
+        .build()
+        // Only a TLV section over 64 KiB can fail, and none is written.
+        .unwrap_or_default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +168,32 @@ mod tests {
         assert!(matches!(read_header(&s, Duration::from_secs(5)).await, Err(ProxyError::Invalid)));
         let (_c, s) = pair().await;
         assert!(matches!(read_header(&s, Duration::from_millis(100)).await, Err(ProxyError::Timeout(_))));
+    }
+
+    #[test]
+    fn encoded_headers_parse_back() {
+        let client: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        let listener: SocketAddr = "198.51.100.1:21".parse().unwrap();
+        let v1 = encode(ProxyVersion::V1, client, listener);
+        assert_eq!(v1, b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 21\r\n");
+        let v2 = encode(ProxyVersion::V2, client, listener);
+        match ppp::v2::Header::try_from(v2.as_slice()).unwrap().addresses {
+            ppp::v2::Addresses::IPv4(a) => {
+                assert_eq!((a.source_address, a.source_port), ("192.0.2.7".parse().unwrap(), 40000));
+                assert_eq!((a.destination_address, a.destination_port), ("198.51.100.1".parse().unwrap(), 21));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn mixed_families_are_written_as_ipv6() {
+        let client: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        let listener: SocketAddr = "[2001:db8::1]:21".parse().unwrap();
+        assert_eq!(encode(ProxyVersion::V1, client, listener), b"PROXY TCP6 ::ffff:192.0.2.7 2001:db8::1 40000 21\r\n");
+        // An IPv4 client seen through a dual-stack socket is plain IPv4 again.
+        let mapped: SocketAddr = "[::ffff:192.0.2.7]:40000".parse().unwrap();
+        let local: SocketAddr = "[::ffff:198.51.100.1]:21".parse().unwrap();
+        assert!(encode(ProxyVersion::V1, mapped, local).starts_with(b"PROXY TCP4 192.0.2.7 "));
     }
 }

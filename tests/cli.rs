@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn ftpgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ftpgate"))
@@ -246,4 +246,92 @@ fn json_logs_carry_session_and_user_but_no_password() {
     assert_eq!(login["span"]["user"], USER, "{login}");
     assert!(login["span"]["client"].as_str().unwrap().starts_with("127.0.0.1:"));
     assert!(!stderr.contains(PASSWORD) && !stderr.contains("again-a-secret"), "a password reached the log");
+}
+
+fn scrape(addr: std::net::SocketAddr, name: &str) -> u64 {
+    let out = Command::new("curl").args(["-sf", &format!("http://{addr}/metrics")]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()))
+        .unwrap_or_else(|| panic!("{name} not in metrics:\n{text}")) as u64
+}
+
+/// SIGHUP with a changed configuration file: new sessions go to the new
+/// backend, a new listener opens and a removed one closes, while a session
+/// that was running keeps its backend; a broken file changes nothing.
+#[test]
+fn sighup_reloads_backend_and_listeners_without_dropping_sessions() {
+    let a = Vsftpd::start();
+    a.put("a.txt", b"on a\n");
+    let b = Vsftpd::start();
+    b.put("b.txt", b"on b\n");
+    let dir = tempfile::tempdir().unwrap();
+    let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let (l1, l2, metrics) = (free_port(ip), free_port(ip), free_port(ip));
+    let range = port_range(50);
+    let config = dir.path().join("ftpgate.toml");
+    let write = |listeners: &[u16], backend: std::net::SocketAddr| {
+        let mut t = String::new();
+        for p in listeners {
+            t.push_str(&format!("[[listener]]\naddress = \"127.0.0.1:{p}\"\n"));
+        }
+        t.push_str(&format!(
+            "[backend]\naddress = \"{backend}\"\n[passive]\nports = \"{}-{}\"\n[metrics]\naddress = \"127.0.0.1:{metrics}\"\n",
+            range.min, range.max
+        ));
+        std::fs::write(&config, t).unwrap();
+    };
+    write(&[l1], a.addr);
+    let child = KillOnDrop::new(
+        Command::new(env!("CARGO_BIN_EXE_ftpgate"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let at = |p: u16| std::net::SocketAddr::new(ip, p);
+    let metrics = at(metrics);
+    wait_for_greeting(at(l1));
+    let hup = || assert!(Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap().success());
+    let mut old = RawClient::connect(at(l1));
+    old.login();
+    assert_eq!(old.cmd("MDTM a.txt").0, 213);
+
+    write(&[l1, l2], b.addr);
+    hup();
+    wait_for_greeting(at(l2));
+    assert_eq!(scrape(metrics, "ftpgate_config_reloads_total"), 1);
+    assert_eq!(scrape(metrics, "ftpgate_listeners_up"), 2);
+    for port in [l1, l2] {
+        let mut c = RawClient::connect(at(port));
+        c.login();
+        assert_eq!(c.cmd("MDTM b.txt").0, 213, "new sessions on {port} reach the new backend");
+        assert_eq!(c.cmd("MDTM a.txt").0, 550);
+    }
+    assert_eq!(old.cmd("MDTM a.txt").0, 213, "the running session keeps its backend");
+
+    std::fs::write(&config, "[[listener]]\naddress = 42\n").unwrap();
+    hup();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while scrape(metrics, "ftpgate_config_reload_failures_total") < 1 {
+        assert!(Instant::now() < deadline, "broken reload not counted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut c = RawClient::connect(at(l2));
+    c.login();
+    assert_eq!(c.cmd("MDTM b.txt").0, 213, "a broken file keeps the running configuration");
+
+    write(&[l2], b.addr);
+    hup();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(at(l1)).is_ok() {
+        assert!(Instant::now() < deadline, "removed listener still accepts");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(scrape(metrics, "ftpgate_listeners_up"), 1);
+    assert_eq!(scrape(metrics, "ftpgate_config_reloads_total"), 2);
+    assert_eq!(old.cmd("MDTM a.txt").0, 213, "sessions of a removed listener go on");
+    assert_eq!(old.cmd("QUIT").0, 221);
 }

@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 fn get(gate: &Gate, path: &str) -> (u16, String) {
     let out = run_client(
@@ -55,8 +56,17 @@ fn metrics_move_with_real_transfers_and_pass_promtool() {
         value(&body, &format!("ftpgate_sessions_by_listener_total{{listener=\"{}\",tls=\"off\"}}", gate.addr)),
         3
     );
-    assert_eq!(value(&body, "ftpgate_data_bytes_total{direction=\"client_to_backend\"}"), 1 << 20);
-    assert_eq!(value(&body, "ftpgate_data_bytes_total{direction=\"backend_to_client\"}"), 1 << 20);
+    for (direction, leg) in [
+        ("client_to_backend", "client"),
+        ("client_to_backend", "backend"),
+        ("backend_to_client", "backend"),
+        ("backend_to_client", "client"),
+    ] {
+        assert_eq!(
+            value(&body, &format!("ftpgate_data_bytes_total{{direction=\"{direction}\",leg=\"{leg}\"}}")),
+            1 << 20
+        );
+    }
     assert_eq!(value(&body, "ftpgate_data_relays_total{kind=\"splice\"}"), 2);
     assert_eq!(value(&body, "ftpgate_passive_listeners_open"), 0);
     assert_eq!(value(&body, "ftpgate_transfer_duration_seconds_count"), 2);
@@ -83,7 +93,38 @@ fn metrics_move_with_real_transfers_and_pass_promtool() {
 
     assert_eq!(get(&gate, "/healthz"), (200, "ok\n".to_string()));
     assert_eq!(get(&gate, "/readyz").0, 200);
+    assert_eq!(value(&body, "ftpgate_listeners_up"), 1);
     assert_eq!(get(&gate, "/nope").0, 404);
+
+    // A reload asks for a second listener on an address something else holds:
+    // the first keeps serving, but the instance is not ready.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut wanted = (*gate.settings).clone();
+    let mut extra = wanted.listeners[0];
+    extra.address = squatter.local_addr().unwrap();
+    wanted.listeners.push(extra);
+    let next = gate.live.borrow().reloaded(wanted).unwrap();
+    gate.live.send_replace(std::sync::Arc::new(next));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (code, body) = loop {
+        let r = get(&gate, "/readyz");
+        if r.0 != 200 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body, "1 of 2 client listeners accepting\n");
+    let mut c = RawClient::connect(gate.addr);
+    assert_eq!(c.reply().0, 220, "the listener that is up still serves");
+    drop(c);
+    let next = gate.live.borrow().reloaded((*gate.settings).clone()).unwrap();
+    gate.live.send_replace(std::sync::Arc::new(next));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while get(&gate, "/readyz").0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "ready again after the listener list is fixed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     drop(backend);
     let (code, body) = get(&gate, "/readyz");
     assert_eq!(code, 503, "{body}");

@@ -48,6 +48,9 @@ fn header_address_drives_policy_and_data_checks() {
     other.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
     let mut b = [0u8; 8];
     assert!(matches!(other.read(&mut b), Ok(0) | Err(_)));
+    // ...a connection that sends nothing does not hold up the next one (its
+    // header would be awaited for the whole data-connect timeout)...
+    let silent = TcpStream::connect(("127.0.0.1", data_port)).unwrap();
     // ...and the right one carries the file.
     let mut d = TcpStream::connect(("127.0.0.1", data_port)).unwrap();
     d.write_all(format!("PROXY TCP4 198.51.100.9 127.0.0.1 40003 {data_port}\r\n").as_bytes()).unwrap();
@@ -56,7 +59,64 @@ fn header_address_drives_policy_and_data_checks() {
     d.read_to_end(&mut got).unwrap();
     assert_eq!(c.reply().0, 226);
     assert_eq!(sha256(&got), sha256(&payload(300_000, 6)));
+    drop(silent);
     assert_eq!(Metrics::get(&gate.metrics.data_connections_refused), 1);
     assert_eq!(Metrics::get(&gate.metrics.proxy_header_errors), 1, "the bare control connection");
     assert_eq!(gate.metrics.denials_for("connect"), 1);
+}
+
+/// `backend.proxy_protocol`: the backend control connection starts with a
+/// PROXY header naming the real client. A real HAProxy (accept-proxy) in front
+/// of vsftpd logs the address it received; the client's own address here
+/// arrives at ftpgate in a PROXY header too, so it travels two hops.
+#[test]
+fn backend_receives_the_client_address_in_a_proxy_header() {
+    for version in [ftpgate::config::ProxyVersion::V1, ftpgate::config::ProxyVersion::V2] {
+        let backend = Vsftpd::start();
+        backend.put("h.txt", b"through haproxy\n");
+        let dir = tempfile::tempdir().unwrap();
+        let front = free_port("127.0.0.1".parse().unwrap());
+        let cfg = dir.path().join("haproxy.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global\n  log stdout format raw local0\ndefaults\n  mode tcp\n  log global\n  option logasap\n\
+                 timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
+                 frontend ftp\n  bind 127.0.0.1:{front} accept-proxy\n  log-format \"client=%ci:%cp\"\n\
+                 default_backend vsftpd\n\
+                 backend vsftpd\n  server s1 {}\n",
+                backend.addr
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("haproxy.log");
+        let _haproxy = KillOnDrop::new(
+            std::process::Command::new("haproxy")
+                .args(["-db", "-f", cfg.to_str().unwrap()])
+                .stdout(std::fs::File::create(&log).unwrap())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("haproxy missing: run scripts/test.sh"),
+        );
+        wait_for_port(format!("127.0.0.1:{front}").parse().unwrap());
+        let gate = Gate::start_with(format!("127.0.0.1:{front}").parse().unwrap(), move |s| {
+            s.listeners[0].proxy_protocol = true;
+            s.backend_proxy_protocol = Some(version);
+        });
+        let port = gate.addr.port();
+        let mut c = RawClient::connect(gate.addr);
+        c.send_raw(format!("PROXY TCP4 198.51.100.44 127.0.0.1 41234 {port}\r\n").as_bytes());
+        c.login();
+        assert_eq!(c.cmd("MDTM h.txt").0, 213, "{version:?}: commands reach vsftpd through HAProxy");
+        assert_eq!(c.cmd("QUIT").0, 221);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("client=198.51.100.44:41234") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{version:?}: HAProxy logged: {text}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
 }

@@ -38,11 +38,35 @@ pub enum RelayEnd {
     Failed(Side, io::Error),
 }
 
+/// Bytes moved, per direction: `a_to_b` and `b_to_a` were written to the far
+/// side; `a_read` and `b_read` were taken from the near side. They differ only
+/// when a write failed after its read.
 #[derive(Debug)]
 pub struct RelayReport {
     pub a_to_b: u64,
     pub b_to_a: u64,
+    pub a_read: u64,
+    pub b_read: u64,
     pub end: RelayEnd,
+}
+
+/// One direction's counters.
+#[derive(Debug, Default)]
+pub(crate) struct Moved {
+    pub read: AtomicU64,
+    pub written: AtomicU64,
+}
+
+impl RelayReport {
+    pub(crate) fn new(ab: &Moved, ba: &Moved, end: RelayEnd) -> RelayReport {
+        RelayReport {
+            a_to_b: ab.written.load(Ordering::Relaxed),
+            b_to_a: ba.written.load(Ordering::Relaxed),
+            a_read: ab.read.load(Ordering::Relaxed),
+            b_read: ba.read.load(Ordering::Relaxed),
+            end,
+        }
+    }
 }
 
 /// Relays between `a` and `b` until one of them finishes sending, one fails,
@@ -58,8 +82,7 @@ where
     let (mut b_read, mut b_write) = tokio::io::split(b);
     let start = Instant::now();
     let last_activity = AtomicU64::new(0);
-    let a_to_b = AtomicU64::new(0);
-    let b_to_a = AtomicU64::new(0);
+    let (a_to_b, b_to_a) = (Moved::default(), Moved::default());
     let ab = copy_half(&mut a_read, &mut b_write, &a_to_b, &last_activity, start);
     let ba = copy_half(&mut b_read, &mut a_write, &b_to_a, &last_activity, start);
     tokio::pin!(ab, ba);
@@ -75,7 +98,7 @@ where
             let _ = tokio::time::timeout(linger, &mut ba).await;
         }
     }
-    RelayReport { a_to_b: a_to_b.load(Ordering::Relaxed), b_to_a: b_to_a.load(Ordering::Relaxed), end }
+    RelayReport::new(&a_to_b, &b_to_a, end)
 }
 
 pub(crate) fn end_of(reader: Side, r: Result<(), (bool, io::Error)>) -> RelayEnd {
@@ -92,7 +115,7 @@ pub(crate) fn end_of(reader: Side, r: Result<(), (bool, io::Error)>) -> RelayEnd
 async fn copy_half<R, W>(
     from: &mut R,
     to: &mut W,
-    count: &AtomicU64,
+    count: &Moved,
     last_activity: &AtomicU64,
     start: Instant,
 ) -> Result<(), (bool, io::Error)>
@@ -114,8 +137,9 @@ where
             to.shutdown().await.map_err(|e| (false, e))?;
             return Ok(());
         }
+        count.read.fetch_add(n as u64, Ordering::Relaxed);
         to.write_all(&buf[..n]).await.map_err(|e| (false, e))?;
-        count.fetch_add(n as u64, Ordering::Relaxed);
+        count.written.fetch_add(n as u64, Ordering::Relaxed);
         last_activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 }

@@ -14,7 +14,7 @@
 
 #![allow(unsafe_code)]
 
-use super::{stall_watch, RelayEnd, RelayReport, Side};
+use super::{stall_watch, Moved, RelayEnd, RelayReport, Side};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -104,7 +104,7 @@ async fn splice_half(
     from: &TcpStream,
     to: &TcpStream,
     mut pipe: Pipe,
-    count: &AtomicU64,
+    count: &Moved,
     last_activity: &AtomicU64,
     start: Instant,
 ) -> Result<(), (bool, io::Error)> {
@@ -124,15 +124,18 @@ async fn splice_half(
             return Ok(());
         }
         pipe.len = n;
+        count.read.fetch_add(n as u64, Ordering::Relaxed);
         while pipe.len > 0 {
             to.writable().await.map_err(|e| (false, e))?;
             match to.try_io(Interest::WRITABLE, || splice(pipe.read.as_raw_fd(), to.as_raw_fd(), pipe.len)) {
-                Ok(w) => pipe.len -= w,
+                Ok(w) => {
+                    pipe.len -= w;
+                    count.written.fetch_add(w as u64, Ordering::Relaxed);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err((false, e)),
             }
         }
-        count.fetch_add(n as u64, Ordering::Relaxed);
         last_activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 }
@@ -147,14 +150,13 @@ pub async fn relay(a: TcpStream, b: TcpStream, stall: Duration) -> Result<RelayR
     };
     let start = Instant::now();
     let last_activity = AtomicU64::new(0);
-    let a_to_b = AtomicU64::new(0);
-    let b_to_a = AtomicU64::new(0);
+    let (a_to_b, b_to_a) = (Moved::default(), Moved::default());
     let end = tokio::select! {
         r = splice_half(&a, &b, pa, &a_to_b, &last_activity, start) => super::end_of(Side::A, r),
         r = splice_half(&b, &a, pb, &b_to_a, &last_activity, start) => super::end_of(Side::B, r),
         () = stall_watch(&last_activity, start, stall) => RelayEnd::Stalled,
     };
-    Ok(RelayReport { a_to_b: a_to_b.load(Ordering::Relaxed), b_to_a: b_to_a.load(Ordering::Relaxed), end })
+    Ok(RelayReport::new(&a_to_b, &b_to_a, end))
 }
 
 #[cfg(test)]

@@ -1,51 +1,128 @@
 //! Accept loops: one per client listener, each spawning a session per client.
+//! A reload that changes the listener list opens, restarts or closes accept
+//! loops to match; sessions already running are not touched.
 
 use crate::config::ListenerSettings;
-use crate::metrics::Metrics;
+use crate::metrics::{GaugeGuard, Metrics};
 use crate::protocol::Reply;
-use crate::session::{self, SessionContext};
+use crate::session::{self, LiveContext};
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 /// Serves clients on already-bound `listeners`, each with its TLS mode, until
-/// `shutdown` completes. Tests bind port 0 and pass the listeners in. Running
-/// sessions are not waited for.
+/// `shutdown` completes. Tests bind port 0 and pass the listeners in. Each
+/// accepted client starts its session with the context `live` holds at that
+/// moment. Running sessions are not waited for.
 pub async fn run(
     listeners: Vec<(TcpListener, ListenerSettings)>,
-    ctx: Arc<SessionContext>,
+    live: Arc<LiveContext>,
     shutdown: impl Future<Output = ()>,
 ) {
     let ids = Arc::new(AtomicU64::new(1));
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut loops = AcceptLoops { running: HashMap::new(), live: Arc::clone(&live), ids };
     for (listener, settings) in listeners {
-        if let Ok(addr) = listener.local_addr() {
-            info!(%addr, tls = ?settings.tls, proxy_protocol = settings.proxy_protocol, backend = %ctx.settings.backend, "accepting FTP clients");
-        }
-        tasks.spawn(accept_loop(listener, settings, Arc::clone(&ctx), Arc::clone(&ids)));
+        let addr = listener.local_addr().unwrap_or(settings.address);
+        loops.start(addr, Arc::new(listener), settings);
     }
-    shutdown.await;
-    tasks.abort_all();
+    let mut changes = live.subscribe();
+    changes.mark_unchanged();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            r = changes.changed() => {
+                if r.is_err() {
+                    shutdown.as_mut().await;
+                    break;
+                }
+                let wanted = changes.borrow_and_update().settings.listeners.clone();
+                loops.reconcile(&wanted).await;
+            }
+        }
+    }
+    for (_, (_, _, task)) in loops.running.drain() {
+        task.abort();
+    }
+}
+
+struct AcceptLoops {
+    /// By the address the listener is bound to.
+    running: HashMap<SocketAddr, (Arc<TcpListener>, ListenerSettings, JoinHandle<()>)>,
+    live: Arc<LiveContext>,
+    ids: Arc<AtomicU64>,
+}
+
+impl AcceptLoops {
+    fn start(&mut self, addr: SocketAddr, listener: Arc<TcpListener>, settings: ListenerSettings) {
+        info!(%addr, tls = ?settings.tls, proxy_protocol = settings.proxy_protocol, "accepting FTP clients");
+        let task =
+            tokio::spawn(accept_loop(Arc::clone(&listener), settings, Arc::clone(&self.live), Arc::clone(&self.ids)));
+        self.running.insert(addr, (listener, settings, task));
+    }
+
+    /// Makes the running accept loops match `wanted`: a listener whose TLS
+    /// mode or PROXY setting changed keeps its socket (no connection is
+    /// refused meanwhile) and gets a new loop; a new address is bound; an
+    /// address no longer wanted is closed. A bind failure is logged and the
+    /// rest still applies.
+    async fn reconcile(&mut self, wanted: &[ListenerSettings]) {
+        let keep: Vec<SocketAddr> = wanted.iter().map(|l| l.address).collect();
+        let gone: Vec<SocketAddr> = self.running.keys().filter(|a| !keep.contains(a)).copied().collect();
+        for addr in gone {
+            if let Some((_, _, task)) = self.running.remove(&addr) {
+                task.abort();
+                info!(%addr, "stopped accepting FTP clients (removed from the configuration)");
+            }
+        }
+        for l in wanted {
+            match self.running.remove(&l.address) {
+                Some((listener, old, task)) if old == *l => {
+                    self.running.insert(l.address, (listener, old, task));
+                }
+                Some((listener, _, task)) => {
+                    task.abort();
+                    self.start(l.address, listener, *l);
+                }
+                None => match TcpListener::bind(l.address).await {
+                    Ok(listener) => self.start(l.address, Arc::new(listener), *l),
+                    Err(e) => error!(addr = %l.address, error = %e, "cannot listen on a newly configured address"),
+                },
+            }
+        }
+    }
 }
 
 /// How long a load balancer may take to send the PROXY protocol header.
 const PROXY_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-async fn accept_loop(listener: TcpListener, settings: ListenerSettings, ctx: Arc<SessionContext>, ids: Arc<AtomicU64>) {
+async fn accept_loop(
+    listener: Arc<TcpListener>,
+    settings: ListenerSettings,
+    live: Arc<LiveContext>,
+    ids: Arc<AtomicU64>,
+) {
+    let metrics = Arc::clone(&live.borrow().metrics);
+    // Counted while the loop runs, for /readyz.
+    let _up = GaugeGuard::new(&metrics, |m| &m.listeners_up);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                if Metrics::get(&ctx.metrics.sessions_open) >= ctx.settings.max_sessions as u64 {
+                let ctx = Arc::clone(&live.borrow());
+                let max = ctx.settings.max_sessions;
+                if Metrics::get(&ctx.metrics.sessions_open) >= max as u64 {
                     Metrics::inc(&ctx.metrics.sessions_refused);
-                    warn!(%peer, max = ctx.settings.max_sessions, "session limit reached; refusing client");
-                    tokio::spawn(refuse(stream, ctx.settings.max_sessions));
+                    warn!(%peer, max, "session limit reached; refusing client");
+                    tokio::spawn(refuse(stream, max));
                     continue;
                 }
                 let id = ids.fetch_add(1, Ordering::Relaxed);
-                let ctx = Arc::clone(&ctx);
                 tokio::spawn(async move {
                     let client = if settings.proxy_protocol {
                         match crate::proxy_protocol::read_header(&stream, PROXY_HEADER_TIMEOUT).await {

@@ -153,7 +153,8 @@ async fn within<T>(timeout: Duration, leg: impl Future<Output = Result<T, DataEr
 /// Accepts the client's data connection on `passive`, refusing (and counting)
 /// connections from any address but the client's own.
 /// With `proxy`, each connection starts with a PROXY protocol header whose
-/// address is the one checked.
+/// address is the one checked. Headers are read concurrently, so a silent
+/// connection cannot hold up the client's own.
 pub async fn accept_client(
     passive: PassiveListener,
     client_ip: IpAddr,
@@ -161,25 +162,42 @@ pub async fn accept_client(
     metrics: Arc<Metrics>,
     proxy: bool,
 ) -> Result<TcpStream, DataError> {
+    let refuse = |peer: SocketAddr| {
+        Metrics::inc(&metrics.data_connections_refused);
+        tracing::warn!(%peer, port = passive.port, "refused data connection from an address that is not the client's");
+    };
+    let is_client = |peer: SocketAddr| peer.ip().to_canonical() == client_ip.to_canonical();
+    let mut headers = tokio::task::JoinSet::new();
     let accept = async {
         loop {
-            let (stream, mut peer) = passive.listener.accept().await.map_err(DataError::ClientAccept)?;
-            if proxy {
-                match crate::proxy_protocol::read_header(&stream, timeout).await {
-                    Ok(Some(a)) => peer = a,
-                    Ok(None) => {}
+            tokio::select! {
+                accepted = passive.listener.accept() => {
+                    let (stream, peer) = accepted.map_err(DataError::ClientAccept)?;
+                    if proxy {
+                        headers.spawn(async move {
+                            let header = crate::proxy_protocol::read_header(&stream, timeout).await;
+                            (stream, peer, header)
+                        });
+                    } else if is_client(peer) {
+                        return Ok(stream);
+                    } else {
+                        refuse(peer);
+                    }
+                }
+                Some(Ok((stream, peer, header))) = headers.join_next(), if !headers.is_empty() => match header {
+                    Ok(claimed) => {
+                        let peer = claimed.unwrap_or(peer);
+                        if is_client(peer) {
+                            return Ok(stream);
+                        }
+                        refuse(peer);
+                    }
                     Err(e) => {
                         Metrics::inc(&metrics.proxy_header_errors);
                         tracing::warn!(%peer, error = %e, "refused data connection without a valid PROXY protocol header");
-                        continue;
                     }
-                }
+                },
             }
-            if peer.ip().to_canonical() == client_ip.to_canonical() {
-                return Ok(stream);
-            }
-            Metrics::inc(&metrics.data_connections_refused);
-            tracing::warn!(%peer, port = passive.port, "refused data connection from an address that is not the client's");
         }
     };
     tokio::time::timeout(timeout, accept).await.unwrap_or(Err(DataError::ClientTimeout(timeout.as_secs())))
@@ -272,6 +290,8 @@ where
         };
         Metrics::add(&metrics.bytes_client_to_backend, report.a_to_b);
         Metrics::add(&metrics.bytes_backend_to_client, report.b_to_a);
+        Metrics::add(&metrics.bytes_read_from_client, report.a_read);
+        Metrics::add(&metrics.bytes_read_from_backend, report.b_read);
         DataOutcome::Relayed(report)
     });
     DataChannel { task, direction }

@@ -56,19 +56,25 @@ pub struct SessionContext {
     pub backend: BackendTarget,
     /// Backends bastion users may be mapped to, by name.
     pub named_backends: std::collections::HashMap<String, BackendTarget>,
-    /// The policy in force; SIGHUP swaps it, running sessions see the new one
-    /// from their next command.
-    policy: RwLock<Arc<Policy>>,
-    /// Failed logins per client address.
-    pub logins: Mutex<LoginGuard>,
+    /// The policy in force, shared by every generation of the context: SIGHUP
+    /// swaps it, and running sessions see the new one from their next command.
+    policy: Arc<RwLock<Arc<Policy>>>,
+    /// Failed logins per client address; bans outlive reloads.
+    pub logins: Arc<Mutex<LoginGuard>>,
     pub per_address: Arc<limits::Counts<IpAddr>>,
     pub per_user: Arc<limits::Counts<String>>,
     /// The clock bans are measured on.
     started: Instant,
-    pub xferlog: Option<crate::xferlog::XferLog>,
+    pub xferlog: Option<Arc<crate::xferlog::XferLog>>,
     /// Set when ftpgate drains for shutdown.
-    pub closing: tokio::sync::watch::Sender<bool>,
+    pub closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
+
+/// The context new sessions start with. SIGHUP replaces it with one built
+/// from the reloaded configuration; running sessions keep the one they
+/// started with (backend, TLS, limits), except for the policy, which they all
+/// share.
+pub type LiveContext = tokio::sync::watch::Sender<Arc<SessionContext>>;
 
 /// A backend ftpgate can connect a session to.
 #[derive(Debug)]
@@ -142,25 +148,46 @@ impl SessionContext {
         };
         check_backend_names(&policy, &named_backends)?;
         let xferlog = match &settings.xferlog {
-            Some(p) => {
-                Some(crate::xferlog::XferLog::open(p).map_err(|e| ContextError::Xferlog(p.display().to_string(), e))?)
-            }
+            Some(p) => Some(Arc::new(
+                crate::xferlog::XferLog::open(p).map_err(|e| ContextError::Xferlog(p.display().to_string(), e))?,
+            )),
             None => None,
         };
         Ok(SessionContext {
             xferlog,
-            closing: tokio::sync::watch::Sender::new(false),
+            closing: Arc::new(tokio::sync::watch::Sender::new(false)),
             settings: Arc::new(settings),
             metrics,
             client_tls,
             backend,
             named_backends,
-            policy: RwLock::new(Arc::new(policy)),
-            logins: Mutex::new(LoginGuard::default()),
+            policy: Arc::new(RwLock::new(Arc::new(policy))),
+            logins: Arc::default(),
             per_address: Arc::default(),
             per_user: Arc::default(),
             started: Instant::now(),
         })
+    }
+
+    /// The next generation, built from reloaded `settings`: new certificates,
+    /// backends and limits for new sessions. Bans, per-address and per-user
+    /// counts, metrics and the drain signal carry over; the new policy goes
+    /// into force for running sessions too. On error nothing changes.
+    pub fn reloaded(&self, settings: Settings) -> Result<SessionContext, ContextError> {
+        let same_xferlog = settings.xferlog == self.settings.xferlog;
+        let mut next = SessionContext::new(settings, Arc::clone(&self.metrics))?;
+        next.logins = Arc::clone(&self.logins);
+        next.per_address = Arc::clone(&self.per_address);
+        next.per_user = Arc::clone(&self.per_user);
+        next.started = self.started;
+        next.closing = Arc::clone(&self.closing);
+        if same_xferlog {
+            next.xferlog = self.xferlog.clone();
+        }
+        let policy = next.policy();
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
+        next.policy = Arc::clone(&self.policy);
+        Ok(next)
     }
 
     pub fn policy(&self) -> Arc<Policy> {
@@ -299,10 +326,12 @@ pub async fn run(
         }
         let s = &ctx.settings;
         let connect_started = Instant::now();
-        let backend = match tokio::time::timeout(s.backend_connect, TcpStream::connect(&ctx.backend.address)).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => return refuse(&mut client, &ctx, &format!("backend unreachable ({e})")).await,
-            Err(_) => return refuse(&mut client, &ctx, "backend did not accept the connection in time").await,
+        let backend = match connect_backend_control(s, &ctx.backend.address, client_peer, client_local).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return refuse(&mut client, &ctx, "backend did not accept the connection in time").await
+            }
+            Err(e) => return refuse(&mut client, &ctx, &format!("backend unreachable ({e})")).await,
         };
         let Ok(backend_peer) = backend.peer_addr() else {
             return refuse(&mut client, &ctx, "backend connection lost").await;
@@ -773,9 +802,12 @@ impl Session {
         };
         let Some(target) = target else { return Err(BackendError::Closed.into()) };
         let s = &self.ctx.settings;
-        let tcp = match tokio::time::timeout(s.backend_connect, TcpStream::connect(&target.address)).await {
-            Ok(r) => r.map_err(BackendError::Io)?,
-            Err(_) => return Err(BackendError::Timeout(s.backend_connect.as_secs()).into()),
+        let tcp = match connect_backend_control(s, &target.address, self.client_peer, self.client_local).await {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return Err(BackendError::Timeout(s.backend_connect.as_secs()).into())
+            }
+            Err(e) => return Err(BackendError::Io(e).into()),
         };
         let peer = tcp.peer_addr().map_err(BackendError::Io)?;
         let _ = tcp.set_nodelay(true);
@@ -1251,6 +1283,26 @@ impl Session {
         .await;
         self.client.shutdown().await;
     }
+}
+
+/// Opens a backend control connection within the connect timeout and, if
+/// configured, starts it with a PROXY protocol header naming the client and
+/// the address it reached ftpgate at.
+async fn connect_backend_control(
+    s: &Settings,
+    address: &str,
+    client: SocketAddr,
+    local: SocketAddr,
+) -> io::Result<TcpStream> {
+    let connect = async {
+        let mut tcp = TcpStream::connect(address).await?;
+        if let Some(version) = s.backend_proxy_protocol {
+            tokio::io::AsyncWriteExt::write_all(&mut tcp, &crate::proxy_protocol::encode(version, client, local))
+                .await?;
+        }
+        Ok(tcp)
+    };
+    tokio::time::timeout(s.backend_connect, connect).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
 }
 
 /// Why a relay did not end with an orderly close, in words for a 426 reply.

@@ -209,6 +209,7 @@ pub fn settings(backend: SocketAddr, listen: SocketAddr) -> Settings {
             server_name: None,
             max_version: TlsVersion::V13,
         },
+        backend_proxy_protocol: None,
         passive_ports: port_range(200),
         public_address: None,
         idle_control: Duration::from_secs(60),
@@ -229,6 +230,8 @@ pub struct Gate {
     pub metrics_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
+    /// What SIGHUP swaps in the binary; tests reload through it directly.
+    pub live: Arc<ftpgate::session::LiveContext>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -258,21 +261,23 @@ impl Gate {
         let metrics = Metrics::new();
         let ctx = Arc::new(SessionContext::new(s, Arc::clone(&metrics)).expect("TLS setup"));
         let settings = Arc::clone(&ctx.settings);
+        let live = Arc::new(ftpgate::session::LiveContext::new(ctx));
+        let live_for_gate = Arc::clone(&live);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
                 let exporter = tokio::net::TcpListener::from_std(metrics_listener).unwrap();
-                tokio::spawn(ftpgate::exporter::serve(exporter, Arc::clone(&ctx)));
-                ftpgate::server::run(vec![(listener, mode)], ctx, async {
+                tokio::spawn(ftpgate::exporter::serve(exporter, Arc::clone(&live)));
+                ftpgate::server::run(vec![(listener, mode)], live, async {
                     let _ = rx.await;
                 })
                 .await;
             });
             rt.shutdown_timeout(Duration::from_secs(1));
         });
-        Gate { addr, metrics_addr, metrics, settings, shutdown: Some(tx), thread: Some(thread) }
+        Gate { addr, metrics_addr, metrics, settings, live: live_for_gate, shutdown: Some(tx), thread: Some(thread) }
     }
 
     pub fn url(&self) -> String {
