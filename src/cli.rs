@@ -371,7 +371,7 @@ pub fn explain(
 fn reload(live: &crate::session::LiveContext, args: &RunArgs) {
     crate::systemd::notify("RELOADING=1");
     let current = Arc::clone(&live.borrow());
-    let next = args.settings().map_err(anyhow::Error::from).and_then(|s| {
+    let next = args.settings().and_then(|s| {
         let metrics_moved = s.metrics != current.settings.metrics;
         let next = current.reloaded(s)?;
         Ok((next, metrics_moved))
