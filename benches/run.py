@@ -17,13 +17,11 @@ import platform
 import resource
 import shutil
 import socket
-import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import ftplib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER, PASSWORD = "ftpgatebench", "ftpgate-Bench-pw1"
@@ -34,6 +32,9 @@ procs = []
 
 def sh(cmd, **kw):
     return subprocess.run(cmd, shell=True, check=True, **kw)
+
+
+LOGIN_LOAD = f"{ROOT}/target/release/examples/login_load"
 
 
 def free_port():
@@ -232,37 +233,16 @@ def rss_mib(pid):
     return 0.0
 
 
-class ReusingFTPS(ftplib.FTP_TLS):
-    """ftplib that resumes the control session on data connections, as strict servers require."""
-
-    def ntransfercmd(self, cmd, rest=None):
-        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
-        if self._prot_p:
-            conn = self.context.wrap_socket(conn, server_hostname=self.host, session=self.sock.session)
-        return conn, size
-
-
-def login_worker(args):
-    port, cafile, seconds = args
-    ctx = ssl.create_default_context(cafile=cafile)
-    end = time.time() + seconds
-    n = 0
-    while time.time() < end:
-        f = ReusingFTPS(context=ctx)
-        f.connect("127.0.0.1", port, timeout=30)
-        f.login(USER, PASSWORD)
-        f.prot_p()
-        f.retrlines("LIST", lambda _line: None)
-        f.quit()
-        n += 1
-    return n
-
-
 def logins_per_second(port, certs, seconds=10, clients=8):
-    import multiprocessing
-    with multiprocessing.Pool(clients) as pool:
-        counts = pool.map(login_worker, [(port, f"{certs}/ca.pem", seconds)] * clients)
-    return sum(counts) / seconds
+    """Sessions per second (AUTH TLS, login, PROT P, LIST, QUIT) from the Rust
+    load client (examples/login_load.rs), which costs far less CPU per session
+    than the servers it measures."""
+    out = subprocess.run(
+        [LOGIN_LOAD, f"127.0.0.1:{port}", f"{certs}/ca.pem", USER, PASSWORD, str(clients), str(seconds)],
+        capture_output=True, text=True, timeout=seconds + 120)
+    if out.returncode != 0:
+        raise RuntimeError(f"login_load: {out.stderr.strip()}")
+    return float(out.stdout.strip())
 
 
 def run_fake_backend(port):
@@ -352,6 +332,8 @@ def main():
     if not binary:
         sh(f"cd {ROOT} && cargo build --release --quiet")
         binary = f"{ROOT}/target/release/ftpgate"
+    if not tiny:
+        sh(f"cd {ROOT} && cargo build --release --quiet --example login_load")
     work = tempfile.mkdtemp(prefix="ftpgate-bench.")
     os.chmod(work, 0o755)
     rows = []

@@ -374,9 +374,20 @@ fn rust_client_explicit_ftps_10mib_upload_over_tls13() {
     }
     assert_eq!(Metrics::get(&s.gate.metrics.tls_client_data_full), 0);
     let refused = ftp.put_file("one-too-many.bin", &mut std::io::Cursor::new(&small)).unwrap_err().to_string();
-    assert!(refused.contains("522") && refused.contains("session reuse required"), "{refused}");
     assert_eq!(Metrics::get(&s.gate.metrics.tls_client_data_full), 1);
-    ftp.noop().unwrap();
+    assert_eq!(Metrics::get(&s.gate.metrics.transfers_failed), 1);
+    // suppaftp reports the 522, or the broken pipe when its first write lost
+    // the race with the refusal (it may then leave the 522 unread).
+    let mut next = ftp.noop().map(|_| "200".to_string()).unwrap_or_else(|e| e.to_string());
+    if refused.contains("522") {
+        assert!(refused.contains("session reuse required"), "{refused}");
+    } else {
+        assert!(refused.contains("Broken pipe") || refused.contains("reset"), "{refused}");
+        if next.contains("522") {
+            next = ftp.noop().map(|_| "200".to_string()).unwrap_or_else(|e| e.to_string());
+        }
+    }
+    assert_eq!(next, "200", "the session goes on");
     ftp.quit().unwrap();
     check_resumption(&s, ClientTlsMode::Explicit, BackendTlsMode::Explicit);
     assert_eq!(Metrics::get(&s.gate.metrics.relays_spliced), 0, "TLS legs take the copy path");

@@ -55,30 +55,24 @@ pub fn rand_u32() -> u32 {
 }
 
 pub fn wait_for_greeting(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut line = String::new();
-            if BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("220") {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "no FTP greeting from {addr}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    greeting(addr);
 }
 
 /// Whether the server at `addr` greets with a 220 line containing `token`
 /// (false: it greets with something else, so it is another test's server).
 pub fn greeting_from(addr: SocketAddr, token: &str) -> bool {
+    greeting(addr).contains(token)
+}
+
+/// The first 220 line from `addr`, waiting up to 10 s for a server to listen.
+fn greeting(addr: SocketAddr) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             let mut line = String::new();
             if BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("220") {
-                return line.contains(token);
+                return line;
             }
         }
         assert!(Instant::now() < deadline, "no FTP greeting from {addr}");
