@@ -72,7 +72,12 @@ fn main() {
     }
 }
 
-fn session(addr: SocketAddr, config: &Arc<ClientConfig>, user: &str, password: &str) -> Result<(), String> {
+fn session(addr: SocketAddr, base: &Arc<ClientConfig>, user: &str, password: &str) -> Result<(), String> {
+    // Each session is a new client: its own resumption store, so the data
+    // connection resumes this control connection's session and no other.
+    let mut config = (**base).clone();
+    config.resumption = rustls::client::Resumption::in_memory_sessions(16);
+    let config = &Arc::new(config);
     let name = ServerName::IpAddress(addr.ip().into());
     let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     tcp.set_nodelay(true).ok();
@@ -101,15 +106,20 @@ fn session(addr: SocketAddr, config: &Arc<ClientConfig>, user: &str, password: &
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
         Err(e) => return Err(format!("LIST data: {e}")),
     }
-    expect(&mut control, 226)?;
+    // Close our side too, as FTP clients do: servers send the final reply
+    // only once the data connection is closed both ways.
+    data.conn.send_close_notify();
+    let _ = data.flush();
+    drop(data);
+    expect(&mut control, 226).map_err(|e| format!("end of LIST: {e}"))?;
     command(&mut control, "QUIT", 221)?;
     Ok(())
 }
 
 fn command<S: Read + Write>(control: &mut BufReader<S>, line: &str, want: u16) -> Result<String, String> {
-    control.get_mut().write_all(format!("{line}\r\n").as_bytes()).map_err(|e| e.to_string())?;
-    control.get_mut().flush().map_err(|e| e.to_string())?;
-    expect(control, want)
+    control.get_mut().write_all(format!("{line}\r\n").as_bytes()).map_err(|e| format!("{line}: {e}"))?;
+    control.get_mut().flush().map_err(|e| format!("{line}: {e}"))?;
+    expect(control, want).map_err(|e| format!("{line}: {e}"))
 }
 
 /// Reads one reply (multi-line too) and checks its code.

@@ -400,9 +400,7 @@ fn reload(live: &crate::session::LiveContext, args: &RunArgs) {
 async fn run(settings: Settings, args: RunArgs) -> anyhow::Result<()> {
     let mut listeners = Vec::new();
     for l in &settings.listeners {
-        let bound = tokio::net::TcpListener::bind(l.address)
-            .await
-            .with_context(|| format!("cannot listen on {}", l.address))?;
+        let bound = crate::server::bind(l.address).await.with_context(|| format!("cannot listen on {}", l.address))?;
         listeners.push((bound, *l));
     }
     let metrics_listener = match settings.metrics {

@@ -90,13 +90,31 @@ impl AcceptLoops {
                     task.abort();
                     self.start(l.address, listener, *l);
                 }
-                None => match TcpListener::bind(l.address).await {
+                None => match bind(l.address).await {
                     Ok(listener) => self.start(l.address, Arc::new(listener), *l),
                     Err(e) => error!(addr = %l.address, error = %e, "cannot listen on a newly configured address"),
                 },
             }
         }
     }
+}
+
+/// Pending connections the kernel queues per client listener (capped by
+/// `net.core.somaxconn`). tokio's default, 128, drops handshakes when a burst
+/// of clients arrives at once, and each dropped one waits seconds for a
+/// retransmit.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a client listener with [`LISTEN_BACKLOG`].
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    if addr.is_ipv6() {
+        // `[::]` serves IPv6 only, so that `0.0.0.0` can be a listener too.
+        socket2::SockRef::from(&socket).set_only_v6(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// How long a load balancer may take to send the PROXY protocol header.
