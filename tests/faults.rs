@@ -306,9 +306,11 @@ fn client_vanishing_mid_transfer_releases_everything() {
         // Both connections drop here without QUIT or ABOR.
     }
     gate.assert_drained();
-    // The backend login was released too: vsftpd logs the session's end.
+    // The backend login was released too: vsftpd logs the transfer cut off
+    // (426) or, when socket buffers on the way had room for the whole file
+    // (large loopback buffers under load), ftpgate's QUIT (221).
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !backend.log().contains("426") {
+    while !(backend.log().contains("426") || backend.log().contains("\"221 Goodbye.\"")) {
         assert!(std::time::Instant::now() < deadline, "backend transfer not ended: {}", backend.log());
         std::thread::sleep(Duration::from_millis(50));
     }

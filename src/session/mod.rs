@@ -1116,12 +1116,11 @@ impl Session {
                     Ok(c) => c,
                     Err(e) => return self.reply_text(425, &format!("Cannot open data connection: {e}")).await,
                 };
-                data::spawn(
-                    std::future::ready(Ok((client, backend))),
-                    self.data_tls(),
-                    s.data_connect,
-                    s.transfer_stall,
-                )
+                // ftpgate connects out after the command, so the direction is
+                // known before a client could start its handshake.
+                let tls = self.data_tls();
+                let _ = tls.direction.set(direction);
+                data::spawn(std::future::ready(Ok((client, backend))), tls, s.data_connect, s.transfer_stall)
             }
         };
         channel.set_direction(direction);
