@@ -153,6 +153,38 @@ fn lftp_explicit_both_legs_passive_and_active() {
     }
 }
 
+/// lftp (GnuTLS) presents the control connection's session on every data
+/// connection, so a run of uploads, which get no new tickets, keeps resuming:
+/// 12 files with `mput`, session reuse required on both legs.
+#[test]
+fn lftp_uploads_in_a_row_keep_resuming() {
+    let s = setup(ClientTlsMode::Explicit, BackendTlsMode::Explicit, TlsVersion::V13, true);
+    let work = tempfile::tempdir().unwrap();
+    let mut names = Vec::new();
+    for i in 0..12 {
+        let name = format!("m{i}.bin");
+        std::fs::write(work.path().join(&name), payload(100_000 + i * 1000, i as u64)).unwrap();
+        names.push(name);
+    }
+    let out = lftp(
+        &format!("ftp://127.0.0.1:{}", s.gate.addr.port()),
+        &format!(
+            "set ftp:ssl-allow yes; set ftp:ssl-force yes; set ftp:ssl-protect-data yes; set ssl:ca-file {ca}; \
+             lcd {dir}; mput {files}",
+            ca = s.certs.path("ca.pem").display(),
+            dir = work.path().display(),
+            files = names.join(" ")
+        ),
+    );
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(sha256_file(&s.backend.root.join(name)), sha256(&payload(100_000 + i * 1000, i as u64)), "{name}");
+    }
+    assert_eq!(Metrics::get(&s.gate.metrics.tls_client_data_resumed), 12);
+    assert_eq!(Metrics::get(&s.gate.metrics.tls_client_data_full), 0);
+    check_resumption(&s, ClientTlsMode::Explicit, BackendTlsMode::Explicit);
+}
+
 #[test]
 fn lftp_implicit_to_plain() {
     let s = setup(ClientTlsMode::Implicit, BackendTlsMode::Off, TlsVersion::V13, true);
