@@ -3,7 +3,11 @@
 
 use crate::config::{BackendConfig, BackendTlsMode, ClientTlsMode, Config, ListenerConfig, Settings};
 use crate::metrics::Metrics;
-use crate::session::SessionContext;
+use crate::session::{Lifecycle, SessionContext};
+
+/// After the drain deadline, how long sessions get to tell their clients
+/// (426, 421) before the process exits.
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_millis(1500);
 use crate::tls::TlsVersion;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -163,6 +167,12 @@ pub struct RunArgs {
     /// Send a PROXY protocol header to the backend on control connections.
     #[arg(long, value_enum, value_name = "VERSION")]
     pub backend_proxy_protocol: Option<crate::config::ProxyVersion>,
+    /// Text of ftpgate's own 220 greeting (`[server] banner`).
+    #[arg(long, value_name = "TEXT")]
+    pub banner: Option<String>,
+    /// Seconds a client has to log in before it gets 421 (`timeouts.login`).
+    #[arg(long, value_name = "SECONDS")]
+    pub login_timeout: Option<u64>,
 }
 
 impl RunArgs {
@@ -204,6 +214,12 @@ impl RunArgs {
         }
         if let Some(x) = &self.xferlog {
             config.logs.xferlog = Some(x.clone());
+        }
+        if let Some(b) = &self.banner {
+            config.server.banner = Some(b.clone());
+        }
+        if let Some(t) = self.login_timeout {
+            config.timeouts.login = t;
         }
         let t = &mut config.tls;
         t.cert = self.cert.clone().or(t.cert.take());
@@ -387,7 +403,9 @@ fn reload(live: &crate::session::LiveContext, args: &RunArgs) {
                 listeners = next.settings.listeners.len(),
                 "configuration reloaded; new sessions use it"
             );
-            live.send_replace(Arc::new(next));
+            let next = Arc::new(next);
+            tokio::spawn(crate::server::probe::learn_feat(Arc::clone(&next)));
+            live.send_replace(next);
         }
         Err(e) => {
             Metrics::inc(&current.metrics.reloads_failed);
@@ -411,6 +429,8 @@ async fn run(settings: Settings, args: RunArgs) -> anyhow::Result<()> {
     };
     let ctx = Arc::new(SessionContext::new(settings, Metrics::new())?);
     let live = Arc::new(crate::session::LiveContext::new(Arc::clone(&ctx)));
+    // The backend's FEAT, for clients that ask before logging in.
+    tokio::spawn(crate::server::probe::learn_feat(Arc::clone(&ctx)));
     if let Some(l) = metrics_listener {
         tokio::spawn(crate::exporter::serve(l, Arc::clone(&live)));
     }
@@ -434,14 +454,21 @@ async fn run(settings: Settings, args: RunArgs) -> anyhow::Result<()> {
     // Listeners are closed now. Let transfers finish, then everyone gets 421.
     crate::systemd::notify("STOPPING=1");
     let ctx = Arc::clone(&live.borrow());
-    ctx.closing.send_replace(true);
+    ctx.closing.send_replace(Lifecycle::Draining);
     let deadline = tokio::time::Instant::now() + ctx.settings.drain;
     while Metrics::get(&ctx.metrics.sessions_open) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let left = Metrics::get(&ctx.metrics.sessions_open);
     if left > 0 {
+        // Every session still open says 426 (a transfer) and 421, whatever it
+        // waits for; they get a moment to say it before the process exits.
         tracing::warn!(sessions = left, "drain timeout: closing the remaining sessions");
+        ctx.closing.send_replace(Lifecycle::DrainDeadline);
+        let grace = tokio::time::Instant::now() + DRAIN_GRACE;
+        while Metrics::get(&ctx.metrics.sessions_open) > 0 && tokio::time::Instant::now() < grace {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
     Ok(())
 }

@@ -53,7 +53,23 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub logs: LogsConfig,
+    #[serde(default)]
+    pub server: ServerConfig,
 }
+
+/// What clients see of ftpgate itself.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Text of ftpgate's own `220` greeting. The backend's greeting is never
+    /// shown: a bastion does not tell scanners which server and version sit
+    /// behind it. Default: [`DEFAULT_BANNER`].
+    #[serde(default)]
+    pub banner: Option<String>,
+}
+
+/// The greeting's default text: names no server software and no version.
+pub const DEFAULT_BANNER: &str = "FTP service ready";
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -285,6 +301,14 @@ pub struct Timeouts {
     /// is closed.
     #[serde(default = "default_drain")]
     pub drain: u64,
+    /// A client that has not logged in this long after connecting gets `421`
+    /// and is closed.
+    #[serde(default = "default_login")]
+    pub login: u64,
+}
+
+fn default_login() -> u64 {
+    60
 }
 
 fn default_drain() -> u64 {
@@ -316,6 +340,7 @@ impl Default for Timeouts {
             backend_connect: default_backend_connect(),
             backend_reply: default_backend_reply(),
             drain: default_drain(),
+            login: default_login(),
         }
     }
 }
@@ -326,6 +351,15 @@ pub struct Limits {
     /// Client sessions open at once; past it new clients get `421` and are closed.
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
+    /// Sessions open at once from one client address, with or without a
+    /// policy file (the policy's own limit applies on top); 0: no limit.
+    /// Also bounds the passive ports one address can hold (one per session).
+    #[serde(default = "default_max_sessions_per_address")]
+    pub max_sessions_per_address: usize,
+}
+
+fn default_max_sessions_per_address() -> usize {
+    50
 }
 
 fn default_max_sessions() -> usize {
@@ -334,7 +368,7 @@ fn default_max_sessions() -> usize {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_sessions: default_max_sessions() }
+        Limits { max_sessions: default_max_sessions(), max_sessions_per_address: default_max_sessions_per_address() }
     }
 }
 
@@ -401,6 +435,11 @@ pub struct Settings {
     pub backend_reply: Duration,
     pub drain: Duration,
     pub max_sessions: usize,
+    /// 0: no limit.
+    pub max_sessions_per_address: usize,
+    pub login_timeout: Duration,
+    /// ftpgate's `220` text.
+    pub banner: String,
 }
 
 impl Config {
@@ -474,6 +513,7 @@ impl Config {
             ("timeouts.transfer_stall", t.transfer_stall),
             ("timeouts.backend_connect", t.backend_connect),
             ("timeouts.backend_reply", t.backend_reply),
+            ("timeouts.login", t.login),
         ] {
             if v == 0 {
                 return Err(invalid(field, "must be at least 1 second"));
@@ -512,6 +552,9 @@ impl Config {
             backend_reply: Duration::from_secs(t.backend_reply),
             drain: Duration::from_secs(t.drain),
             max_sessions: self.limits.max_sessions,
+            max_sessions_per_address: self.limits.max_sessions_per_address,
+            login_timeout: Duration::from_secs(t.login),
+            banner: self.server.banner.clone().unwrap_or_else(|| DEFAULT_BANNER.to_string()),
         })
     }
 }

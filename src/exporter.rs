@@ -128,6 +128,19 @@ pub fn render(m: &Metrics) -> String {
     );
     from_map(
         &r,
+        "ftpgate_session_refusals_total",
+        "Sessions refused or closed by the front door, by reason (address_limit, policy, login_timeout).",
+        &["reason"],
+        lock(&m.session_refusals_by_reason).iter().map(|(k, n)| (vec![k.to_string()], *n)),
+    );
+    counter(
+        &r,
+        "ftpgate_backend_connections_total",
+        "Backend control connections opened; only logins open them.",
+        g(&m.backend_connections),
+    );
+    from_map(
+        &r,
         "ftpgate_backend_errors_total",
         "Backend errors by kind (connect, closed, io, timeout, malformed, tls, refused, passive_reply, data_connect).",
         &["kind"],
@@ -206,7 +219,7 @@ async fn handle(
 /// taking TCP connections. A load balancer takes an unready instance out of
 /// rotation.
 async fn readiness(ctx: &SessionContext) -> (bool, String) {
-    if *ctx.closing.borrow() {
+    if *ctx.closing.borrow() != crate::session::Lifecycle::Serving {
         return (false, "draining for shutdown\n".into());
     }
     let up = Metrics::get(&ctx.metrics.listeners_up);

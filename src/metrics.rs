@@ -74,6 +74,11 @@ pub struct Metrics {
     pub commands: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
     /// USER refused by ftpgate itself (client certificate mismatch).
     pub logins_refused: AtomicU64,
+    /// Sessions ended by the front door, by reason (address_limit, policy,
+    /// login_timeout).
+    pub session_refusals_by_reason: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// Backend control connections opened (at login, never before).
+    pub backend_connections: AtomicU64,
     /// Command lines refused before reaching the backend (syntax, length, NUL,
     /// bare CR/LF).
     pub commands_rejected: AtomicU64,
@@ -154,6 +159,15 @@ impl Metrics {
         });
         let mut m = self.transfers_by_kind.lock().unwrap_or_else(|e| e.into_inner());
         *m.entry((kind, result)).or_insert(0) += 1;
+    }
+
+    pub fn session_refused(&self, reason: &'static str) {
+        let mut m = self.session_refusals_by_reason.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(reason).or_insert(0) += 1;
+    }
+
+    pub fn refusals_for(&self, reason: &str) -> u64 {
+        self.session_refusals_by_reason.lock().unwrap_or_else(|e| e.into_inner()).get(reason).copied().unwrap_or(0)
     }
 
     pub fn backend_error(&self, kind: &'static str) {

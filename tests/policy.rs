@@ -265,6 +265,9 @@ fn bastion_users_are_mapped_to_backend_accounts_and_backends() {
     assert_eq!(c.cmd("USER gate-alice").0, 331);
     let (code, text) = c.cmd("PASS wrong");
     assert_eq!((code, text.as_str()), (530, "530 Login incorrect.\r\n"));
+    // Only the curl upload's login opened a backend connection; a wrong
+    // bastion password opens none.
+    assert_eq!(Metrics::get(&gate.metrics.backend_connections), 1);
     assert_eq!(c.cmd("USER gate-alice").0, 331);
     let (code, text) = c.cmd("PASS alice-secret");
     assert_eq!(code, 230, "{text}");

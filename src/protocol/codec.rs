@@ -25,6 +25,12 @@ const DONT: u8 = 254;
 pub struct CommandDecoder {
     /// Set after an overlong line was reported, until its LF arrives.
     skipping: bool,
+    /// Set after a line ended with a bare LF, until a line ends with CRLF.
+    /// A client library, ftpgate and the backend could disagree on where
+    /// such a line ends, so nothing up to the next CRLF is executed: each
+    /// fragment is answered on its own and the client stays in step however
+    /// it counts lines.
+    resyncing: bool,
 }
 
 impl CommandDecoder {
@@ -53,6 +59,10 @@ impl CommandDecoder {
             return match lf {
                 Some(i) if i < MAX_COMMAND_LINE => {
                     let line = buf.split_to(i + 1);
+                    let crlf = line.len() >= 2 && line[line.len() - 2] == b'\r';
+                    if std::mem::replace(&mut self.resyncing, !crlf) {
+                        return Some(Err(CommandError::AfterBareLf));
+                    }
                     Some(parse_line(&line))
                 }
                 Some(i) => {
@@ -141,9 +151,14 @@ mod tests {
 
     #[test]
     fn bare_lf_and_cr_are_errors_not_splits() {
-        let r = decode_all(b"USER a\nPASS b\r\n");
+        let r = decode_all(b"USER a\nPASS b\r\nNOOP\r\n");
         assert_eq!(r[0], Err(CommandError::BareLf));
-        assert_eq!(r[1].as_ref().unwrap().verb, Verb::Pass);
+        assert_eq!(r[1], Err(CommandError::AfterBareLf));
+        assert_eq!(r[2].as_ref().unwrap().verb, Verb::Other("NOOP".into()));
+        // Every fragment up to the next CRLF is refused, not only the first.
+        let r = decode_all(b"NOOP\nDELE x\nRMD y\r\nPWD\r\n");
+        assert_eq!(r[..3], [Err(CommandError::BareLf), Err(CommandError::AfterBareLf), Err(CommandError::AfterBareLf)]);
+        assert_eq!(r[3].as_ref().unwrap().verb, Verb::Other("PWD".into()));
         let r = decode_all(b"USER a\rDELE x\r\n");
         assert_eq!(r, vec![Err(CommandError::BareCr)]);
     }

@@ -161,6 +161,8 @@ pub enum CommandError {
     BareCr,
     #[error("bare LF inside command; lines must end with CRLF")]
     BareLf,
+    #[error("line follows a bare LF; nothing runs until a line ends with CRLF")]
+    AfterBareLf,
     #[error("command line longer than {0} bytes")]
     TooLong(usize),
 }

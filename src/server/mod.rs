@@ -2,6 +2,8 @@
 //! A reload that changes the listener list opens, restarts or closes accept
 //! loops to match; sessions already running are not touched.
 
+pub mod probe;
+
 use crate::config::ListenerSettings;
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::protocol::Reply;

@@ -131,6 +131,9 @@ impl ClientControl {
 
 #[derive(Debug, Error)]
 pub enum BackendError {
+    /// The control connection could not be opened (at login).
+    #[error("backend unreachable ({0})")]
+    Unreachable(String),
     #[error("backend closed the control connection")]
     Closed,
     #[error("backend control connection failed: {0}")]
@@ -149,6 +152,7 @@ impl BackendError {
     /// A short, bounded name for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
+            BackendError::Unreachable(_) => "connect",
             BackendError::Closed => "closed",
             BackendError::Io(_) => "io",
             BackendError::Malformed(_) => "malformed",

@@ -93,11 +93,21 @@ impl DataTls {
     /// Puts TLS on both legs at once: the backend starts its handshake only
     /// after it sent `150`, and the client only after it read it, so neither
     /// may wait for the other.
+    ///
+    /// The backend leg's handshake waits for `go` (the backend's 125/150):
+    /// clients connect before they send the transfer command, and a command
+    /// the backend refuses never gets a handshake on its side, so starting
+    /// early would spend a single-use TLS 1.3 ticket for nothing (two such
+    /// misses and vsftpd answers 522, ProFTPD 425). The client leg may start
+    /// before the 150 (aioftp does) or after it (curl, lftp); its timeout
+    /// counts from `go`, so a client that connects early and sends its
+    /// command later is not cut off.
     async fn wrap(
         &self,
         client: TcpStream,
         backend: TcpStream,
         timeout: Duration,
+        go: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(ClientStream, BackendStream), DataError> {
         let client_leg = async {
             let Some(acceptors) = &self.client else { return Ok(ClientStream::Plain(client)) };
@@ -122,6 +132,7 @@ impl DataTls {
         };
         let backend_leg = async {
             let Some(b) = &self.backend else { return Ok(BackendStream::Plain(backend)) };
+            wait_for_go(go.clone()).await;
             let tls = b.connector.connect(b.server_name.clone(), backend).await.map_err(DataError::BackendTls)?;
             let resumed = tls::resumed(tls.get_ref().1);
             Metrics::inc(if resumed {
@@ -131,7 +142,8 @@ impl DataTls {
             });
             Ok(BackendStream::Tls(Box::new(tls)))
         };
-        let (client, backend) = tokio::join!(within(timeout, client_leg), within(timeout, backend_leg));
+        let (client, backend) =
+            tokio::join!(within_after(go.clone(), timeout, client_leg), within_after(go.clone(), timeout, backend_leg));
         match (client, backend) {
             (Ok(c), Ok(b)) => Ok((c, b)),
             (Err(e), Ok(mut b)) => {
@@ -146,8 +158,28 @@ impl DataTls {
     }
 }
 
-async fn within<T>(timeout: Duration, leg: impl Future<Output = Result<T, DataError>>) -> Result<T, DataError> {
+/// Runs `leg`, bounded by `timeout` counted from the moment `go` is set: the
+/// leg may make progress before that, unbounded (the session drops the whole
+/// data channel when the command is refused or the session ends).
+async fn within_after<T>(
+    go: tokio::sync::watch::Receiver<bool>,
+    timeout: Duration,
+    leg: impl Future<Output = Result<T, DataError>>,
+) -> Result<T, DataError> {
+    tokio::pin!(leg);
+    tokio::select! {
+        r = &mut leg => return r,
+        () = wait_for_go(go) => {}
+    }
     tokio::time::timeout(timeout, leg).await.unwrap_or(Err(DataError::TlsTimeout(timeout.as_secs())))
+}
+
+/// Waits until the session says the backend accepted the transfer command.
+/// A dropped sender (the channel is being torn down) never says go.
+async fn wait_for_go(mut go: tokio::sync::watch::Receiver<bool>) {
+    if go.wait_for(|g| *g).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Accepts the client's data connection on `passive`, refusing (and counting)
@@ -233,6 +265,7 @@ pub async fn connect_backend(addr: SocketAddr, timeout: Duration) -> Result<TcpS
 pub struct DataChannel {
     pub task: JoinHandle<DataOutcome>,
     direction: Arc<OnceLock<TransferDirection>>,
+    go: tokio::sync::watch::Sender<bool>,
 }
 
 impl DataChannel {
@@ -240,6 +273,12 @@ impl DataChannel {
     /// transfer command goes to the backend.
     pub fn set_direction(&self, direction: TransferDirection) {
         let _ = self.direction.set(direction);
+    }
+
+    /// The backend answered the transfer command with 125/150: TLS
+    /// handshakes on the data legs may start.
+    pub fn backend_accepted(&self) {
+        self.go.send_replace(true);
     }
 }
 
@@ -258,6 +297,7 @@ where
 {
     let metrics = Arc::clone(&tls.metrics);
     let direction = Arc::clone(&tls.direction);
+    let (go, go_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         let _open = GaugeGuard::new(&metrics, |m| &m.data_channels_open);
         let (client, backend) = match legs.await {
@@ -267,7 +307,7 @@ where
         let _ = client.set_nodelay(true);
         let _ = backend.set_nodelay(true);
         let linger = if tls.any() { TLS_LINGER } else { Duration::ZERO };
-        let (client, backend) = match tls.wrap(client, backend, connect_timeout).await {
+        let (client, backend) = match tls.wrap(client, backend, connect_timeout, go_rx).await {
             Ok(l) => l,
             Err(e) => return DataOutcome::Failed(e),
         };
@@ -294,5 +334,5 @@ where
         Metrics::add(&metrics.bytes_read_from_backend, report.b_read);
         DataOutcome::Relayed(report)
     });
-    DataChannel { task, direction }
+    DataChannel { task, direction, go }
 }

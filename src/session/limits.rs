@@ -40,6 +40,14 @@ impl<K: Eq + Hash + Clone> Counts<K> {
     }
 }
 
+/// The tighter of two limits where 0 means none.
+pub fn combined(a: usize, b: usize) -> usize {
+    match (a, b) {
+        (0, x) | (x, 0) => x,
+        (a, b) => a.min(b),
+    }
+}
+
 impl<K: Eq + Hash + Clone> Drop for Slot<K> {
     fn drop(&mut self) {
         let mut map = self.counts.map.lock().unwrap_or_else(|e| e.into_inner());
@@ -67,5 +75,13 @@ mod tests {
         assert_eq!(c.get(&"a"), 1);
         assert!(c.take("a", 0).is_some(), "0 means no limit");
         drop(b);
+    }
+
+    #[test]
+    fn combined_limit_is_the_tighter_nonzero_one() {
+        assert_eq!(combined(0, 0), 0);
+        assert_eq!(combined(50, 0), 50);
+        assert_eq!(combined(0, 3), 3);
+        assert_eq!(combined(50, 3), 3);
     }
 }

@@ -12,6 +12,7 @@ pub mod control;
 pub mod data;
 pub mod feat;
 pub mod limits;
+pub mod prelogin;
 
 use crate::config::{BackendTlsMode, ClientTlsMode, ListenerSettings, Settings};
 use crate::metrics::{GaugeGuard, Metrics};
@@ -66,8 +67,21 @@ pub struct SessionContext {
     /// The clock bans are measured on.
     started: Instant,
     pub xferlog: Option<Arc<crate::xferlog::XferLog>>,
-    /// Set when ftpgate drains for shutdown.
-    pub closing: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The default backend's features, for `FEAT` before login.
+    pub backend_feat: Arc<prelogin::FeatCache>,
+    /// Where ftpgate is in its shutdown, watched by every session.
+    pub closing: Arc<tokio::sync::watch::Sender<Lifecycle>>,
+}
+
+/// Where the process stands in its lifecycle. Sessions between commands
+/// close with `421` once draining starts; at the drain deadline every session
+/// still open closes, whatever it waits for (a transfer's client gets `426`
+/// first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    Serving,
+    Draining,
+    DrainDeadline,
 }
 
 /// The context new sessions start with. SIGHUP replaces it with one built
@@ -155,7 +169,8 @@ impl SessionContext {
         };
         Ok(SessionContext {
             xferlog,
-            closing: Arc::new(tokio::sync::watch::Sender::new(false)),
+            closing: Arc::new(tokio::sync::watch::Sender::new(Lifecycle::Serving)),
+            backend_feat: Arc::default(),
             settings: Arc::new(settings),
             metrics,
             client_tls,
@@ -181,6 +196,10 @@ impl SessionContext {
         next.per_user = Arc::clone(&self.per_user);
         next.started = self.started;
         next.closing = Arc::clone(&self.closing);
+        if next.settings.backend == self.settings.backend {
+            // Until the reload's probe answers, the old features stand.
+            next.backend_feat = Arc::clone(&self.backend_feat);
+        }
         if same_xferlog {
             next.xferlog = self.xferlog.clone();
         }
@@ -217,6 +236,9 @@ impl SessionContext {
 enum SessionError {
     #[error("client control connection: {0}")]
     Client(io::Error),
+    /// The drain deadline passed; the client has been told.
+    #[error("drain deadline reached")]
+    DrainDeadline,
     #[error(transparent)]
     Backend(#[from] BackendError),
 }
@@ -226,6 +248,21 @@ type SessionResult<T> = Result<T, SessionError>;
 enum Flow {
     Continue,
     Close,
+}
+
+/// What waits in the session's queue: commands the client pipelined during a
+/// transfer, and replies that must follow them (an `ABOR`'s, which RFC 959
+/// puts after the transfer's final reply and after every command sent before
+/// it), so every command gets its reply in the order it was sent.
+enum Queued {
+    Event(ClientEvent),
+    Reply(Reply),
+}
+
+/// Resolves once the drain deadline has passed.
+async fn drain_deadline(closing: &tokio::sync::watch::Sender<Lifecycle>) {
+    let mut rx = closing.subscribe();
+    let _ = rx.wait_for(|l| *l == Lifecycle::DrainDeadline).await;
 }
 
 /// The data connection the client has asked for and not used yet.
@@ -295,15 +332,17 @@ pub async fn run(
                 .banned_for(client_peer.ip())
                 .map(|left| format!("too many failed logins from your address; try again in {} s", left.as_secs() + 1)),
         };
+        let per_address =
+            limits::combined(ctx.settings.max_sessions_per_address, policy.login.max_sessions_per_address);
         let address_slot = match refusal {
             Some(_) => None,
-            None => ctx.per_address.take(client_peer.ip().to_canonical(), policy.login.max_sessions_per_address),
+            None => ctx.per_address.take(client_peer.ip().to_canonical(), per_address),
         };
         let Some(address_slot) = address_slot else {
-            let why = refusal.unwrap_or_else(|| {
-                format!("too many sessions from your address (limit {})", policy.login.max_sessions_per_address)
-            });
+            let reason = if refusal.is_some() { "policy" } else { "address_limit" };
+            let why = refusal.unwrap_or_else(|| format!("too many sessions from your address (limit {per_address})"));
             ctx.metrics.count_denial("connect");
+            ctx.metrics.session_refused(reason);
             info!(target: "ftpgate::audit", why, "connection refused");
             // Implicit-TLS clients expect a handshake first; they get a plain close.
             if mode != ClientTlsMode::Implicit {
@@ -324,27 +363,17 @@ pub async fn run(
             }
             Metrics::inc(&ctx.metrics.tls_client_control);
         }
-        let s = &ctx.settings;
-        let connect_started = Instant::now();
-        let backend = match connect_backend_control(s, &ctx.backend.address, client_peer, client_local).await {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                return refuse(&mut client, &ctx, "backend did not accept the connection in time").await
-            }
-            Err(e) => return refuse(&mut client, &ctx, &format!("backend unreachable ({e})")).await,
-        };
-        let Ok(backend_peer) = backend.peer_addr() else {
-            return refuse(&mut client, &ctx, "backend connection lost").await;
-        };
-        ctx.metrics.latency.backend_connect.observe(connect_started.elapsed().as_secs_f64());
-        let _ = backend.set_nodelay(true);
         let mut session = Session {
             ctx: Arc::clone(&ctx),
             client,
-            backend: BackendControl::new(BackendStream::Plain(backend)),
+            // Opened at login (see `prelogin`).
+            backend: BackendControl::new(BackendStream::Detached),
+            backend_open: false,
+            replay: Vec::new(),
+            login_deadline: tokio::time::Instant::now() + ctx.settings.login_timeout,
             client_peer,
             client_local,
-            backend_peer,
+            backend_peer: SocketAddr::from(([0, 0, 0, 0], 0)),
             mode,
             proxy_protocol: listener.proxy_protocol,
             acceptor,
@@ -359,6 +388,7 @@ pub async fn run(
             logged_in: false,
             rest_pending: false,
             queued: VecDeque::new(),
+            transferring: false,
             backend_quit: false,
             binary: false,
             user: None,
@@ -367,9 +397,26 @@ pub async fn run(
             _address_slot: address_slot,
             user_slot: None,
         };
-        info!(backend = %backend_peer, tls = ?mode, "session opened");
-        match session.serve().await {
+        info!(tls = ?mode, "session opened");
+        let banner = format!("{} ", ctx.settings.banner);
+        let served = tokio::select! {
+            r = async {
+                session.reply_text(220, banner.trim_end()).await?;
+                session.serve().await
+            } => r,
+            () = drain_deadline(&ctx.closing) => Err(SessionError::DrainDeadline),
+        };
+        match served {
             Ok(()) => debug!("session closed"),
+            Err(SessionError::DrainDeadline) => {
+                // Dropping `serve` dropped any data channel with it; a client
+                // whose transfer was cut must not wait for a 226 that cannot come.
+                if session.transferring {
+                    let _ = session.reply_text(426, "Transfer aborted: ftpgate is shutting down").await;
+                }
+                let _ = session.reply_text(421, "Service shutting down; please reconnect later").await;
+                info!("session closed at the drain deadline");
+            }
             Err(SessionError::Client(e)) => debug!(error = %e, "client control connection lost"),
             Err(SessionError::Backend(e)) => {
                 ctx.metrics.backend_error(e.kind());
@@ -384,17 +431,16 @@ pub async fn run(
     .await
 }
 
-async fn refuse(client: &mut ClientControl, ctx: &SessionContext, why: &str) {
-    ctx.metrics.backend_error("connect");
-    warn!(backend = %ctx.settings.backend, why, "cannot reach backend");
-    let _ = client.send(&Reply::single(421, &format!("Service not available: {why}"))).await;
-    client.shutdown().await;
-}
-
 struct Session {
     ctx: Arc<SessionContext>,
     client: ClientControl,
+    /// Detached until the backend is opened at login.
     backend: BackendControl,
+    backend_open: bool,
+    /// Said before login and replayed to the backend once it is open.
+    replay: Vec<Command>,
+    /// A client not logged in by then gets 421.
+    login_deadline: tokio::time::Instant,
     client_peer: SocketAddr,
     client_local: SocketAddr,
     backend_peer: SocketAddr,
@@ -422,7 +468,9 @@ struct Session {
     logged_in: bool,
     /// The backend holds a REST offset for the next transfer.
     rest_pending: bool,
-    queued: VecDeque<ClientEvent>,
+    queued: VecDeque<Queued>,
+    /// A transfer's data channel is open: its client is owed a final reply.
+    transferring: bool,
     /// QUIT already went to the backend.
     backend_quit: bool,
     /// TYPE I (or L 8) in force, for the transfer log.
@@ -452,44 +500,37 @@ impl Session {
     }
 
     /// Takes a fresh backend control connection to where commands can flow:
-    /// implicit TLS, the greeting, explicit TLS. With `relay`, the greeting
-    /// (including any `120` "ready in nnn minutes") goes to the client and a
-    /// refusal ends the session quietly (`Ok(false)`); without, it stays hidden.
-    async fn open_backend(&mut self, relay: bool) -> SessionResult<bool> {
+    /// implicit TLS, the greeting (never shown to the client: ftpgate greets
+    /// itself), explicit TLS. A refusing greeting (`421`, or anything but
+    /// `220` after any `120`) ends the session with `421` and the reason.
+    async fn open_backend(&mut self) -> SessionResult<()> {
         let reply_timeout = self.settings().backend_reply;
         if let (Some(tls), BackendTlsMode::Implicit) = (&self.backend_tls, self.settings().backend_tls) {
             let started = Instant::now();
-            self.backend.upgrade(tls, TLS_HANDSHAKE_TIMEOUT).await?;
+            watch_client(&mut self.client, &mut self.queued, self.backend.upgrade(tls, TLS_HANDSHAKE_TIMEOUT))
+                .await??;
             self.ctx.metrics.latency.backend_tls_handshake.observe(started.elapsed().as_secs_f64());
         }
         loop {
-            let greeting = self.backend.next_within(reply_timeout).await?;
+            let greeting =
+                watch_client(&mut self.client, &mut self.queued, self.backend.next_within(reply_timeout)).await??;
             if greeting.code == 220 {
-                self.secure_backend().await?;
-                if relay {
-                    self.reply(&greeting).await?;
-                }
-                return Ok(true);
-            }
-            if relay {
-                self.reply(&greeting).await?;
+                return self.secure_backend().await;
             }
             if !greeting.is_preliminary() {
-                if relay {
-                    return Ok(false);
-                }
                 return Err(BackendError::Refused { command: "a session", reply: greeting.text() }.into());
             }
         }
     }
 
     async fn serve(&mut self) -> SessionResult<()> {
-        if !self.open_backend(true).await? {
-            return Ok(());
-        }
         loop {
             let event = match self.queued.pop_front() {
-                Some(e) => e,
+                Some(Queued::Event(e)) => e,
+                Some(Queued::Reply(r)) => {
+                    self.reply(&r).await?;
+                    continue;
+                }
                 None => {
                     let idle = self.settings().idle_control;
                     let mut closing = self.ctx.closing.subscribe();
@@ -497,11 +538,11 @@ impl Session {
                         e = self.client.next() => e.map_err(SessionError::Client)?,
                         // Draining: sessions between commands close now, those in a
                         // transfer finish it first and close when they get here.
-                        () = async { let _ = closing.wait_for(|c| *c).await; } => {
+                        () = async { let _ = closing.wait_for(|c| *c != Lifecycle::Serving).await; } => {
                             self.reply_text(421, "Service shutting down; please reconnect later").await?;
                             return Ok(());
                         }
-                        r = self.backend.next() => {
+                        r = self.backend.next(), if self.backend_open => {
                             // Unsolicited: typically the backend's own idle-timeout 421.
                             let r = r?;
                             self.reply(&r).await?;
@@ -509,6 +550,13 @@ impl Session {
                                 return Ok(());
                             }
                             continue;
+                        }
+                        () = tokio::time::sleep_until(self.login_deadline), if !self.logged_in => {
+                            self.ctx.metrics.session_refused("login_timeout");
+                            info!(target: "ftpgate::audit", "no login within the login timeout");
+                            let secs = self.settings().login_timeout.as_secs();
+                            self.reply_text(421, &format!("Login timeout ({secs} s): log in sooner; closing control connection")).await?;
+                            return Ok(());
                         }
                         () = tokio::time::sleep(idle) => {
                             self.reply_text(421, &format!("Idle timeout ({} s); closing control connection", idle.as_secs())).await?;
@@ -551,6 +599,11 @@ impl Session {
             }
             None => self.ctx.metrics.count_command(cmd.verb.as_str(), "allowed"),
         }
+        if !self.backend_open {
+            if let Some(flow) = self.before_backend(&cmd).await? {
+                return Ok(flow);
+            }
+        }
         self.previous = Some(cmd.verb.clone());
         match cmd.verb.clone() {
             Verb::Pasv | Verb::Epsv => self.passive(&cmd).await?,
@@ -562,8 +615,11 @@ impl Session {
             Verb::Feat => {
                 self.backend.send(&cmd).await?;
                 let r = self.final_reply().await?;
-                let own: &[&str] = if self.acceptor.is_some() { &["AUTH TLS", "PBSZ", "PROT"] } else { &[] };
-                self.reply(&feat::filter(&r, own)).await?;
+                if self.backend_name.is_none() {
+                    self.ctx.backend_feat.set(&r);
+                }
+                let reply = self.feat_reply(Some(r));
+                self.reply(&reply).await?;
             }
             Verb::Auth => return self.auth(&cmd).await,
             Verb::Pbsz => self.pbsz(&cmd).await?,
@@ -716,6 +772,12 @@ impl Session {
             reason = %d.reason,
             "denied"
         );
+        if cmd.verb.transfer_direction().is_some() {
+            // A refused transfer uses up its data setup, as on a server: the
+            // data connection closes (costing no TLS ticket: its backend
+            // handshake never started) and the passive port is free again.
+            self.data = None;
+        }
         if self.rest_pending && cmd.verb.transfer_direction().is_some() {
             // The backend accepted REST for a transfer that will not reach it;
             // clear it so it cannot shift the next transfer (as a server resets
@@ -776,7 +838,7 @@ impl Session {
             self.on_login_failure();
             return self.reply_text(530, "Login incorrect.").await;
         }
-        if bu.backend != self.backend_name {
+        if !self.backend_open || bu.backend != self.backend_name {
             self.switch_backend(bu.backend.clone()).await?;
         }
         self.backend.send(&Command::new(Verb::User, Some(bu.backend_user.as_bytes()))).await?;
@@ -801,26 +863,36 @@ impl Session {
             None => Some(&self.ctx.backend),
         };
         let Some(target) = target else { return Err(BackendError::Closed.into()) };
-        let s = &self.ctx.settings;
-        let tcp = match connect_backend_control(s, &target.address, self.client_peer, self.client_local).await {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                return Err(BackendError::Timeout(s.backend_connect.as_secs()).into())
+        let s = Arc::clone(&self.ctx.settings);
+        let connect = connect_backend_control(&s, &target.address, self.client_peer, self.client_local);
+        let started = Instant::now();
+        let connected = watch_client(&mut self.client, &mut self.queued, connect).await?;
+        Metrics::inc(&self.ctx.metrics.backend_connections);
+        let tcp = match connected {
+            Ok(t) => {
+                self.ctx.metrics.latency.backend_connect.observe(started.elapsed().as_secs_f64());
+                t
             }
-            Err(e) => return Err(BackendError::Io(e).into()),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return Err(BackendError::Unreachable("it did not accept the connection in time".into()).into())
+            }
+            Err(e) => return Err(BackendError::Unreachable(e.to_string()).into()),
         };
         let peer = tcp.peer_addr().map_err(BackendError::Io)?;
         let _ = tcp.set_nodelay(true);
         let tls = target.tls.as_ref().map(|t| t.for_session());
         let mut old = std::mem::replace(&mut self.backend, BackendControl::new(BackendStream::Plain(tcp)));
-        let _ = old.send(&Command::new(Verb::Quit, None)).await;
-        old.shutdown().await;
+        if std::mem::replace(&mut self.backend_open, true) {
+            let _ = old.send(&Command::new(Verb::Quit, None)).await;
+            old.shutdown().await;
+        }
         self.backend_peer = peer;
         self.backend_tls = tls;
         self.backend_epsv = true;
         self.backend_name = name;
-        self.open_backend(false).await?;
-        info!(backend = %peer, name = self.backend_name.as_deref().unwrap_or("default"), "session moved to the user's backend");
+        self.open_backend().await?;
+        self.replay_to_backend().await?;
+        info!(backend = %peer, name = self.backend_name.as_deref().unwrap_or("default"), "backend control connection open");
         Ok(())
     }
 
@@ -874,7 +946,7 @@ impl Session {
                 return Ok(Flow::Continue);
             }
         };
-        if self.client.has_pending_input() {
+        if self.client.has_pending_input() || !self.queued.is_empty() {
             Metrics::inc(&self.ctx.metrics.commands_rejected);
             warn!("client pipelined plaintext after AUTH; closing");
             self.reply_text(421, "Commands sent after AUTH before the TLS handshake are refused; closing").await?;
@@ -935,8 +1007,9 @@ impl Session {
     /// Reads the backend's replies until a final one, relaying any preliminary
     /// replies to the client, and returns the final one unsent.
     async fn final_reply(&mut self) -> SessionResult<Reply> {
+        let timeout = self.settings().backend_reply;
         loop {
-            let r = self.backend.next_within(self.settings().backend_reply).await?;
+            let r = watch_client(&mut self.client, &mut self.queued, self.backend.next_within(timeout)).await??;
             if !r.is_preliminary() {
                 return Ok(r);
             }
@@ -1134,8 +1207,12 @@ impl Session {
             metrics.transfer(transfer_kind(cmd), "failed");
             return self.reply(&first).await;
         }
+        channel.backend_accepted();
         self.reply(&first).await?;
-        self.complete_transfer(cmd, direction, channel).await
+        self.transferring = true;
+        let done = self.complete_transfer(cmd, direction, channel).await;
+        self.transferring = false;
+        done
     }
 
     /// Waits for both the data relay and the backend's final reply, and sends
@@ -1171,12 +1248,13 @@ impl Session {
                 e = self.client.next(), if self.queued.len() < MAX_QUEUED_COMMANDS => {
                     match e.map_err(SessionError::Client)? {
                         ClientEvent::Command(c) if c.verb == Verb::Abor => {
-                            return self.abort_transfer(channel, final_reply).await;
+                            let delivered = matches!(&outcome, Some(DataOutcome::Relayed(r)) if matches!(r.end, RelayEnd::Eof(_)));
+                            return self.abort_transfer(cmd, channel, final_reply, delivered).await;
                         }
                         ClientEvent::Closed => {
                             return Err(SessionError::Client(io::ErrorKind::UnexpectedEof.into()));
                         }
-                        other => self.queued.push_back(other),
+                        other => self.queued.push_back(Queued::Event(other)),
                     }
                 }
                 () = tokio::time::sleep(reply_timeout), if outcome.is_some() && final_reply.is_none() => {
@@ -1250,29 +1328,53 @@ impl Session {
     }
 
     /// `ABOR` during a transfer: close both data legs first (so the backend's
-    /// transfer ends even if it ignores urgent data), then pass `ABOR` on and
-    /// relay the transfer's final reply and the `ABOR` reply, in that order.
-    async fn abort_transfer(&mut self, mut channel: DataChannel, final_reply: Option<Reply>) -> SessionResult<()> {
+    /// transfer ends even if it ignores urgent data), then pass `ABOR` on.
+    /// The client gets the transfer's final reply, then the replies to the
+    /// commands it sent before `ABOR` (queued), then `ABOR`'s (RFC 959).
+    /// `delivered`: the relay had already moved every byte and ended in order;
+    /// otherwise a backend `226` (it may have written everything into socket
+    /// buffers before the client stopped reading) becomes `426`, and the
+    /// `ABOR` reply says a transfer was aborted (`226`).
+    async fn abort_transfer(
+        &mut self,
+        cmd: &Command,
+        mut channel: DataChannel,
+        final_reply: Option<Reply>,
+        delivered: bool,
+    ) -> SessionResult<()> {
         channel.task.abort();
         // Wait until the legs are really closed before the backend hears ABOR.
         let _ = (&mut channel.task).await;
-        self.ctx.metrics.transfer("file", "aborted");
-        info!("transfer aborted by client");
+        self.ctx.metrics.transfer(transfer_kind(cmd), if delivered { "ok" } else { "aborted" });
+        info!(delivered, "transfer aborted by client");
         self.backend.send(&Command::new(Verb::Abor, None)).await?;
-        let transfer_reply = match final_reply {
+        let mut transfer_reply = match final_reply {
             Some(r) => r,
-            None => self.backend.next_within(self.settings().backend_reply).await?,
+            None => self.final_reply().await?,
         };
+        if !delivered && transfer_reply.is_positive() {
+            debug!(backend_reply = %transfer_reply.text(), "replacing the backend's final reply: the client did not get every byte");
+            transfer_reply =
+                Reply::single(426, "Transfer aborted: the data connection was closed before every byte was delivered");
+        }
         self.reply(&transfer_reply).await?;
-        let abor_reply = self.final_reply().await?;
-        self.reply(&abor_reply).await
+        let mut abor_reply = self.final_reply().await?;
+        if !delivered && abor_reply.code == 225 {
+            abor_reply = Reply::single(226, "ABOR successful; the transfer was aborted");
+        }
+        if self.queued.is_empty() {
+            self.reply(&abor_reply).await
+        } else {
+            self.queued.push_back(Queued::Reply(abor_reply));
+            Ok(())
+        }
     }
 
     /// Ends the session politely towards the backend (so it frees the login at
     /// once) and the client.
     async fn close(&mut self) {
         self.data = None;
-        let quit = !self.backend_quit;
+        let quit = !self.backend_quit && self.backend_open;
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
             if quit {
                 let _ = self.backend.send(&Command::new(Verb::Quit, None)).await;
@@ -1281,6 +1383,27 @@ impl Session {
         })
         .await;
         self.client.shutdown().await;
+    }
+}
+
+/// Runs `fut` (a wait on the backend) while reading the client, so a client
+/// that leaves is noticed in every state: its session ends at once and frees
+/// its backend connection, ports and counts. Commands the client pipelines
+/// meanwhile wait in the queue, in order.
+async fn watch_client<T>(
+    client: &mut ClientControl,
+    queued: &mut VecDeque<Queued>,
+    fut: impl std::future::Future<Output = T>,
+) -> SessionResult<T> {
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            r = &mut fut => return Ok(r),
+            e = client.next(), if queued.len() < MAX_QUEUED_COMMANDS => match e.map_err(SessionError::Client)? {
+                ClientEvent::Closed => return Err(SessionError::Client(io::ErrorKind::UnexpectedEof.into())),
+                other => queued.push_back(Queued::Event(other)),
+            },
+        }
     }
 }
 

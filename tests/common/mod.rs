@@ -213,6 +213,9 @@ pub fn settings(backend: SocketAddr, listen: SocketAddr) -> Settings {
         backend_reply: Duration::from_secs(15),
         drain: Duration::from_secs(5),
         max_sessions: 1000,
+        max_sessions_per_address: 50,
+        login_timeout: Duration::from_secs(60),
+        banner: ftpgate::config::DEFAULT_BANNER.to_string(),
     }
 }
 
@@ -402,7 +405,10 @@ pub struct RawClient {
 
 impl RawClient {
     pub fn connect(addr: SocketAddr) -> RawClient {
-        let stream = TcpStream::connect(addr).unwrap();
+        RawClient::from_stream(TcpStream::connect(addr).unwrap())
+    }
+
+    pub fn from_stream(stream: TcpStream) -> RawClient {
         stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let reader = BufReader::new(stream.try_clone().unwrap());
         RawClient { stream, reader }
@@ -440,10 +446,15 @@ impl RawClient {
         (code, all)
     }
 
-    /// True once the server has closed the connection.
+    /// True once the server has closed the connection (EOF or reset). A
+    /// server that stays silent until the read timeout has not closed it.
     pub fn closed(&mut self) -> bool {
         let mut buf = [0u8; 64];
-        matches!(self.reader.read(&mut buf), Ok(0) | Err(_))
+        match self.reader.read(&mut buf) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted),
+        }
     }
 
     /// EPSV, then a data connection to the port it names.

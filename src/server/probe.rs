@@ -1,0 +1,65 @@
+//! The backend probe: a short control session (greeting, `FEAT`, `QUIT`)
+//! at start and after each reload, so `FEAT` before login can list what
+//! ftpgate and the backend both support without a client's connection ever
+//! reaching the backend.
+
+use crate::config::BackendTlsMode;
+use crate::protocol::{Command, Verb};
+use crate::session::control::{BackendControl, BackendError};
+use crate::session::SessionContext;
+use crate::tls::stream::BackendStream;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tracing::{debug, warn};
+
+/// Bound on the TLS handshake of an implicit-FTPS probe.
+const PROBE_TLS_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Learns the default backend's `FEAT` into `ctx.backend_feat`. Failures are
+/// logged and leave the cache as it was; sessions then offer ftpgate's own
+/// features before login.
+pub async fn learn_feat(ctx: Arc<SessionContext>) {
+    match probe(&ctx).await {
+        Ok(()) => debug!(backend = %ctx.backend.address, "backend features learnt"),
+        Err(e) => warn!(backend = %ctx.backend.address, error = %e, "backend probe failed"),
+    }
+}
+
+async fn probe(ctx: &SessionContext) -> Result<(), BackendError> {
+    let s = &ctx.settings;
+    let connect = tokio::net::TcpStream::connect(&ctx.backend.address);
+    let mut tcp = tokio::time::timeout(s.backend_connect, connect)
+        .await
+        .map_err(|_| BackendError::Timeout(s.backend_connect.as_secs()))??;
+    if let Some(version) = s.backend_proxy_protocol {
+        // The probe is ftpgate's own connection and says so.
+        let (local, peer) = (tcp.local_addr()?, tcp.peer_addr()?);
+        tcp.write_all(&crate::proxy_protocol::encode(version, local, peer)).await?;
+    }
+    let mut backend = BackendControl::new(BackendStream::Plain(tcp));
+    if let (Some(tls), BackendTlsMode::Implicit) = (&ctx.backend.tls, s.backend_tls) {
+        backend.upgrade(&tls.for_session(), PROBE_TLS_TIMEOUT).await?;
+    }
+    let greeting = loop {
+        let r = backend.next_within(s.backend_reply).await?;
+        if !r.is_preliminary() {
+            break r;
+        }
+    };
+    if greeting.code != 220 {
+        return Err(BackendError::Refused { command: "the probe", reply: greeting.text() });
+    }
+    backend.send(&Command::new(Verb::Feat, None)).await?;
+    let feat = loop {
+        let r = backend.next_within(s.backend_reply).await?;
+        if !r.is_preliminary() {
+            break r;
+        }
+    };
+    ctx.backend_feat.set(&feat);
+    let _ = backend.send(&Command::new(Verb::Quit, None)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), backend.next()).await;
+    backend.shutdown().await;
+    Ok(())
+}
