@@ -28,6 +28,18 @@ fn read_all(mut d: TcpStream) -> Vec<u8> {
     v
 }
 
+/// A refused transfer's data connection ends without a byte: EOF, or a
+/// reset when the refusal came before ftpgate had taken the connection from
+/// its passive port's accept queue. A hang fails.
+fn closed_without_data(mut d: TcpStream) {
+    let mut buf = [0u8; 16];
+    match d.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("a refused transfer's data connection must close without data: {other:?}"),
+    }
+}
+
 /// 20 refused RETRs from a client that connects first, then a listing, then
 /// a mixed run of 50 transfers on one session: every backend data connection
 /// resumes the backend control session, none does a full handshake.
@@ -47,7 +59,7 @@ fn refused_transfers_keep_resumption(
         let (code, text) = c.cmd(&format!("RETR nope{i}.bin"));
         assert_eq!(code, 550, "refusal {i}: {text}");
         // The refused transfer's data connection is closed, not left hanging.
-        assert!(read_all(d).is_empty());
+        closed_without_data(d);
     }
     let d = preconnect(&mut c);
     let (code, text) = c.cmd("LIST");
@@ -80,7 +92,7 @@ fn refused_transfers_keep_resumption(
             }
             _ => {
                 assert_eq!(c.cmd("RETR missing.bin").0, 550);
-                assert!(read_all(d).is_empty());
+                closed_without_data(d);
             }
         }
     }

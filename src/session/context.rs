@@ -1,0 +1,191 @@
+//! What all sessions share: settings, metrics, TLS, backends, the policy,
+//! login bans and session counts, and the process's lifecycle. SIGHUP builds
+//! a new generation; bans, counts and the drain signal carry over.
+
+use super::*;
+
+/// Everything a session needs from the server, shared by all sessions.
+#[derive(Debug)]
+pub struct SessionContext {
+    pub settings: Arc<Settings>,
+    pub metrics: Arc<Metrics>,
+    /// ftpgate's TLS server side, when any listener offers TLS.
+    pub client_tls: Option<Arc<ServerTls>>,
+    /// The default backend.
+    pub backend: BackendTarget,
+    /// Backends bastion users may be mapped to, by name.
+    pub named_backends: std::collections::HashMap<String, BackendTarget>,
+    /// The policy in force, shared by every generation of the context: SIGHUP
+    /// swaps it, and running sessions see the new one from their next command.
+    policy: Arc<RwLock<Arc<Policy>>>,
+    /// Failed logins per client address; bans outlive reloads.
+    pub logins: Arc<Mutex<LoginGuard>>,
+    pub per_address: Arc<limits::Counts<IpAddr>>,
+    pub per_user: Arc<limits::Counts<String>>,
+    /// The clock bans are measured on.
+    started: Instant,
+    pub xferlog: Option<Arc<crate::xferlog::XferLog>>,
+    /// The default backend's features, for `FEAT` before login.
+    pub backend_feat: Arc<prelogin::FeatCache>,
+    /// Where ftpgate is in its shutdown, watched by every session.
+    pub closing: Arc<tokio::sync::watch::Sender<Lifecycle>>,
+}
+
+/// Where the process stands in its lifecycle. Sessions between commands
+/// close with `421` once draining starts; at the drain deadline every session
+/// still open closes, whatever it waits for (a transfer's client gets `426`
+/// first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    Serving,
+    Draining,
+    DrainDeadline,
+}
+
+/// The context new sessions start with. SIGHUP replaces it with one built
+/// from the reloaded configuration; running sessions keep the one they
+/// started with (backend, TLS, limits), except for the policy, which they all
+/// share.
+pub type LiveContext = tokio::sync::watch::Sender<Arc<SessionContext>>;
+
+/// A backend ftpgate can connect a session to.
+#[derive(Debug)]
+pub struct BackendTarget {
+    /// `HOST:PORT`.
+    pub address: String,
+    pub tls: Option<Arc<BackendTls>>,
+}
+
+impl BackendTarget {
+    fn new(settings: &Settings, address: &str) -> Result<BackendTarget, TlsError> {
+        let tls = match settings.backend_tls {
+            BackendTlsMode::Off => None,
+            _ => {
+                let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+                Some(Arc::new(BackendTls::build(&settings.backend_tls_options, host)?))
+            }
+        };
+        Ok(BackendTarget { address: address.to_string(), tls })
+    }
+}
+
+/// Every backend a policy maps users to must exist in the configuration.
+fn check_backend_names(
+    policy: &Policy,
+    named: &std::collections::HashMap<String, BackendTarget>,
+) -> Result<(), PolicyError> {
+    for (user, u) in &policy.bastion_users {
+        if let Some(b) = &u.backend {
+            if !named.contains_key(b) {
+                return Err(PolicyError::UnknownBackend { user: user.clone(), backend: b.clone() });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Error)]
+pub enum ContextError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("transfer log {0}: {1}")]
+    Xferlog(String, io::Error),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
+impl SessionContext {
+    /// Loads certificates and the policy, and builds the TLS configurations
+    /// the settings ask for.
+    pub fn new(settings: Settings, metrics: Arc<Metrics>) -> Result<SessionContext, ContextError> {
+        let client_tls = match &settings.client_tls {
+            Some(o) => Some(Arc::new(ServerTls::load(o.clone())?)),
+            None => None,
+        };
+        if matches!(settings.backend_tls_options.verify, crate::tls::BackendVerify::Insecure)
+            && settings.backend_tls != BackendTlsMode::Off
+        {
+            warn!(
+                "backend certificate verification is OFF (insecure_skip_verify): the backend leg is not authenticated"
+            );
+        }
+        let backend = BackendTarget::new(&settings, &settings.backend)?;
+        let mut named_backends = std::collections::HashMap::new();
+        for (name, address) in &settings.named_backends {
+            named_backends.insert(name.clone(), BackendTarget::new(&settings, address)?);
+        }
+        let policy = match &settings.policy {
+            Some(p) => Policy::load(p)?,
+            None => Policy::permissive(),
+        };
+        check_backend_names(&policy, &named_backends)?;
+        let xferlog = match &settings.xferlog {
+            Some(p) => Some(Arc::new(
+                crate::xferlog::XferLog::open(p).map_err(|e| ContextError::Xferlog(p.display().to_string(), e))?,
+            )),
+            None => None,
+        };
+        Ok(SessionContext {
+            xferlog,
+            closing: Arc::new(tokio::sync::watch::Sender::new(Lifecycle::Serving)),
+            backend_feat: Arc::default(),
+            settings: Arc::new(settings),
+            metrics,
+            client_tls,
+            backend,
+            named_backends,
+            policy: Arc::new(RwLock::new(Arc::new(policy))),
+            logins: Arc::default(),
+            per_address: Arc::default(),
+            per_user: Arc::default(),
+            started: Instant::now(),
+        })
+    }
+
+    /// The next generation, built from reloaded `settings`: new certificates,
+    /// backends and limits for new sessions. Bans, per-address and per-user
+    /// counts, metrics and the drain signal carry over; the new policy goes
+    /// into force for running sessions too. On error nothing changes.
+    pub fn reloaded(&self, settings: Settings) -> Result<SessionContext, ContextError> {
+        let same_xferlog = settings.xferlog == self.settings.xferlog;
+        let mut next = SessionContext::new(settings, Arc::clone(&self.metrics))?;
+        next.logins = Arc::clone(&self.logins);
+        next.per_address = Arc::clone(&self.per_address);
+        next.per_user = Arc::clone(&self.per_user);
+        next.started = self.started;
+        next.closing = Arc::clone(&self.closing);
+        if next.settings.backend == self.settings.backend {
+            // Until the reload's probe answers, the old features stand.
+            next.backend_feat = Arc::clone(&self.backend_feat);
+        }
+        if same_xferlog {
+            next.xferlog = self.xferlog.clone();
+        }
+        let policy = next.policy();
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
+        next.policy = Arc::clone(&self.policy);
+        Ok(next)
+    }
+
+    pub fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.policy.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Reads the policy file again; a broken file leaves the old policy in force.
+    pub fn reload_policy(&self) -> Result<bool, PolicyError> {
+        let Some(path) = &self.settings.policy else { return Ok(false) };
+        let p = Policy::load(path)?;
+        check_backend_names(&p, &self.named_backends)?;
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
+        Ok(true)
+    }
+
+    pub(super) fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub(super) fn banned_for(&self, ip: IpAddr) -> Option<Duration> {
+        let now = self.now();
+        self.logins.lock().unwrap_or_else(|e| e.into_inner()).banned_until(ip, now).map(|t| t - now)
+    }
+}
