@@ -128,6 +128,13 @@ pub fn render(m: &Metrics) -> String {
     );
     from_map(
         &r,
+        "ftpgate_tls_versions_total",
+        "TLS handshakes by leg and negotiated protocol version.",
+        &["leg", "version"],
+        lock(&m.tls_versions).iter().map(|((l, v), n)| (vec![l.to_string(), v.to_string()], *n)),
+    );
+    from_map(
+        &r,
         "ftpgate_session_refusals_total",
         "Sessions refused or closed by the front door, by reason (address_limit, policy, login_timeout).",
         &["reason"],

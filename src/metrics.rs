@@ -77,6 +77,9 @@ pub struct Metrics {
     /// Sessions ended by the front door, by reason (address_limit, policy,
     /// login_timeout).
     pub session_refusals_by_reason: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// TLS handshakes by leg (client_control, client_data, backend_control,
+    /// backend_data) and negotiated version.
+    pub tls_versions: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
     /// Backend control connections opened (at login, never before).
     pub backend_connections: AtomicU64,
     /// Command lines refused before reaching the backend (syntax, length, NUL,
@@ -159,6 +162,16 @@ impl Metrics {
         });
         let mut m = self.transfers_by_kind.lock().unwrap_or_else(|e| e.into_inner());
         *m.entry((kind, result)).or_insert(0) += 1;
+    }
+
+    pub fn tls_version(&self, leg: &'static str, version: Option<&'static str>) {
+        let Some(version) = version else { return };
+        let mut m = self.tls_versions.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry((leg, version)).or_insert(0) += 1;
+    }
+
+    pub fn tls_versions_for(&self, leg: &'static str, version: &'static str) -> u64 {
+        self.tls_versions.lock().unwrap_or_else(|e| e.into_inner()).get(&(leg, version)).copied().unwrap_or(0)
     }
 
     pub fn session_refused(&self, reason: &'static str) {

@@ -99,8 +99,10 @@ fn certs_init_then_implicit_ftps_and_sighup_reload() {
     backend.put("r.txt", b"reloaded\n");
     let (mut cmd, addr) = ftpgate_run(backend.addr);
     let port = addr.port();
+    let metrics: std::net::SocketAddr =
+        format!("127.0.0.1:{}", free_port("127.0.0.1".parse().unwrap())).parse().unwrap();
     let child = KillOnDrop::new(
-        cmd.args(["--client-tls", "implicit"])
+        cmd.args(["--client-tls", "implicit", "--metrics", &metrics.to_string()])
             .args(["--cert", &format!("{d}/server.pem"), "--key", &format!("{d}/server.key")])
             .spawn()
             .unwrap(),
@@ -125,7 +127,7 @@ fn certs_init_then_implicit_ftps_and_sighup_reload() {
     // A broken file on reload keeps the running certificate.
     std::fs::write(dir.path().join("server.pem"), "garbage").unwrap();
     assert!(hup(child.id()).success());
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_metric(metrics, "ftpgate_config_reload_failures_total", 1);
     let still = fetch(&new_ca);
     drop(child);
     assert_eq!(still.status, 0, "{}", still.stderr);
@@ -248,14 +250,6 @@ fn json_logs_carry_session_and_user_but_no_password() {
     assert!(!stderr.contains(PASSWORD) && !stderr.contains("again-a-secret"), "a password reached the log");
 }
 
-fn scrape(addr: std::net::SocketAddr, name: &str) -> u64 {
-    let out = Command::new("curl").args(["-sf", &format!("http://{addr}/metrics")]).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()))
-        .unwrap_or_else(|| panic!("{name} not in metrics:\n{text}")) as u64
-}
-
 /// SIGHUP with a changed configuration file: new sessions go to the new
 /// backend, a new listener opens and a removed one closes, while a session
 /// that was running keeps its backend; a broken file changes nothing.
@@ -314,11 +308,7 @@ fn sighup_reloads_backend_and_listeners_without_dropping_sessions() {
 
     std::fs::write(&config, "[[listener]]\naddress = 42\n").unwrap();
     hup();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while scrape(metrics, "ftpgate_config_reload_failures_total") < 1 {
-        assert!(Instant::now() < deadline, "broken reload not counted");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_metric(metrics, "ftpgate_config_reload_failures_total", 1);
     let mut c = RawClient::connect(at(l2));
     c.login();
     assert_eq!(c.cmd("MDTM b.txt").0, 213, "a broken file keeps the running configuration");

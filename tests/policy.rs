@@ -193,14 +193,18 @@ fn sighup_reload_keeps_old_policy_when_the_new_one_is_broken() {
     backend.put("r.txt", b"readable\n");
     let (mut cmd, addr) = ftpgate_run(backend.addr);
     let port = addr.port();
-    let child = KillOnDrop::new(cmd.args(["--policy", policy.to_str().unwrap()]).spawn().unwrap());
+    let metrics: std::net::SocketAddr =
+        format!("127.0.0.1:{}", free_port("127.0.0.1".parse().unwrap())).parse().unwrap();
+    let child = KillOnDrop::new(
+        cmd.args(["--policy", policy.to_str().unwrap(), "--metrics", &metrics.to_string()]).spawn().unwrap(),
+    );
     wait_for_greeting(format!("127.0.0.1:{port}").parse().unwrap());
     let url = format!("ftp://127.0.0.1:{port}/r.txt");
     let hup = |pid: u32| assert!(Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap().success());
     assert_ne!(curl_as(USER2, &[&url]).status, 0, "writer may not read");
     std::fs::write(&policy, "[[rule]]\nname = \"broken\"\nallow = [\"fly\"]\n").unwrap();
     hup(child.id());
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_metric(metrics, "ftpgate_config_reload_failures_total", 1);
     assert_ne!(curl_as(USER2, &[&url]).status, 0, "broken reload must keep the old policy");
     assert_eq!(curl_as(USER, &[&url]).status, 0, "and must not lock everyone out");
     std::fs::write(

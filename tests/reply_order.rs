@@ -306,3 +306,39 @@ fn drain_deadline_says_426_and_421_to_running_transfers() {
     assert!(status.success(), "{status:?}");
     assert!(sent.elapsed() >= Duration::from_secs(2), "transfers get the whole drain time");
 }
+
+/// A client that starts its data TLS handshake before the transfer command
+/// (aioftp's order) works as well as one that starts after the 150; the
+/// backend leg still waits for the backend's 150, so each resumes.
+#[test]
+fn client_data_tls_before_the_command_works() {
+    let certs = TestCerts::new();
+    let backend = Vsftpd::start_with("127.0.0.1".parse().unwrap(), &vsftpd_tls_conf(&certs, false));
+    let server = certs.server_options();
+    let tweak = backend_tls(&certs, BackendTlsMode::Explicit, TlsVersion::V13);
+    let gate = Gate::start_with(backend.addr, move |s| {
+        tweak(s);
+        s.listeners[0].tls = ftpgate::config::ClientTlsMode::Explicit;
+        s.client_tls = Some(server);
+    });
+    let work = tempfile::tempdir().unwrap();
+    let data = payload(2 << 20, 12);
+    std::fs::write(work.path().join("src.bin"), &data).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/early_tls_client.py");
+    let ca = certs.path("ca.pem");
+    let port = gate.addr.port().to_string();
+    let mut cmd = Command::new("python3");
+    cmd.arg(script).args(["127.0.0.1", &port, USER, PASSWORD, ca.to_str().unwrap(), work.path().to_str().unwrap()]);
+    let out = run_client(&mut cmd, Duration::from_secs(60));
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    // greeting, AUTH, USER, PASS, PBSZ, PROT, TYPE, EPSV, STOR 150+226, EPSV, RETR 150+226, QUIT
+    let want = [220, 234, 331, 230, 200, 200, 200, 229, 150, 226, 229, 150, 226, 221];
+    assert_eq!(v["codes"], serde_json::json!(want), "{v}");
+    assert_eq!(v["sha"], sha256(&data).as_str());
+    assert_eq!(sha256_file(&backend.root.join("up.bin")), sha256(&data));
+    let m = &gate.metrics;
+    assert_eq!(Metrics::get(&m.tls_client_data_resumed), 2);
+    assert_eq!(Metrics::get(&m.tls_backend_data_resumed), 2);
+    assert_eq!(Metrics::get(&m.tls_backend_data_full), 0);
+}

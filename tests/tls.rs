@@ -84,6 +84,26 @@ fn check_resumption(s: &Setup, client: ClientTlsMode, backend: BackendTlsMode) {
     s.gate.assert_drained();
 }
 
+/// Every TLS handshake on each leg negotiated the version the test names:
+/// the backend leg's cap, and TLS 1.3 (rustls and curl's default) towards
+/// the client.
+fn check_versions(s: &Setup, client: ClientTlsMode, backend: BackendTlsMode, max: TlsVersion) {
+    let m = &s.gate.metrics;
+    let (want, other) = if max == TlsVersion::V12 { ("1.2", "1.3") } else { ("1.3", "1.2") };
+    if backend != BackendTlsMode::Off {
+        for leg in ["backend_control", "backend_data"] {
+            assert!(m.tls_versions_for(leg, want) >= 1, "{leg} never negotiated TLS {want}");
+            assert_eq!(m.tls_versions_for(leg, other), 0, "{leg} negotiated TLS {other}");
+        }
+    }
+    if client != ClientTlsMode::Off {
+        for leg in ["client_control", "client_data"] {
+            assert!(m.tls_versions_for(leg, "1.3") >= 1, "{leg} never negotiated TLS 1.3");
+            assert_eq!(m.tls_versions_for(leg, "1.2"), 0, "{leg} negotiated TLS 1.2");
+        }
+    }
+}
+
 macro_rules! matrix {
     ($($name:ident: $client:ident, $backend:ident, $max:ident, [$($mode:expr),*];)*) => {$(
         #[test]
@@ -91,6 +111,7 @@ macro_rules! matrix {
             let s = setup(ClientTlsMode::$client, BackendTlsMode::$backend, TlsVersion::$max, true);
             curl_roundtrip(&s, ClientTlsMode::$client, &[$($mode),*]);
             check_resumption(&s, ClientTlsMode::$client, BackendTlsMode::$backend);
+            check_versions(&s, ClientTlsMode::$client, BackendTlsMode::$backend, TlsVersion::$max);
         }
     )*};
 }

@@ -74,6 +74,14 @@ impl ClientControl {
         self.stream.is_tls()
     }
 
+    /// The TLS version in force, as a metric label.
+    pub fn tls_version(&self) -> Option<&'static str> {
+        match &self.stream {
+            ClientStream::Tls(t) => Some(crate::tls::version_label(t.get_ref().1)),
+            _ => None,
+        }
+    }
+
     /// The verified client certificate chain, if mutual TLS is on.
     pub fn peer_certificates(&self) -> Option<Vec<rustls::pki_types::CertificateDer<'static>>> {
         match &self.stream {
@@ -176,6 +184,14 @@ impl BackendControl {
 
     pub fn is_tls(&self) -> bool {
         self.stream.is_tls()
+    }
+
+    /// The TLS version in force, as a metric label.
+    pub fn tls_version(&self) -> Option<&'static str> {
+        match &self.stream {
+            BackendStream::Tls(t) => Some(crate::tls::version_label(t.get_ref().1)),
+            _ => None,
+        }
     }
 
     pub async fn next(&mut self) -> Result<Reply, BackendError> {

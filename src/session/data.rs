@@ -120,6 +120,7 @@ impl DataTls {
             let config = acceptors.for_data(download);
             let tls = start.into_stream(config).await.map_err(DataError::ClientTls)?;
             let resumed = tls::resumed(tls.get_ref().1);
+            self.metrics.tls_version("client_data", Some(tls::version_label(tls.get_ref().1)));
             Metrics::inc(if resumed {
                 &self.metrics.tls_client_data_resumed
             } else {
@@ -135,6 +136,7 @@ impl DataTls {
             wait_for_go(go.clone()).await;
             let tls = b.connector.connect(b.server_name.clone(), backend).await.map_err(DataError::BackendTls)?;
             let resumed = tls::resumed(tls.get_ref().1);
+            self.metrics.tls_version("backend_data", Some(tls::version_label(tls.get_ref().1)));
             Metrics::inc(if resumed {
                 &self.metrics.tls_backend_data_resumed
             } else {

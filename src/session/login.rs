@@ -35,6 +35,7 @@ impl Session {
             let started = Instant::now();
             watch_client(&mut self.client, &mut self.queued, self.backend.upgrade(tls, TLS_HANDSHAKE_TIMEOUT))
                 .await??;
+            self.ctx.metrics.tls_version("backend_control", self.backend.tls_version());
             self.ctx.metrics.latency.backend_tls_handshake.observe(started.elapsed().as_secs_f64());
         }
         loop {

@@ -169,6 +169,7 @@ pub async fn run(
                 return;
             }
             Metrics::inc(&ctx.metrics.tls_client_control);
+            ctx.metrics.tls_version("client_control", client.tls_version());
         }
         let mut session = Session {
             ctx: Arc::clone(&ctx),

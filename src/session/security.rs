@@ -13,6 +13,7 @@ impl Session {
             self.backend.exchange(&Command::new(Verb::Auth, Some(b"TLS")), 234, t).await?;
             let started = Instant::now();
             self.backend.upgrade(&tls, TLS_HANDSHAKE_TIMEOUT).await?;
+            self.ctx.metrics.tls_version("backend_control", self.backend.tls_version());
             self.ctx.metrics.latency.backend_tls_handshake.observe(started.elapsed().as_secs_f64());
         }
         self.backend.exchange(&Command::new(Verb::Pbsz, Some(b"0")), 200, t).await?;
@@ -54,6 +55,7 @@ impl Session {
         match upgraded {
             Ok(()) => {
                 Metrics::inc(&self.ctx.metrics.tls_client_control);
+                self.ctx.metrics.tls_version("client_control", self.client.tls_version());
                 self.prot_private = implies_private;
                 debug!("client control connection secured");
                 Ok(Flow::Continue)

@@ -332,6 +332,15 @@ pub struct BackendSessionTls {
 }
 
 /// True if the connection resumed an earlier session instead of a full handshake.
+/// The negotiated protocol version as a metric label ("1.2", "1.3").
+pub fn version_label(conn: &rustls::CommonState) -> &'static str {
+    match conn.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "1.2",
+        _ => "other",
+    }
+}
+
 pub fn resumed(conn: &rustls::CommonState) -> bool {
     conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
 }

@@ -658,6 +658,14 @@ impl KillOnDrop {
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         if let Some(c) = self.0.as_mut() {
+            // A failing test shows what the process logged (see ftpgate_run).
+            if std::thread::panicking() {
+                if let Ok(path) = std::fs::read_link(format!("/proc/{}/fd/2", c.id())) {
+                    if let Ok(log) = std::fs::read_to_string(&path) {
+                        eprintln!("--- stderr of pid {} ({}) ---\n{log}", c.id(), path.display());
+                    }
+                }
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -671,10 +679,41 @@ pub fn ftpgate_run(backend: SocketAddr) -> (Command, SocketAddr) {
     let addr = SocketAddr::new("127.0.0.1".parse().unwrap(), free_port("127.0.0.1".parse().unwrap()));
     let range = port_range(50);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ftpgate"));
+    // The log is kept in a file and printed when the test fails.
+    let log = std::fs::File::create(std::env::temp_dir().join(format!("ftpgate-test-{}.log", addr.port()))).unwrap();
     cmd.args(["run", "--listen", &addr.to_string(), "--backend", &backend.to_string()])
         .args(["--passive-ports", &format!("{}-{}", range.min, range.max)])
+        .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(log);
     (cmd, addr)
+}
+
+/// One label-less series from a running ftpgate's /metrics, if present.
+fn scrape_opt(addr: SocketAddr, name: &str) -> (Option<u64>, String) {
+    let out = Command::new("curl").args(["-sf", &format!("http://{addr}/metrics")]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let v = text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()));
+    (v.map(|v| v as u64), text)
+}
+
+/// One label-less series from a running ftpgate's /metrics.
+pub fn scrape(addr: SocketAddr, name: &str) -> u64 {
+    let (v, text) = scrape_opt(addr, name);
+    v.unwrap_or_else(|| panic!("{name} not in metrics:\n{text}"))
+}
+
+/// Waits (10 s at most) until `name` on a running ftpgate reaches `at_least`:
+/// proof that something happened, instead of a sleep.
+pub fn wait_for_metric(addr: SocketAddr, name: &str, at_least: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (v, text) = scrape_opt(addr, name);
+        if v.is_some_and(|v| v >= at_least) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} did not reach {at_least}:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
