@@ -21,12 +21,12 @@ async fn once(splice: bool) -> u64 {
     let relay = tokio::spawn(async move {
         let stall = Duration::from_secs(30);
         if splice {
-            match ftpgate::relay::splice::relay(a, b, stall).await {
+            match ftpgate::relay::splice::relay(a, b, stall, &Default::default()).await {
                 Ok(r) => r.a_to_b,
                 Err(_) => panic!("no pipes"),
             }
         } else {
-            ftpgate::relay::relay(a, b, stall, Duration::ZERO).await.a_to_b
+            ftpgate::relay::relay(a, b, stall, Duration::ZERO, &Default::default()).await.a_to_b
         }
     });
     let writer = tokio::spawn(async move {

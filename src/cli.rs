@@ -315,6 +315,10 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
         CliCommand::Policy(PolicyCommand::Explain { policy, user, from, tls, client_cert, cwd, command }) => {
             let p = crate::policy::Policy::load(&policy)?;
             println!("{}", explain(&p, &user, from, tls == "yes", client_cert, &cwd, &command));
+            let limits = p.admit(from).map(|network| p.limits_for(Some(&user), network)).unwrap_or_default();
+            if !limits.is_empty() {
+                println!("limits for {user}: {limits}");
+            }
             Ok(())
         }
         CliCommand::Certs(CertsCommand::Init { dir, names, clients, force }) => {

@@ -37,6 +37,15 @@ fn labelled(r: &Registry, name: &str, help: &str, labels: &[&str], values: &[(&[
     let _ = r.register(Box::new(c));
 }
 
+/// A labelled counter family in seconds (fractional).
+fn labelled_f(r: &Registry, name: &str, help: &str, labels: &[&str], values: &[(&[&str], f64)]) {
+    let c = prometheus::CounterVec::new(Opts::new(name, help), labels).expect("valid metric name");
+    for (l, v) in values {
+        c.with_label_values(l).inc_by(*v);
+    }
+    let _ = r.register(Box::new(c));
+}
+
 fn lock<T: Clone>(m: &std::sync::Mutex<T>) -> T {
     m.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
@@ -139,6 +148,23 @@ pub fn render(m: &Metrics) -> String {
         "Sessions refused or closed by the front door, by reason (address_limit, policy, login_timeout).",
         &["reason"],
         lock(&m.session_refusals_by_reason).iter().map(|(k, n)| (vec![k.to_string()], *n)),
+    );
+    counter(&r, "ftpgate_uploads_capped_total", "Uploads stopped at max_upload_size (552).", g(&m.uploads_capped));
+    counter(
+        &r,
+        "ftpgate_transfers_refused_max_total",
+        "Transfers refused by max_transfers (450).",
+        g(&m.transfers_refused_max),
+    );
+    labelled_f(
+        &r,
+        "ftpgate_rate_limit_wait_seconds_total",
+        "Time transfers waited for their user's rate limit, by direction.",
+        &["direction"],
+        &[
+            (&["upload"], g(&m.rate_wait_upload_us) as f64 / 1e6),
+            (&["download"], g(&m.rate_wait_download_us) as f64 / 1e6),
+        ],
     );
     counter(
         &r,

@@ -80,6 +80,13 @@ pub struct Metrics {
     /// TLS handshakes by leg (client_control, client_data, backend_control,
     /// backend_data) and negotiated version.
     pub tls_versions: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
+    /// Uploads stopped at `max_upload_size`.
+    pub uploads_capped: AtomicU64,
+    /// Transfers refused by `max_transfers`.
+    pub transfers_refused_max: AtomicU64,
+    /// Time relays waited for rate limits, per direction (microseconds).
+    pub rate_wait_upload_us: AtomicU64,
+    pub rate_wait_download_us: AtomicU64,
     /// Backend control connections opened (at login, never before).
     pub backend_connections: AtomicU64,
     /// Command lines refused before reaching the backend (syntax, length, NUL,

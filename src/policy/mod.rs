@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod bans;
+pub mod limits;
 mod model;
 pub mod path;
 
@@ -123,6 +124,9 @@ pub struct Network {
     pub deny_commands: Vec<String>,
     /// If set, the only verbs accepted from this network (plus QUIT).
     pub allow_commands: Option<Vec<String>>,
+    /// Transfer limits for users connecting from here (below the user's and
+    /// its groups' own, above the defaults).
+    pub limits: limits::TransferLimits,
 }
 
 /// Permissions on path globs for some users and groups.
@@ -175,6 +179,12 @@ pub struct Policy {
     /// Permissions of users no path rule names.
     pub default_permissions: Permissions,
     pub login: LoginLimits,
+    /// `[defaults]` transfer limits.
+    pub default_limits: limits::TransferLimits,
+    /// `[users.NAME]` transfer limits.
+    pub user_limits: HashMap<String, limits::TransferLimits>,
+    /// `[group_limits.NAME]` transfer limits.
+    pub group_limits: HashMap<String, limits::TransferLimits>,
 }
 
 /// Why a command was refused: the reply code, the rule that decided, and a
@@ -248,6 +258,7 @@ impl Policy {
                 client_cert_required: false,
                 deny_commands: vec![],
                 allow_commands: None,
+                limits: limits::TransferLimits::default(),
             }],
             rules: vec![],
             groups: HashMap::new(),
@@ -256,7 +267,26 @@ impl Policy {
             bastion_users: HashMap::new(),
             default_permissions: Permissions::all(),
             login: LoginLimits::default(),
+            default_limits: limits::TransferLimits::default(),
+            user_limits: HashMap::new(),
+            group_limits: HashMap::new(),
         }
+    }
+
+    /// The transfer limits for `user` connecting from `network`: the user's
+    /// own, then the tightest of its groups', the network's, the defaults'.
+    pub fn limits_for(&self, user: Option<&str>, network: &Network) -> limits::TransferLimits {
+        let own = user.and_then(|u| self.user_limits.get(u)).copied().unwrap_or_default();
+        let groups = user
+            .map(|u| {
+                self.groups
+                    .iter()
+                    .filter(|(_, members)| members.iter().any(|m| m == u))
+                    .filter_map(|(g, _)| self.group_limits.get(g))
+                    .fold(limits::TransferLimits::default(), |acc, l| acc.tightest(*l))
+            })
+            .unwrap_or_default();
+        own.or(groups).or(network.limits).or(self.default_limits)
     }
 
     /// The network a client address belongs to; `None` if none contains it.

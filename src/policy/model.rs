@@ -1,5 +1,6 @@
 //! The policy file format (TOML) and its validation. Errors name the line.
 
+use super::limits::{parse_rate, parse_size, TransferLimits};
 use super::{LoginLimits, Network, PathRule, Permission, Permissions, Policy};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -35,6 +36,63 @@ struct File {
     rules: Vec<RuleFile>,
     #[serde(default)]
     users: HashMap<String, UserFile>,
+    /// Transfer limits per group (`[group_limits.NAME]`).
+    #[serde(default)]
+    group_limits: HashMap<String, LimitsFile>,
+}
+
+/// The transfer-limit keys, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    download_rate: Option<Spanned<String>>,
+    upload_rate: Option<Spanned<String>>,
+    max_upload_size: Option<Spanned<String>>,
+    max_transfers: Option<Spanned<usize>>,
+}
+
+/// The limit keys of a table that also has other keys.
+macro_rules! limits_of {
+    ($t:expr) => {
+        LimitsFile {
+            download_rate: $t.download_rate.clone(),
+            upload_rate: $t.upload_rate.clone(),
+            max_upload_size: $t.max_upload_size.clone(),
+            max_transfers: $t.max_transfers.clone(),
+        }
+    };
+}
+
+/// Checks and converts the limit keys of `[where_]`.
+fn transfer_limits(
+    where_: &str,
+    l: &LimitsFile,
+    err: &impl Fn(usize, String) -> PolicyError,
+) -> Result<TransferLimits, PolicyError> {
+    let rate = |v: &Option<Spanned<String>>, key: &str| {
+        v.as_ref()
+            .map(|s| parse_rate(s.get_ref()).map_err(|m| err(s.span().start, format!("{where_}.{key}: {m}"))))
+            .transpose()
+    };
+    let max_upload_size = l
+        .max_upload_size
+        .as_ref()
+        .map(|s| parse_size(s.get_ref()).map_err(|m| err(s.span().start, format!("{where_}.max_upload_size: {m}"))))
+        .transpose()?;
+    if let Some(n) = &l.max_transfers {
+        if *n.get_ref() == 0 {
+            return Err(err(
+                n.span().start,
+                format!("{where_}.max_transfers: must be at least 1 (leave it out for none)"),
+            ));
+        }
+    }
+    Ok(TransferLimits {
+        download_rate: rate(&l.download_rate, "download_rate")?,
+        upload_rate: rate(&l.upload_rate, "upload_rate")?,
+        max_upload_size,
+        max_transfers: l.max_transfers.as_ref().map(|n| *n.get_ref()),
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -51,7 +109,12 @@ struct LoginFile {
 #[serde(deny_unknown_fields)]
 struct Defaults {
     /// Permissions of users that no rule names. Default: all.
-    permissions: Vec<Spanned<String>>,
+    #[serde(default)]
+    permissions: Option<Vec<Spanned<String>>>,
+    download_rate: Option<Spanned<String>>,
+    upload_rate: Option<Spanned<String>>,
+    max_upload_size: Option<Spanned<String>>,
+    max_transfers: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +136,10 @@ struct NetworkFile {
     deny_commands: Vec<String>,
     #[serde(default)]
     allow_commands: Option<Vec<String>>,
+    download_rate: Option<Spanned<String>>,
+    upload_rate: Option<Spanned<String>>,
+    max_upload_size: Option<Spanned<String>>,
+    max_transfers: Option<Spanned<usize>>,
 }
 
 fn allow() -> Spanned<String> {
@@ -110,6 +177,10 @@ struct UserFile {
     backend_user: Option<String>,
     backend_password_env: Option<Spanned<String>>,
     backend_password_file: Option<Spanned<String>>,
+    download_rate: Option<Spanned<String>>,
+    upload_rate: Option<Spanned<String>>,
+    max_upload_size: Option<Spanned<String>>,
+    max_transfers: Option<Spanned<usize>>,
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -168,6 +239,7 @@ impl Policy {
                     ))
                 }
             };
+            let limits = transfer_limits(&format!("network {}", n.name), &limits_of!(n), &err)?;
             networks.push(Network {
                 name: n.name,
                 cidrs,
@@ -178,6 +250,7 @@ impl Policy {
                 client_cert_required: n.client_cert_required,
                 deny_commands: upper(&n.deny_commands),
                 allow_commands: n.allow_commands.as_deref().map(upper),
+                limits,
             });
         }
         if networks.is_empty() {
@@ -207,10 +280,32 @@ impl Policy {
                 allow,
             });
         }
-        let default_permissions = match &file.defaults {
-            Some(d) => permissions(&d.permissions, &err)?,
+        let default_permissions = match file.defaults.as_ref().and_then(|d| d.permissions.as_ref()) {
+            Some(p) => permissions(p, &err)?,
             None => Permissions::all(),
         };
+        let default_limits = match &file.defaults {
+            Some(d) => transfer_limits("defaults", &limits_of!(d), &err)?,
+            None => TransferLimits::default(),
+        };
+        let mut user_limits = HashMap::new();
+        for (name, u) in &file.users {
+            let l = transfer_limits(&format!("users.{name}"), &limits_of!(u), &err)?;
+            if !l.is_empty() {
+                user_limits.insert(name.clone(), l);
+            }
+        }
+        let mut group_limits = HashMap::new();
+        for (name, g) in &file.group_limits {
+            if !file.groups.contains_key(name) {
+                let at = g.download_rate.as_ref().or(g.upload_rate.as_ref()).or(g.max_upload_size.as_ref());
+                return Err(err(
+                    at.map_or(0, |s| s.span().start),
+                    format!("group_limits.{name}: no such group in [groups]"),
+                ));
+            }
+            group_limits.insert(name.clone(), transfer_limits(&format!("group_limits.{name}"), g, &err)?);
+        }
         let d = LoginLimits::default();
         let login = match file.login {
             Some(l) => LoginLimits {
@@ -275,6 +370,9 @@ impl Policy {
                 .collect(),
             default_permissions,
             login,
+            default_limits,
+            user_limits,
+            group_limits,
         })
     }
 
@@ -321,6 +419,22 @@ impl Policy {
                 u.backend_user,
                 u.backend.as_deref().unwrap_or("(default)")
             ));
+        }
+        if !self.default_limits.is_empty() {
+            out.push_str(&format!("default limits: {}\n", self.default_limits));
+        }
+        for n in self.networks.iter().filter(|n| !n.limits.is_empty()) {
+            out.push_str(&format!("network {} limits: {}\n", n.name, n.limits));
+        }
+        let mut groups: Vec<_> = self.group_limits.iter().collect();
+        groups.sort_by(|a, b| a.0.cmp(b.0));
+        for (g, l) in groups {
+            out.push_str(&format!("group {g} limits: {l}\n"));
+        }
+        let mut users: Vec<_> = self.user_limits.iter().collect();
+        users.sort_by(|a, b| a.0.cmp(b.0));
+        for (u, l) in users {
+            out.push_str(&format!("user {u} limits: {l}\n"));
         }
         let l = &self.login;
         out.push_str(&format!(

@@ -118,7 +118,7 @@ impl fmt::Display for Verb {
 }
 
 /// Direction of a data transfer, seen from the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TransferDirection {
     /// Backend to client: `RETR`, `LIST`, `NLST`, `MLSD`.
     Download,

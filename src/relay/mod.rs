@@ -12,8 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+pub mod limit;
 #[cfg(target_os = "linux")]
 pub mod splice;
+
+pub use limit::{Limit, Limits, TokenBucket};
 
 /// Per-direction copy buffer. Large enough that a TLS writer can emit full
 /// 16 KiB records and loopback transfers are not bounded by syscall count.
@@ -36,6 +39,9 @@ pub enum RelayEnd {
     Stalled,
     /// Reading from or writing to the named side failed.
     Failed(Side, io::Error),
+    /// The named side sent more than its direction's cap: exactly the cap
+    /// was passed on, the far side's write half was shut down.
+    CapReached(Side),
 }
 
 /// Bytes moved, per direction: `a_to_b` and `b_to_a` were written to the far
@@ -47,6 +53,9 @@ pub struct RelayReport {
     pub b_to_a: u64,
     pub a_read: u64,
     pub b_read: u64,
+    /// Time each direction waited for its rate limit.
+    pub a_to_b_delayed: Duration,
+    pub b_to_a_delayed: Duration,
     pub end: RelayEnd,
 }
 
@@ -55,6 +64,23 @@ pub struct RelayReport {
 pub(crate) struct Moved {
     pub read: AtomicU64,
     pub written: AtomicU64,
+    /// Microseconds spent waiting for a rate limit.
+    pub delayed_us: AtomicU64,
+}
+
+impl Moved {
+    pub(crate) fn delayed(&self, d: Duration) {
+        if !d.is_zero() {
+            self.delayed_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Why one direction stopped early: an I/O error (`true`: on the reading
+/// side) or its cap.
+pub(crate) enum HalfEnd {
+    Io(bool, io::Error),
+    Cap,
 }
 
 impl RelayReport {
@@ -64,6 +90,8 @@ impl RelayReport {
             b_to_a: ba.written.load(Ordering::Relaxed),
             a_read: ab.read.load(Ordering::Relaxed),
             b_read: ba.read.load(Ordering::Relaxed),
+            a_to_b_delayed: Duration::from_micros(ab.delayed_us.load(Ordering::Relaxed)),
+            b_to_a_delayed: Duration::from_micros(ba.delayed_us.load(Ordering::Relaxed)),
             end,
         }
     }
@@ -73,7 +101,7 @@ impl RelayReport {
 /// or nothing moves for `stall`. With a non-zero `linger` the other direction
 /// then gets that long to finish too, which TLS legs need: the peers' replies
 /// to our close_notify must be read, or closing sends a reset.
-pub async fn relay<A, B>(a: A, b: B, stall: Duration, linger: Duration) -> RelayReport
+pub async fn relay<A, B>(a: A, b: B, stall: Duration, linger: Duration, limits: &Limits) -> RelayReport
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -83,8 +111,8 @@ where
     let start = Instant::now();
     let last_activity = AtomicU64::new(0);
     let (a_to_b, b_to_a) = (Moved::default(), Moved::default());
-    let ab = copy_half(&mut a_read, &mut b_write, &a_to_b, &last_activity, start);
-    let ba = copy_half(&mut b_read, &mut a_write, &b_to_a, &last_activity, start);
+    let ab = copy_half(&mut a_read, &mut b_write, &a_to_b, &limits.a_to_b, &last_activity, start);
+    let ba = copy_half(&mut b_read, &mut a_write, &b_to_a, &limits.b_to_a, &last_activity, start);
     tokio::pin!(ab, ba);
     let (end, a_still_running) = tokio::select! {
         r = &mut ab => (end_of(Side::A, r), false),
@@ -101,46 +129,58 @@ where
     RelayReport::new(&a_to_b, &b_to_a, end)
 }
 
-pub(crate) fn end_of(reader: Side, r: Result<(), (bool, io::Error)>) -> RelayEnd {
+pub(crate) fn end_of(reader: Side, r: Result<(), HalfEnd>) -> RelayEnd {
     let other = if reader == Side::A { Side::B } else { Side::A };
     match r {
         Ok(()) => RelayEnd::Eof(reader),
-        Err((true, e)) => RelayEnd::Failed(reader, e),
-        Err((false, e)) => RelayEnd::Failed(other, e),
+        Err(HalfEnd::Io(true, e)) => RelayEnd::Failed(reader, e),
+        Err(HalfEnd::Io(false, e)) => RelayEnd::Failed(other, e),
+        Err(HalfEnd::Cap) => RelayEnd::CapReached(reader),
     }
 }
 
 /// Copies until EOF, then shuts down `to`. Errors say whether the reading side
-/// (`true`) or the writing side failed.
+/// (`true`) or the writing side failed. `limit` bounds what passes.
 async fn copy_half<R, W>(
     from: &mut R,
     to: &mut W,
     count: &Moved,
+    limit: &Limit,
     last_activity: &AtomicU64,
     start: Instant,
-) -> Result<(), (bool, io::Error)>
+) -> Result<(), HalfEnd>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; COPY_BUFFER];
+    let mut moved = 0u64;
     loop {
-        let n = match from.read(&mut buf).await {
+        let want = if limit.is_none() { buf.len() } else { limit.next_read(buf.len(), moved) };
+        let n = match from.read(&mut buf[..want]).await {
             Ok(n) => n,
             // A TLS peer that closes TCP without close_notify. FTP stream mode
             // ends at the close either way (and the backend's final reply says
             // whether it sent everything), so treat it as the end of data.
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
-            Err(e) => return Err((true, e)),
+            Err(e) => return Err(HalfEnd::Io(true, e)),
         };
         if n == 0 {
-            to.shutdown().await.map_err(|e| (false, e))?;
+            to.shutdown().await.map_err(|e| HalfEnd::Io(false, e))?;
             return Ok(());
         }
         count.read.fetch_add(n as u64, Ordering::Relaxed);
-        to.write_all(&buf[..n]).await.map_err(|e| (false, e))?;
-        count.written.fetch_add(n as u64, Ordering::Relaxed);
+        let pass = limit.allowed(n, moved);
+        count.delayed(limit.pay(pass).await);
+        to.write_all(&buf[..pass]).await.map_err(|e| HalfEnd::Io(false, e))?;
+        count.written.fetch_add(pass as u64, Ordering::Relaxed);
+        moved += pass as u64;
         last_activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if pass < n {
+            // Past the cap: the receiver keeps exactly the cap, in order.
+            to.shutdown().await.map_err(|e| HalfEnd::Io(false, e))?;
+            return Err(HalfEnd::Cap);
+        }
     }
 }
 
@@ -165,7 +205,8 @@ mod tests {
     async fn relays_and_propagates_eof() {
         let (mut client, a) = duplex(1024);
         let (b, mut server) = duplex(1024);
-        let task = tokio::spawn(relay(a, b, Duration::from_secs(5), Duration::ZERO));
+        let task =
+            tokio::spawn(async move { relay(a, b, Duration::from_secs(5), Duration::ZERO, &Limits::default()).await });
         let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         let send = payload.clone();
         let writer = tokio::spawn(async move {
@@ -186,7 +227,7 @@ mod tests {
     async fn stalls_out() {
         let (_client, a) = duplex(1024);
         let (b, _server) = duplex(1024);
-        let report = relay(a, b, Duration::from_secs(3), Duration::ZERO).await;
+        let report = relay(a, b, Duration::from_secs(3), Duration::ZERO, &Limits::default()).await;
         assert!(matches!(report.end, RelayEnd::Stalled));
     }
 }

@@ -14,7 +14,7 @@
 
 #![allow(unsafe_code)]
 
-use super::{stall_watch, Moved, RelayEnd, RelayReport, Side};
+use super::{stall_watch, HalfEnd, Limit, Limits, Moved, RelayEnd, RelayReport, Side};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -100,22 +100,27 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
 
 /// One direction: `from` -> pipe -> `to` until EOF, then shut down `to`'s
 /// write half. Errors say whether the reading side (`true`) failed.
+/// `limit` bounds each splice call to what the rate allows (a burst at
+/// most) and what the cap leaves; with no limit nothing changes.
 async fn splice_half(
     from: &TcpStream,
     to: &TcpStream,
     mut pipe: Pipe,
     count: &Moved,
+    limit: &Limit,
     last_activity: &AtomicU64,
     start: Instant,
-) -> Result<(), (bool, io::Error)> {
+) -> Result<(), HalfEnd> {
+    let mut moved = 0u64;
     loop {
         debug_assert_eq!(pipe.len, 0);
+        let want = if limit.is_none() { SPLICE_CHUNK } else { limit.next_read(SPLICE_CHUNK, moved) };
         let n = loop {
-            from.readable().await.map_err(|e| (true, e))?;
-            match from.try_io(Interest::READABLE, || splice(from.as_raw_fd(), pipe.write.as_raw_fd(), SPLICE_CHUNK)) {
+            from.readable().await.map_err(|e| HalfEnd::Io(true, e))?;
+            match from.try_io(Interest::READABLE, || splice(from.as_raw_fd(), pipe.write.as_raw_fd(), want)) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err((true, e)),
+                Err(e) => return Err(HalfEnd::Io(true, e)),
             }
         };
         if n == 0 {
@@ -123,27 +128,40 @@ async fn splice_half(
             let _ = socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write);
             return Ok(());
         }
-        pipe.len = n;
         count.read.fetch_add(n as u64, Ordering::Relaxed);
+        // Past the cap the rest stays in the pipe, which is dropped unused.
+        pipe.len = limit.allowed(n, moved);
+        let capped = pipe.len < n;
+        count.delayed(limit.pay(pipe.len).await);
+        moved += pipe.len as u64;
         while pipe.len > 0 {
-            to.writable().await.map_err(|e| (false, e))?;
+            to.writable().await.map_err(|e| HalfEnd::Io(false, e))?;
             match to.try_io(Interest::WRITABLE, || splice(pipe.read.as_raw_fd(), to.as_raw_fd(), pipe.len)) {
                 Ok(w) => {
                     pipe.len -= w;
                     count.written.fetch_add(w as u64, Ordering::Relaxed);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err((false, e)),
+                Err(e) => return Err(HalfEnd::Io(false, e)),
             }
         }
         last_activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if capped {
+            let _ = socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write);
+            return Err(HalfEnd::Cap);
+        }
     }
 }
 
 /// Like [`super::relay`] for two plain TCP sockets, without copying through
 /// user space. Returns the sockets back if no pipes could be had, so the
 /// caller can take the copy path.
-pub async fn relay(a: TcpStream, b: TcpStream, stall: Duration) -> Result<RelayReport, (TcpStream, TcpStream)> {
+pub async fn relay(
+    a: TcpStream,
+    b: TcpStream,
+    stall: Duration,
+    limits: &Limits,
+) -> Result<RelayReport, (TcpStream, TcpStream)> {
     let (pa, pb) = match (Pipe::new(), Pipe::new()) {
         (Ok(pa), Ok(pb)) => (pa, pb),
         _ => return Err((a, b)),
@@ -152,8 +170,8 @@ pub async fn relay(a: TcpStream, b: TcpStream, stall: Duration) -> Result<RelayR
     let last_activity = AtomicU64::new(0);
     let (a_to_b, b_to_a) = (Moved::default(), Moved::default());
     let end = tokio::select! {
-        r = splice_half(&a, &b, pa, &a_to_b, &last_activity, start) => super::end_of(Side::A, r),
-        r = splice_half(&b, &a, pb, &b_to_a, &last_activity, start) => super::end_of(Side::B, r),
+        r = splice_half(&a, &b, pa, &a_to_b, &limits.a_to_b, &last_activity, start) => super::end_of(Side::A, r),
+        r = splice_half(&b, &a, pb, &b_to_a, &limits.b_to_a, &last_activity, start) => super::end_of(Side::B, r),
         () = stall_watch(&last_activity, start, stall) => RelayEnd::Stalled,
     };
     Ok(RelayReport::new(&a_to_b, &b_to_a, end))
@@ -177,7 +195,7 @@ mod tests {
         let (mut client, a) = pair().await;
         let (b, mut server) = pair().await;
         let before = pipes_in_use();
-        let task = tokio::spawn(relay(a, b, Duration::from_secs(10)));
+        let task = tokio::spawn(async move { relay(a, b, Duration::from_secs(10), &Limits::default()).await });
         let payload: Vec<u8> = (0..5_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
         let send = payload.clone();
         let writer = tokio::spawn(async move {

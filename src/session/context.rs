@@ -25,6 +25,10 @@ pub struct SessionContext {
     /// The clock bans are measured on.
     started: Instant,
     pub xferlog: Option<Arc<crate::xferlog::XferLog>>,
+    /// Each user's shared rate buckets (`download_rate`, `upload_rate`).
+    pub rate_buckets: Arc<throttle::RateBuckets>,
+    /// Data transfers running per user (`max_transfers`).
+    pub transfers: Arc<limits::Counts<String>>,
     /// The default backend's features, for `FEAT` before login.
     pub backend_feat: Arc<prelogin::FeatCache>,
     /// Where ftpgate is in its shutdown, watched by every session.
@@ -129,6 +133,8 @@ impl SessionContext {
             xferlog,
             closing: Arc::new(tokio::sync::watch::Sender::new(Lifecycle::Serving)),
             backend_feat: Arc::default(),
+            rate_buckets: Arc::default(),
+            transfers: Arc::default(),
             settings: Arc::new(settings),
             metrics,
             client_tls,
@@ -154,6 +160,8 @@ impl SessionContext {
         next.per_user = Arc::clone(&self.per_user);
         next.started = self.started;
         next.closing = Arc::clone(&self.closing);
+        next.rate_buckets = Arc::clone(&self.rate_buckets);
+        next.transfers = Arc::clone(&self.transfers);
         if next.settings.backend == self.settings.backend {
             // Until the reload's probe answers, the old features stand.
             next.backend_feat = Arc::clone(&self.backend_feat);

@@ -107,7 +107,7 @@ impl DataTls {
         client: TcpStream,
         backend: TcpStream,
         timeout: Duration,
-        go: tokio::sync::watch::Receiver<bool>,
+        go: Go,
     ) -> Result<(ClientStream, BackendStream), DataError> {
         let client_leg = async {
             let Some(acceptors) = &self.client else { return Ok(ClientStream::Plain(client)) };
@@ -164,23 +164,29 @@ impl DataTls {
 /// leg may make progress before that, unbounded (the session drops the whole
 /// data channel when the command is refused or the session ends).
 async fn within_after<T>(
-    go: tokio::sync::watch::Receiver<bool>,
+    go: Go,
     timeout: Duration,
     leg: impl Future<Output = Result<T, DataError>>,
 ) -> Result<T, DataError> {
     tokio::pin!(leg);
     tokio::select! {
         r = &mut leg => return r,
-        () = wait_for_go(go) => {}
+        _ = wait_for_go(go) => {}
     }
     tokio::time::timeout(timeout, leg).await.unwrap_or(Err(DataError::TlsTimeout(timeout.as_secs())))
 }
 
+/// The session's word that the backend accepted the transfer command, with
+/// the limits the transfer runs under.
+type Go = tokio::sync::watch::Receiver<Option<relay::Limits>>;
+
 /// Waits until the session says the backend accepted the transfer command.
 /// A dropped sender (the channel is being torn down) never says go.
-async fn wait_for_go(mut go: tokio::sync::watch::Receiver<bool>) {
-    if go.wait_for(|g| *g).await.is_err() {
-        std::future::pending::<()>().await;
+async fn wait_for_go(mut go: Go) -> relay::Limits {
+    let limits = go.wait_for(Option::is_some).await.map(|l| l.clone().unwrap_or_default());
+    match limits {
+        Ok(limits) => limits,
+        Err(_) => std::future::pending().await,
     }
 }
 
@@ -267,7 +273,7 @@ pub async fn connect_backend(addr: SocketAddr, timeout: Duration) -> Result<TcpS
 pub struct DataChannel {
     pub task: JoinHandle<DataOutcome>,
     direction: Arc<OnceLock<TransferDirection>>,
-    go: tokio::sync::watch::Sender<bool>,
+    go: tokio::sync::watch::Sender<Option<relay::Limits>>,
 }
 
 impl DataChannel {
@@ -278,9 +284,9 @@ impl DataChannel {
     }
 
     /// The backend answered the transfer command with 125/150: TLS
-    /// handshakes on the data legs may start.
-    pub fn backend_accepted(&self) {
-        self.go.send_replace(true);
+    /// handshakes on the data legs may start, and the relay, under `limits`.
+    pub fn backend_accepted(&self, limits: relay::Limits) {
+        self.go.send_replace(Some(limits));
     }
 }
 
@@ -299,7 +305,7 @@ where
 {
     let metrics = Arc::clone(&tls.metrics);
     let direction = Arc::clone(&tls.direction);
-    let (go, go_rx) = tokio::sync::watch::channel(false);
+    let (go, go_rx) = tokio::sync::watch::channel(None);
     let task = tokio::spawn(async move {
         let _open = GaugeGuard::new(&metrics, |m| &m.data_channels_open);
         let (client, backend) = match legs.await {
@@ -309,25 +315,29 @@ where
         let _ = client.set_nodelay(true);
         let _ = backend.set_nodelay(true);
         let linger = if tls.any() { TLS_LINGER } else { Duration::ZERO };
-        let (client, backend) = match tls.wrap(client, backend, connect_timeout, go_rx).await {
+        let (client, backend) = match tls.wrap(client, backend, connect_timeout, go_rx.clone()).await {
             Ok(l) => l,
             Err(e) => return DataOutcome::Failed(e),
         };
+        // Nothing is relayed before the backend accepted the command: the
+        // limits come with its 150.
+        let limits = wait_for_go(go_rx).await;
         let report = match (client, backend) {
             #[cfg(target_os = "linux")]
-            (ClientStream::Plain(c), BackendStream::Plain(b)) => match relay::splice::relay(c, b, stall).await {
+            (ClientStream::Plain(c), BackendStream::Plain(b)) => match relay::splice::relay(c, b, stall, &limits).await
+            {
                 Ok(r) => {
                     Metrics::inc(&metrics.relays_spliced);
                     r
                 }
                 Err((c, b)) => {
                     Metrics::inc(&metrics.relays_copied);
-                    relay::relay(c, b, stall, linger).await
+                    relay::relay(c, b, stall, linger, &limits).await
                 }
             },
             (client, backend) => {
                 Metrics::inc(&metrics.relays_copied);
-                relay::relay(client, backend, stall, linger).await
+                relay::relay(client, backend, stall, linger, &limits).await
             }
         };
         Metrics::add(&metrics.bytes_client_to_backend, report.a_to_b);

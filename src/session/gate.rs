@@ -86,14 +86,19 @@ impl Session {
             self.data = None;
         }
         if self.rest_pending && cmd.verb.transfer_direction().is_some() {
-            // The backend accepted REST for a transfer that will not reach it;
-            // clear it so it cannot shift the next transfer (as a server resets
-            // its offset on any transfer attempt).
-            self.backend.send(&Command::new(Verb::Rest, Some(b"0"))).await?;
-            self.final_reply().await?;
-            self.rest_pending = false;
+            self.clear_rest().await?;
         }
         self.reply_text(d.code, &d.reason).await
+    }
+
+    /// The backend accepted REST for a transfer that will not reach it;
+    /// clears it so it cannot shift the next transfer (as a server resets its
+    /// offset on any transfer attempt).
+    pub(super) async fn clear_rest(&mut self) -> SessionResult<()> {
+        self.backend.send(&Command::new(Verb::Rest, Some(b"0"))).await?;
+        self.final_reply().await?;
+        self.rest_pending = false;
+        Ok(())
     }
 
     /// Whether `path` exists on the backend (for write-but-not-overwrite users).

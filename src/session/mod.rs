@@ -19,6 +19,7 @@ mod gate;
 mod login;
 mod security;
 mod setup;
+mod throttle;
 mod transfer;
 
 pub use context::{BackendTarget, ContextError, Lifecycle, LiveContext, SessionContext};
@@ -197,6 +198,7 @@ pub async fn run(
             rest_pending: false,
             queued: VecDeque::new(),
             transferring: false,
+            uploaded: Default::default(),
             backend_quit: false,
             binary: false,
             user: None,
@@ -279,6 +281,8 @@ struct Session {
     queued: VecDeque<Queued>,
     /// A transfer's data channel is open: its client is owed a final reply.
     transferring: bool,
+    /// Bytes uploaded per file in this session, for `max_upload_size`.
+    uploaded: std::collections::HashMap<Vec<u8>, u64>,
     /// QUIT already went to the backend.
     backend_quit: bool,
     /// TYPE I (or L 8) in force, for the transfer log.

@@ -17,6 +17,7 @@ pub(super) fn relay_failure(end: &RelayEnd) -> String {
     match end {
         RelayEnd::Eof(_) => "data connection closed".into(),
         RelayEnd::Stalled => "no data moved within the stall timeout".into(),
+        RelayEnd::CapReached(_) => "the upload passed its size limit".into(),
         RelayEnd::Failed(crate::relay::Side::A, e) => format!("client data connection failed ({e})"),
         RelayEnd::Failed(crate::relay::Side::B, e) => format!("backend data connection failed ({e})"),
     }
@@ -27,6 +28,17 @@ impl Session {
         // The policy refuses transfers without a data setup; this is the backstop.
         let Some(setup) = self.data.take() else {
             return self.reply_text(503, &format!("Use PASV, EPSV, PORT or EPRT before {}", cmd.verb)).await;
+        };
+        // Refused before any data connection is made (a passive one the
+        // client opened closes with the dropped setup).
+        let plan = match self.plan_transfer(cmd, direction, self.rest_pending) {
+            Ok(p) => p,
+            Err(reply) => {
+                if self.rest_pending {
+                    self.clear_rest().await?;
+                }
+                return self.reply(&reply).await;
+            }
         };
         let s = Arc::clone(&self.ctx.settings);
         let metrics = Arc::clone(&self.ctx.metrics);
@@ -66,10 +78,10 @@ impl Session {
             metrics.transfer(transfer_kind(cmd), "failed");
             return self.reply(&first).await;
         }
-        channel.backend_accepted();
+        channel.backend_accepted(plan.limits.clone());
         self.reply(&first).await?;
         self.transferring = true;
-        let done = self.complete_transfer(cmd, direction, channel).await;
+        let done = self.complete_transfer(cmd, direction, channel, plan).await;
         self.transferring = false;
         done
     }
@@ -82,6 +94,7 @@ impl Session {
         cmd: &Command,
         direction: TransferDirection,
         mut channel: DataChannel,
+        mut plan: throttle::TransferPlan,
     ) -> SessionResult<()> {
         let started = Instant::now();
         let reply_timeout = self.settings().backend_reply;
@@ -90,7 +103,7 @@ impl Session {
         while outcome.is_none() || final_reply.is_none() {
             tokio::select! {
                 r = &mut channel.task, if outcome.is_none() => {
-                    outcome = Some(r.unwrap_or_else(|e| DataOutcome::Failed(data::DataError::ClientAccept(io::Error::other(e.to_string())))));
+                    outcome = Some(r.unwrap_or_else(|e| DataOutcome::Failed(data::DataError::Task(e.to_string()))));
                 }
                 r = self.backend.next(), if final_reply.is_none() => {
                     let r = r?;
@@ -111,6 +124,8 @@ impl Session {
                             return self.abort_transfer(cmd, channel, final_reply, delivered).await;
                         }
                         ClientEvent::Closed => {
+                            let cap = plan.cap.take();
+                            self.settle_upload_of_departed_client(&mut channel, outcome, final_reply, cap).await;
                             return Err(SessionError::Client(io::ErrorKind::UnexpectedEof.into()));
                         }
                         other => self.queued.push_back(Queued::Event(other)),
@@ -133,11 +148,23 @@ impl Session {
                 reply = Reply::single(code, &format!("Data connection refused: {e}"));
             }
         }
+        let (written, capped) = match &outcome {
+            DataOutcome::Relayed(r) => (r.a_to_b, matches!(r.end, RelayEnd::CapReached(_))),
+            DataOutcome::Failed(_) => (0, false),
+        };
+        if let DataOutcome::Relayed(r) = &outcome {
+            let m = &self.ctx.metrics;
+            Metrics::add(&m.rate_wait_upload_us, r.a_to_b_delayed.as_micros() as u64);
+            Metrics::add(&m.rate_wait_download_us, r.b_to_a_delayed.as_micros() as u64);
+        }
+        if let Some(over) = self.settle_upload(plan.cap, written, capped).await? {
+            reply = over;
+        }
         if let DataOutcome::Relayed(r) = &outcome {
             // A backend that saw only an orderly close (a plain data leg shut
             // down after the client's leg broke) reports success for a
             // truncated file; the client must not believe it.
-            if reply.is_positive() && !matches!(r.end, RelayEnd::Eof(_)) {
+            if reply.is_positive() && !matches!(r.end, RelayEnd::Eof(_) | RelayEnd::CapReached(_)) {
                 debug!(backend_reply = %reply.text(), end = ?r.end, "replacing the backend's final reply");
                 reply = Reply::single(426, &format!("Transfer aborted: {}", relay_failure(&r.end)));
             }
