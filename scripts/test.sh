@@ -4,6 +4,11 @@
 # loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+  if command -v sudo >/dev/null; then exec sudo -E "$0" "$@"; fi
+  echo "test.sh: run as root (it installs packages and adds test users)" >&2
+  exit 1
+fi
 
 need=()
 command -v vsftpd >/dev/null || need+=(vsftpd)

@@ -69,7 +69,26 @@ fn quickstart_script_works() {
         Duration::from_secs(300),
     );
     assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("quickstart check passed"), "{}", out.stdout);
+    assert!(out.stdout.contains("quickstart check passed (plain and explicit FTPS)"), "{}", out.stdout);
+}
+
+/// With its port taken, the quick start says which port and how to pick
+/// another, and exits non-zero instead of waiting forever.
+#[test]
+fn quickstart_with_its_port_taken_says_so_and_exits() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = run_client(
+        Command::new("bash")
+            .arg("scripts/quickstart.sh")
+            .env("FTPGATE_BIN", env!("CARGO_BIN_EXE_ftpgate"))
+            .env("FTPGATE_PORT", port.to_string()),
+        Duration::from_secs(60),
+    );
+    assert_ne!(out.status, 0, "{}", out.stdout);
+    assert!(out.stderr.contains(&format!("port {port} on 127.0.0.1 is in use")), "{}", out.stderr);
+    assert!(out.stderr.contains("FTPGATE_PORT="), "{}", out.stderr);
+    assert!(!out.stdout.contains("ftpgate is running"), "{}", out.stdout);
 }
 
 #[test]

@@ -287,6 +287,15 @@ fn file_errors_name_the_line() {
 fn shipped_example_is_valid() {
     let p = Policy::from_toml(include_str!("../../policy/example.toml"), "policy/example.toml").unwrap();
     assert!(p.summary().contains("rule writer-upload: writer may write on /shared/**"), "{}", p.summary());
+    let office = p.network_for("10.1.2.3".parse().unwrap()).unwrap();
+    let writer = p.limits_for(Some("writer"), office);
+    assert_eq!(writer.upload_rate, Some(2 << 20));
+    assert_eq!(writer.max_upload_size, Some(512 << 20));
+    assert_eq!(writer.download_rate, Some(50 << 20), "from [defaults]");
+    assert_eq!(p.limits_for(Some("full"), office).download_rate, Some(20 << 20), "the group's beats the default");
+    let err = Policy::from_toml("[group_limits.nobody]
+download_rate = \"1MiB/s\"\n", "p.toml").unwrap_err();
+    assert!(err.to_string().contains("group_limits.nobody: no such group"), "{err}");
 }
 
 #[test]
