@@ -16,7 +16,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Debug, Parser)]
-#[command(name = "ftpgate", version, about = "TLS-terminating FTP/FTPS proxy and bastion")]
+#[command(
+    name = "ftpgate",
+    version,
+    about = "TLS-terminating FTP/FTPS proxy and bastion",
+    after_help = "Environment:\n  FTPGATE_LOG   log filter (error, warn, info, debug; or per target, e.g. ftpgate::audit=info,warn)\n  NO_COLOR      no colour codes in logs (none are written when stderr is not a terminal)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: CliCommand,
@@ -91,8 +96,10 @@ pub enum CertsCommand {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Reuse {
-    Required,
-    Optional,
+    #[value(alias = "required")]
+    Yes,
+    #[value(alias = "optional")]
+    No,
 }
 
 #[derive(Debug, Args)]
@@ -137,15 +144,17 @@ pub struct RunArgs {
     /// Its private key (PEM).
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
-    /// Whether client data connections must resume the control session.
-    #[arg(long, value_enum)]
-    pub client_reuse: Option<Reuse>,
+    /// Whether client data connections must resume the control session
+    /// (`tls.require_session_reuse`; default yes).
+    #[arg(long = "require-session-reuse", alias = "client-reuse", value_enum)]
+    pub require_session_reuse: Option<Reuse>,
     /// Require client certificates signed by this CA (mutual TLS).
     #[arg(long, value_name = "FILE")]
     pub client_ca: Option<PathBuf>,
-    /// With --client-ca: the FTP user name must match the client certificate.
-    #[arg(long)]
-    pub client_cert_user: bool,
+    /// With --client-ca: the FTP user name must match the client certificate
+    /// (`tls.client_cert_user_match`).
+    #[arg(long = "client-cert-user-match", alias = "client-cert-user")]
+    pub client_cert_user_match: bool,
     /// TLS towards the backend.
     #[arg(long, value_enum)]
     pub backend_tls: Option<BackendTlsMode>,
@@ -158,12 +167,13 @@ pub struct RunArgs {
     /// Name the backend certificate must carry (for IP backends).
     #[arg(long, value_name = "NAME")]
     pub backend_server_name: Option<String>,
-    /// Highest TLS version towards the backend.
-    #[arg(long, value_enum)]
-    pub backend_max_tls: Option<TlsVersion>,
-    /// Do not verify the backend certificate (logged as a warning).
-    #[arg(long)]
-    pub backend_insecure: bool,
+    /// Highest TLS version towards the backend (`backend.max_tls_version`).
+    #[arg(long = "backend-max-tls-version", alias = "backend-max-tls", value_enum)]
+    pub backend_max_tls_version: Option<TlsVersion>,
+    /// Do not verify the backend certificate, logged as a warning
+    /// (`backend.insecure_skip_verify`).
+    #[arg(long = "backend-insecure-skip-verify", alias = "backend-insecure")]
+    pub backend_insecure_skip_verify: bool,
     /// Send a PROXY protocol header to the backend on control connections.
     #[arg(long, value_enum, value_name = "VERSION")]
     pub backend_proxy_protocol: Option<crate::config::ProxyVersion>,
@@ -182,11 +192,32 @@ impl RunArgs {
             None => Config::default(),
         };
         if !self.listen.is_empty() {
-            config.listeners = self
-                .listen
-                .iter()
-                .map(|&address| ListenerConfig { address, tls: ClientTlsMode::Off, proxy_protocol: false })
-                .collect();
+            // A flag never weakens TLS: listeners given by flag take
+            // --client-tls, or the mode the file's listeners agree on.
+            let tls = match self.client_tls {
+                Some(mode) => mode,
+                None => {
+                    let mut modes: Vec<ClientTlsMode> = config.listeners.iter().map(|l| l.tls).collect();
+                    modes.dedup();
+                    match modes.as_slice() {
+                        [] => ClientTlsMode::Off,
+                        [one] => *one,
+                        _ => anyhow::bail!(
+                            "--listen replaces the configuration's listeners, which use different TLS modes \
+                             ({}); say which one the new listeners get with --client-tls",
+                            config
+                                .listeners
+                                .iter()
+                                .map(|l| format!("{} {:?}", l.address, l.tls))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    }
+                }
+            };
+            let proxy_protocol = config.listeners.iter().all(|l| l.proxy_protocol) && !config.listeners.is_empty();
+            config.listeners =
+                self.listen.iter().map(|&address| ListenerConfig { address, tls, proxy_protocol }).collect();
         }
         if let Some(mode) = self.client_tls {
             config.listeners.iter_mut().for_each(|l| l.tls = mode);
@@ -225,9 +256,9 @@ impl RunArgs {
         t.cert = self.cert.clone().or(t.cert.take());
         t.key = self.key.clone().or(t.key.take());
         t.client_ca = self.client_ca.clone().or(t.client_ca.take());
-        t.client_cert_user_match |= self.client_cert_user;
-        if let Some(r) = self.client_reuse {
-            t.require_session_reuse = r == Reuse::Required;
+        t.client_cert_user_match |= self.client_cert_user_match;
+        if let Some(r) = self.require_session_reuse {
+            t.require_session_reuse = r == Reuse::Yes;
         }
         if let Some(b) = &mut config.backend {
             if let Some(m) = self.backend_tls {
@@ -236,10 +267,10 @@ impl RunArgs {
             b.ca = self.backend_ca.clone().or(b.ca.take());
             b.fingerprint = self.backend_fingerprint.clone().or(b.fingerprint.take());
             b.server_name = self.backend_server_name.clone().or(b.server_name.take());
-            if let Some(v) = self.backend_max_tls {
+            if let Some(v) = self.backend_max_tls_version {
                 b.max_tls_version = v;
             }
-            b.insecure_skip_verify |= self.backend_insecure;
+            b.insecure_skip_verify |= self.backend_insecure_skip_verify;
             if let Some(v) = self.backend_proxy_protocol {
                 b.proxy_protocol = Some(v);
             }

@@ -10,12 +10,27 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read the configuration file {path}")]
     Read { path: String, source: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
     #[error("{field}: {message}")]
     Invalid { field: &'static str, message: String },
+}
+
+/// A backend named without a port (`ftp.internal`, `10.0.0.20`, `[::1]`,
+/// `::1`) is on port 21, as every FTP client assumes.
+pub fn with_ftp_port(address: &str) -> String {
+    if let Ok(ip) = address.parse::<std::net::Ipv6Addr>() {
+        return format!("[{ip}]:21");
+    }
+    if address.starts_with('[') && address.ends_with(']') {
+        return format!("{address}:21");
+    }
+    if !address.is_empty() && !address.contains(':') {
+        return format!("{address}:21");
+    }
+    address.to_string()
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
@@ -277,34 +292,63 @@ impl Default for PassiveConfig {
     }
 }
 
-/// All in seconds.
+/// All in seconds: a number, or a string with a unit (`"90s"`, `"15m"`,
+/// `"1h"`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timeouts {
     /// A client that sends no command for this long gets `421` and is closed.
-    #[serde(default = "default_idle_control")]
+    #[serde(default = "default_idle_control", deserialize_with = "seconds")]
     pub idle_control: u64,
     /// How long a client or backend data connection may take to arrive or connect.
-    #[serde(default = "default_data_connect")]
+    #[serde(default = "default_data_connect", deserialize_with = "seconds")]
     pub data_connect: u64,
     /// A transfer that moves no byte in either direction for this long is aborted.
-    #[serde(default = "default_transfer_stall")]
+    #[serde(default = "default_transfer_stall", deserialize_with = "seconds")]
     pub transfer_stall: u64,
     /// Connecting to the backend's control port.
-    #[serde(default = "default_backend_connect")]
+    #[serde(default = "default_backend_connect", deserialize_with = "seconds")]
     pub backend_connect: u64,
     /// Waiting for a backend reply to a command (transfers excepted, which are
     /// bounded by `transfer_stall`).
-    #[serde(default = "default_backend_reply")]
+    #[serde(default = "default_backend_reply", deserialize_with = "seconds")]
     pub backend_reply: u64,
     /// On SIGTERM: how long running transfers may go on before every session
     /// is closed.
-    #[serde(default = "default_drain")]
+    #[serde(default = "default_drain", deserialize_with = "seconds")]
     pub drain: u64,
     /// A client that has not logged in this long after connecting gets `421`
     /// and is closed.
-    #[serde(default = "default_login")]
+    #[serde(default = "default_login", deserialize_with = "seconds")]
     pub login: u64,
+}
+
+/// A duration in whole seconds: `30`, `"30s"`, `"15m"`, `"2h"`.
+pub fn parse_seconds(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("{text:?} is not a duration such as \"30s\" or \"15m\""))?;
+    let mult = match unit.trim() {
+        "" | "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        other => return Err(format!("{text:?}: unknown unit {other:?}; use s, m or h")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{text:?} is too long"))
+}
+
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Number(n) => Ok(n),
+        Raw::Text(t) => parse_seconds(&t).map_err(serde::de::Error::custom),
+    }
 }
 
 fn default_login() -> u64 {
@@ -464,11 +508,14 @@ impl Config {
             .ok_or_else(|| invalid("backend.address", "a backend is required ([backend] address or --backend)"))?;
         let has_port =
             |a: &str| a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
+        let mut backend = backend.clone();
+        backend.address = with_ftp_port(&backend.address);
+        let backend = &backend;
         if !has_port(&backend.address) {
             return Err(invalid("backend.address", format!("expected HOST:PORT, got {:?}", backend.address)));
         }
         for (name, b) in &self.backends {
-            if !has_port(&b.address) {
+            if !has_port(&with_ftp_port(&b.address)) {
                 return Err(invalid(
                     "backends.address",
                     format!("backend {name}: expected HOST:PORT, got {:?}", b.address),
@@ -532,7 +579,7 @@ impl Config {
                 .map(|l| ListenerSettings { address: l.address, tls: l.tls, proxy_protocol: l.proxy_protocol })
                 .collect(),
             backend: backend.address.clone(),
-            named_backends: self.backends.iter().map(|(n, b)| (n.clone(), b.address.clone())).collect(),
+            named_backends: self.backends.iter().map(|(n, b)| (n.clone(), with_ftp_port(&b.address))).collect(),
             client_tls,
             require_session_reuse: self.tls.require_session_reuse,
             client_cert_user_match: self.tls.client_cert_user_match,
@@ -564,6 +611,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn durations_take_units() {
+        let c = Config::from_toml("[timeouts]\nidle_control = \"15m\"\nlogin = \"30s\"\ndrain = 5\n", "t").unwrap();
+        assert_eq!((c.timeouts.idle_control, c.timeouts.login, c.timeouts.drain), (900, 30, 5));
+        let e = Config::from_toml("[timeouts]\nlogin = \"30 parsecs\"\n", "t").unwrap_err().to_string();
+        assert!(e.contains("unknown unit"), "{e}");
+        assert_eq!(with_ftp_port("ftp.internal"), "ftp.internal:21");
+        assert_eq!(with_ftp_port("::1"), "[::1]:21");
+        assert_eq!(with_ftp_port("10.0.0.1:2121"), "10.0.0.1:2121");
+    }
+
+    #[test]
     fn shipped_example_is_valid() {
         let text = include_str!("../deploy/ftpgate.toml");
         let s = Config::from_toml(text, "deploy/ftpgate.toml").unwrap().validate().unwrap();
@@ -585,8 +643,11 @@ mod tests {
         .unwrap();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.starts_with("passive.ports:"), "{err}");
-        let c = Config::from_toml("[[listener]]\naddress = \"127.0.0.1:21\"\n[backend]\naddress = \"nohost\"\n", "x")
-            .unwrap();
+        let c = Config::from_toml(
+            "[[listener]]\naddress = \"127.0.0.1:21\"\n[backend]\naddress = \"nohost:notaport\"\n",
+            "x",
+        )
+        .unwrap();
         assert!(c.validate().unwrap_err().to_string().starts_with("backend.address:"));
         let c = Config::from_toml("[backend]\naddress = \"h:21\"\n", "x").unwrap();
         assert!(c.validate().unwrap_err().to_string().starts_with("listener:"));

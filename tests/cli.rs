@@ -164,7 +164,8 @@ fn policy_check_explain_and_passwd() {
     };
     assert_eq!(
         explain("writer", "10.0.0.5", "yes", "RETR report.csv"),
-        "DENY 550 Permission denied: user writer may not read /shared/report.csv (rule writer-upload) [rule writer-upload]\n"
+        "DENY 550 Permission denied: user writer may not read /shared/report.csv (rule writer-upload) [rule writer-upload]\n\
+         limits for writer: download 50 MiB/s, upload 2 MiB/s, upload size 512 MiB, transfers at once 2\n"
     );
     assert!(explain("full", "10.0.0.5", "no", "RETR report.csv").starts_with("ALLOW from network office"));
     assert!(explain("full", "203.0.113.9", "no", "USER full").starts_with("DENY 530 TLS required before login"));
@@ -343,4 +344,47 @@ fn sighup_reloads_backend_and_listeners_without_dropping_sessions() {
     assert_eq!(scrape(metrics, "ftpgate_config_reloads_total"), 2);
     assert_eq!(old.cmd("MDTM a.txt").0, 213, "sessions of a removed listener go on");
     assert_eq!(old.cmd("QUIT").0, 221);
+}
+
+/// A listener given by flag never weakens TLS: it takes the file's mode
+/// when the file's listeners agree, `--client-tls` otherwise, and ftpgate
+/// refuses to guess. A backend without a port is on port 21.
+#[test]
+fn listen_flag_keeps_the_files_tls_mode_and_backend_defaults_to_port_21() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let certs = TestCerts::new();
+    let (cert, key) = (certs.path("server.pem"), certs.path("server.key"));
+    let tls = format!("[tls]\ncert = \"{}\"\nkey = \"{}\"\n", cert.display(), key.display());
+    let one = dir.path().join("one.toml");
+    std::fs::write(
+        &one,
+        format!("[[listener]]\naddress = \"127.0.0.1:2121\"\ntls = \"explicit\"\n[backend]\naddress = \"ftp.internal\"\n{tls}"),
+    )
+    .unwrap();
+    let check = |file: &std::path::Path, extra: &[&str]| {
+        run_client(
+            ftpgate().args(["check", "--config", file.to_str().unwrap(), "--listen", "127.0.0.1:3131"]).args(extra),
+            Duration::from_secs(20),
+        )
+    };
+    let out = check(&one, &[]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("listen 127.0.0.1:3131 (plain FTP or explicit FTPS)"), "{}", out.stdout);
+    assert!(out.stdout.contains("backend ftp.internal:21"), "{}", out.stdout);
+    let out = check(&one, &["--client-tls", "implicit"]);
+    assert!(out.stdout.contains("listen 127.0.0.1:3131 (implicit FTPS)"), "{}", out.stdout);
+
+    let two = dir.path().join("two.toml");
+    std::fs::write(
+        &two,
+        format!(
+            "[[listener]]\naddress = \"127.0.0.1:21\"\n[[listener]]\naddress = \"127.0.0.1:990\"\ntls = \"implicit\"\n\
+             [backend]\naddress = \"10.0.0.20:21\"\n{tls}"
+        ),
+    )
+    .unwrap();
+    let out = check(&two, &[]);
+    assert_ne!(out.status, 0, "{d}: {}", out.stdout);
+    assert!(out.stderr.contains("different TLS modes") && out.stderr.contains("--client-tls"), "{}", out.stderr);
 }

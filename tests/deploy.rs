@@ -96,3 +96,56 @@ fn kubernetes_configmap_holds_a_valid_configuration() {
         assert!(yaml.contains(&format!("port: {port}")), "Service must expose passive port {port}");
     }
 }
+
+/// Field names of the structs that derive `Deserialize` in a Rust source
+/// file, with serde renames applied: the keys a configuration file can hold.
+fn config_keys(source: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut deserialize = false;
+    let mut in_struct = false;
+    let mut rename: Option<String> = None;
+    for line in source.lines() {
+        let t = line.trim();
+        if t.starts_with("#[derive(") {
+            deserialize = t.contains("Deserialize");
+        } else if (t.starts_with("pub struct ") || t.starts_with("struct ")) && t.ends_with('{') {
+            in_struct = deserialize;
+        } else if in_struct && t == "}" {
+            in_struct = false;
+        } else if in_struct && t.starts_with("#[serde(") && t.contains("rename = \"") {
+            rename = t.split("rename = \"").nth(1).and_then(|r| r.split('"').next()).map(str::to_string);
+        } else if in_struct && !t.starts_with("//") && !t.starts_with("#[") && t.contains(':') {
+            let name = t.trim_start_matches("pub ").split(':').next().unwrap_or("").trim().to_string();
+            if !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                keys.push(rename.take().unwrap_or(name));
+            }
+        }
+    }
+    keys
+}
+
+fn mentions(example: &str, key: &str) -> bool {
+    example.lines().any(|l| {
+        let l = l.trim_start_matches(['#', ' ']);
+        l.starts_with(&format!("{key} ="))
+            || l.starts_with(&format!("[{key}]"))
+            || l.starts_with(&format!("[[{key}]]"))
+            || l.starts_with(&format!("[{key}."))
+    })
+}
+
+/// The shipped examples document every key the configuration and policy
+/// formats accept (commented out where optional): adding a field without
+/// documenting it fails here.
+#[test]
+fn examples_document_every_setting() {
+    for (source, example, name) in [
+        (include_str!("../src/config.rs"), include_str!("../deploy/ftpgate.toml"), "deploy/ftpgate.toml"),
+        (include_str!("../src/policy/model.rs"), include_str!("../policy/example.toml"), "policy/example.toml"),
+    ] {
+        let keys = config_keys(source);
+        assert!(keys.len() > 20, "parsed too few keys: {keys:?}");
+        let missing: Vec<&String> = keys.iter().filter(|k| !mentions(example, k)).collect();
+        assert!(missing.is_empty(), "{name} does not document: {missing:?}");
+    }
+}

@@ -293,8 +293,12 @@ fn shipped_example_is_valid() {
     assert_eq!(writer.max_upload_size, Some(512 << 20));
     assert_eq!(writer.download_rate, Some(50 << 20), "from [defaults]");
     assert_eq!(p.limits_for(Some("full"), office).download_rate, Some(20 << 20), "the group's beats the default");
-    let err = Policy::from_toml("[group_limits.nobody]
-download_rate = \"1MiB/s\"\n", "p.toml").unwrap_err();
+    let err = Policy::from_toml(
+        "[group_limits.nobody]
+download_rate = \"1MiB/s\"\n",
+        "p.toml",
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("group_limits.nobody: no such group"), "{err}");
 }
 

@@ -43,6 +43,10 @@ const BACKEND_SESSION_CACHE: usize = 16;
 pub enum TlsError {
     #[error("{path}: {message}")]
     File { path: String, message: String },
+    #[error("{setting}: {inner}")]
+    Setting { setting: &'static str, inner: Box<TlsError> },
+    #[error("tls.cert {cert} and tls.key {key} do not belong together: {message}")]
+    KeyMismatch { cert: String, key: String, message: String },
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
     #[error("client CA: {0}")]
@@ -230,14 +234,19 @@ impl ServerTls {
     }
 }
 
+/// Says which setting named the file that failed.
+fn in_setting<T>(setting: &'static str, r: Result<T, TlsError>) -> Result<T, TlsError> {
+    r.map_err(|e| TlsError::Setting { setting, inner: Box::new(e) })
+}
+
 fn build_server_config(o: &ServerTlsOptions) -> Result<ServerConfig, TlsError> {
-    let certs = load_certs(&o.cert)?;
-    let key = load_key(&o.key)?;
+    let certs = in_setting("tls.cert (--cert)", load_certs(&o.cert))?;
+    let key = in_setting("tls.key (--key)", load_key(&o.key))?;
     let builder = ServerConfig::builder_with_provider(provider_with_ciphers(&o.cipher_suites)?)
         .with_protocol_versions(&versions(o.min_version, TlsVersion::V13))?;
     let builder = match &o.client_ca {
         Some(ca) => {
-            let roots = Arc::new(load_roots(ca)?);
+            let roots = Arc::new(in_setting("tls.client_ca (--client-ca)", load_roots(ca))?);
             let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
                 .build()
                 .map_err(|e| TlsError::ClientVerifier(e.to_string()))?;
@@ -247,7 +256,11 @@ fn build_server_config(o: &ServerTlsOptions) -> Result<ServerConfig, TlsError> {
     };
     // The base config never issues tickets; each session gets its own ticket key
     // in `for_session`.
-    Ok(builder.with_single_cert(certs, key)?)
+    builder.with_single_cert(certs, key).map_err(|e| TlsError::KeyMismatch {
+        cert: o.cert.display().to_string(),
+        key: o.key.display().to_string(),
+        message: e.to_string(),
+    })
 }
 
 /// How ftpgate checks the backend's certificate.
@@ -299,7 +312,9 @@ impl BackendTls {
                 }
                 builder.with_root_certificates(roots)
             }
-            BackendVerify::CaFile(p) => builder.with_root_certificates(load_roots(p)?),
+            BackendVerify::CaFile(p) => {
+                builder.with_root_certificates(in_setting("backend.ca (--backend-ca)", load_roots(p))?)
+            }
             BackendVerify::Fingerprint(hex) => {
                 let pin = verify::parse_fingerprint(hex).ok_or_else(|| TlsError::Fingerprint(hex.clone()))?;
                 builder
