@@ -43,6 +43,31 @@ pub enum CliCommand {
     /// Print an argon2id hash of a password (read from standard input) for a
     /// bastion user's `password` in the policy file.
     Passwd,
+    /// Every session of the running instance: user, client, backend, state,
+    /// idle time and the running transfer (as ProFTPD's ftpwho).
+    Who(AdminArgs),
+    /// Addresses banned after failed logins: list them, or lift one ban.
+    #[command(subcommand)]
+    Bans(BansCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// The running instance's admin socket (`[admin] socket`).
+    #[arg(long, value_name = "PATH", default_value = crate::config::DEFAULT_ADMIN_SOCKET)]
+    pub admin_socket: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BansCommand {
+    /// Banned addresses and how long each ban lasts.
+    List(AdminArgs),
+    /// End the ban on ADDR (and forget its failed logins).
+    Lift {
+        addr: IpAddr,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,6 +208,9 @@ pub struct RunArgs {
     /// Seconds a client has to log in before it gets 421 (`timeouts.login`).
     #[arg(long, value_name = "SECONDS")]
     pub login_timeout: Option<u64>,
+    /// Unix socket for `ftpgate who` and `ftpgate bans` (`[admin] socket`).
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -251,6 +279,9 @@ impl RunArgs {
         }
         if let Some(t) = self.login_timeout {
             config.timeouts.login = t;
+        }
+        if let Some(p) = &self.admin_socket {
+            config.admin.socket = Some(p.clone());
         }
         let t = &mut config.tls;
         t.cert = self.cert.clone().or(t.cert.take());
@@ -329,6 +360,9 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(run(settings, args))
         }
+        CliCommand::Who(a) => admin_request(&a, "who"),
+        CliCommand::Bans(BansCommand::List(a)) => admin_request(&a, "bans"),
+        CliCommand::Bans(BansCommand::Lift { addr, admin }) => admin_request(&admin, &format!("lift {addr}")),
         CliCommand::Passwd => {
             let mut line = String::new();
             std::io::stdin().read_line(&mut line).context("reading the password from standard input")?;
@@ -469,6 +503,11 @@ async fn run(settings: Settings, args: RunArgs) -> anyhow::Result<()> {
     if let Some(l) = metrics_listener {
         tokio::spawn(crate::exporter::serve(l, Arc::clone(&live)));
     }
+    if let Some(path) = &ctx.settings.admin_socket {
+        let l = crate::server::admin::bind(path)
+            .with_context(|| format!("cannot open the admin socket {} ([admin] socket)", path.display()))?;
+        tokio::spawn(crate::server::admin::serve(l, Arc::clone(&live)));
+    }
     let reload_live = Arc::clone(&live);
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
@@ -505,5 +544,22 @@ async fn run(settings: Settings, args: RunArgs) -> anyhow::Result<()> {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
+    Ok(())
+}
+
+/// Asks the running instance over its admin socket and prints the answer;
+/// an answer that starts with `error:` fails the command.
+fn admin_request(a: &AdminArgs, request: &str) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let answer = runtime.block_on(crate::server::admin::ask(&a.admin_socket, request)).with_context(|| {
+        format!(
+            "cannot reach ftpgate's admin socket {} (is ftpgate running with [admin] socket or --admin-socket?)",
+            a.admin_socket.display()
+        )
+    })?;
+    if let Some(e) = answer.strip_prefix("error: ") {
+        anyhow::bail!("{}", e.trim_end());
+    }
+    print!("{answer}");
     Ok(())
 }

@@ -70,7 +70,21 @@ pub struct Config {
     pub logs: LogsConfig,
     #[serde(default)]
     pub server: ServerConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
 }
+
+/// The admin socket `ftpgate who` and `ftpgate bans` talk to.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// A Unix socket (mode 0600, never on the network). Default: none.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+}
+
+/// Where `ftpgate who` and `ftpgate bans` look when not told.
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/ftpgate/admin.sock";
 
 /// What clients see of ftpgate itself.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -484,6 +498,7 @@ pub struct Settings {
     pub login_timeout: Duration,
     /// ftpgate's `220` text.
     pub banner: String,
+    pub admin_socket: Option<PathBuf>,
 }
 
 impl Config {
@@ -602,6 +617,7 @@ impl Config {
             max_sessions_per_address: self.limits.max_sessions_per_address,
             login_timeout: Duration::from_secs(t.login),
             banner: self.server.banner.clone().unwrap_or_else(|| DEFAULT_BANNER.to_string()),
+            admin_socket: self.admin.socket.clone(),
         })
     }
 }

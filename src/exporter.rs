@@ -235,6 +235,9 @@ async fn handle(
     let (status, ctype, body) = match req.uri().path() {
         "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", render(&ctx.metrics)),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        "/status" => {
+            (StatusCode::OK, "text/html; charset=utf-8", crate::session::registry::render_html(&ctx.registry.rows()))
+        }
         "/readyz" => {
             let (ready, why) = readiness(&ctx).await;
             let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -52,6 +52,21 @@ impl LoginGuard {
         Some(until)
     }
 
+    /// Addresses banned at `now`, with when each ban ends, soonest first.
+    pub fn banned(&self, now: Duration) -> Vec<(IpAddr, Duration)> {
+        let mut v: Vec<(IpAddr, Duration)> =
+            self.entries.iter().filter_map(|(ip, e)| e.banned_until.filter(|&t| t > now).map(|t| (*ip, t))).collect();
+        v.sort_by_key(|&(ip, t)| (t, ip));
+        v
+    }
+
+    /// Ends `ip`'s ban and forgets its failures; whether it was banned.
+    pub fn lift(&mut self, ip: IpAddr, now: Duration) -> bool {
+        let was = self.banned_until(ip, now).is_some();
+        self.entries.remove(&ip.to_canonical());
+        was
+    }
+
     /// A successful login clears the failure count (bans served are remembered
     /// so a repeat offender's next ban is longer).
     pub fn success(&mut self, ip: IpAddr) {
@@ -64,6 +79,19 @@ impl LoginGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bans_are_listed_and_lifted() {
+        let limits = LoginLimits { max_failures: 1, ..LoginLimits::default() };
+        let mut g = LoginGuard::default();
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let now = Duration::from_secs(10);
+        assert!(g.failure(ip, now, &limits).is_some());
+        assert_eq!(g.banned(now).len(), 1);
+        assert!(g.lift(ip, now));
+        assert!(g.banned(now).is_empty() && g.banned_until(ip, now).is_none());
+        assert!(!g.lift(ip, now), "lifting twice says it was not banned");
+    }
 
     #[test]
     fn bans_grow_and_expire() {

@@ -115,11 +115,12 @@ impl Limit {
     }
 }
 
-/// Limits for both directions of a relay.
+/// Limits for both directions of a relay, and where it counts what passed.
 #[derive(Debug, Clone, Default)]
 pub struct Limits {
     pub a_to_b: Limit,
     pub b_to_a: Limit,
+    pub progress: Arc<super::Progress>,
 }
 
 #[cfg(test)]

@@ -59,13 +59,21 @@ pub struct RelayReport {
     pub end: RelayEnd,
 }
 
-/// One direction's counters.
+/// One direction's counters, readable while the relay runs.
 #[derive(Debug, Default)]
-pub(crate) struct Moved {
+pub struct Moved {
     pub read: AtomicU64,
     pub written: AtomicU64,
     /// Microseconds spent waiting for a rate limit.
     pub delayed_us: AtomicU64,
+}
+
+/// Both directions' counters of one relay, shared with whoever watches it
+/// (live metrics, `ftpgate who`): the relay counts into them directly.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub a_to_b: Moved,
+    pub b_to_a: Moved,
 }
 
 impl Moved {
@@ -110,9 +118,9 @@ where
     let (mut b_read, mut b_write) = tokio::io::split(b);
     let start = Instant::now();
     let last_activity = AtomicU64::new(0);
-    let (a_to_b, b_to_a) = (Moved::default(), Moved::default());
-    let ab = copy_half(&mut a_read, &mut b_write, &a_to_b, &limits.a_to_b, &last_activity, start);
-    let ba = copy_half(&mut b_read, &mut a_write, &b_to_a, &limits.b_to_a, &last_activity, start);
+    let (a_to_b, b_to_a) = (&limits.progress.a_to_b, &limits.progress.b_to_a);
+    let ab = copy_half(&mut a_read, &mut b_write, a_to_b, &limits.a_to_b, &last_activity, start);
+    let ba = copy_half(&mut b_read, &mut a_write, b_to_a, &limits.b_to_a, &last_activity, start);
     tokio::pin!(ab, ba);
     let (end, a_still_running) = tokio::select! {
         r = &mut ab => (end_of(Side::A, r), false),
@@ -126,7 +134,7 @@ where
             let _ = tokio::time::timeout(linger, &mut ba).await;
         }
     }
-    RelayReport::new(&a_to_b, &b_to_a, end)
+    RelayReport::new(a_to_b, b_to_a, end)
 }
 
 pub(crate) fn end_of(reader: Side, r: Result<(), HalfEnd>) -> RelayEnd {

@@ -168,13 +168,13 @@ pub async fn relay(
     };
     let start = Instant::now();
     let last_activity = AtomicU64::new(0);
-    let (a_to_b, b_to_a) = (Moved::default(), Moved::default());
+    let (a_to_b, b_to_a) = (&limits.progress.a_to_b, &limits.progress.b_to_a);
     let end = tokio::select! {
-        r = splice_half(&a, &b, pa, &a_to_b, &limits.a_to_b, &last_activity, start) => super::end_of(Side::A, r),
-        r = splice_half(&b, &a, pb, &b_to_a, &limits.b_to_a, &last_activity, start) => super::end_of(Side::B, r),
+        r = splice_half(&a, &b, pa, a_to_b, &limits.a_to_b, &last_activity, start) => super::end_of(Side::A, r),
+        r = splice_half(&b, &a, pb, b_to_a, &limits.b_to_a, &last_activity, start) => super::end_of(Side::B, r),
         () = stall_watch(&last_activity, start, stall) => RelayEnd::Stalled,
     };
-    Ok(RelayReport::new(&a_to_b, &b_to_a, end))
+    Ok(RelayReport::new(a_to_b, b_to_a, end))
 }
 
 #[cfg(test)]

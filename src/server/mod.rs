@@ -2,6 +2,7 @@
 //! A reload that changes the listener list opens, restarts or closes accept
 //! loops to match; sessions already running are not touched.
 
+pub mod admin;
 pub mod probe;
 
 use crate::config::ListenerSettings;

@@ -25,6 +25,8 @@ pub struct SessionContext {
     /// The clock bans are measured on.
     started: Instant,
     pub xferlog: Option<Arc<crate::xferlog::XferLog>>,
+    /// Every session now, for `ftpgate who` and `/status`.
+    pub registry: Arc<registry::Registry>,
     /// Each user's shared rate buckets (`download_rate`, `upload_rate`).
     pub rate_buckets: Arc<throttle::RateBuckets>,
     /// Data transfers running per user (`max_transfers`).
@@ -134,6 +136,7 @@ impl SessionContext {
             closing: Arc::new(tokio::sync::watch::Sender::new(Lifecycle::Serving)),
             backend_feat: Arc::default(),
             rate_buckets: Arc::default(),
+            registry: Arc::default(),
             transfers: Arc::default(),
             settings: Arc::new(settings),
             metrics,
@@ -161,6 +164,7 @@ impl SessionContext {
         next.started = self.started;
         next.closing = Arc::clone(&self.closing);
         next.rate_buckets = Arc::clone(&self.rate_buckets);
+        next.registry = Arc::clone(&self.registry);
         next.transfers = Arc::clone(&self.transfers);
         if next.settings.backend == self.settings.backend {
             // Until the reload's probe answers, the old features stand.
@@ -188,7 +192,7 @@ impl SessionContext {
         Ok(true)
     }
 
-    pub(super) fn now(&self) -> Duration {
+    pub fn now(&self) -> Duration {
         self.started.elapsed()
     }
 

@@ -267,6 +267,32 @@ pub async fn connect_backend(addr: SocketAddr, timeout: Duration) -> Result<TcpS
     }
 }
 
+/// How often a running transfer's bytes reach the metrics.
+const LIVE_COUNTER_PERIOD: Duration = Duration::from_secs(1);
+
+/// What of a relay's progress the metrics have been told already.
+#[derive(Default)]
+struct LiveBytes {
+    a_written: u64,
+    b_written: u64,
+    a_read: u64,
+    b_read: u64,
+}
+
+impl LiveBytes {
+    fn publish(&mut self, p: &relay::Progress, m: &Metrics) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let step = |seen: &mut u64, now: u64, to: &std::sync::atomic::AtomicU64| {
+            Metrics::add(to, now.saturating_sub(*seen));
+            *seen = now.max(*seen);
+        };
+        step(&mut self.a_written, p.a_to_b.written.load(Relaxed), &m.bytes_client_to_backend);
+        step(&mut self.b_written, p.b_to_a.written.load(Relaxed), &m.bytes_backend_to_client);
+        step(&mut self.a_read, p.a_to_b.read.load(Relaxed), &m.bytes_read_from_client);
+        step(&mut self.b_read, p.b_to_a.read.load(Relaxed), &m.bytes_read_from_backend);
+    }
+}
+
 /// A running data channel. Dropping it aborts the task, closing whatever legs
 /// are open, so an abandoned PASV or an ended session leaks nothing.
 #[derive(Debug)]
@@ -322,28 +348,39 @@ where
         // Nothing is relayed before the backend accepted the command: the
         // limits come with its 150.
         let limits = wait_for_go(go_rx).await;
-        let report = match (client, backend) {
-            #[cfg(target_os = "linux")]
-            (ClientStream::Plain(c), BackendStream::Plain(b)) => match relay::splice::relay(c, b, stall, &limits).await
-            {
-                Ok(r) => {
-                    Metrics::inc(&metrics.relays_spliced);
-                    r
+        let progress = Arc::clone(&limits.progress);
+        let relayed = async {
+            match (client, backend) {
+                #[cfg(target_os = "linux")]
+                (ClientStream::Plain(c), BackendStream::Plain(b)) => {
+                    match relay::splice::relay(c, b, stall, &limits).await {
+                        Ok(r) => {
+                            Metrics::inc(&metrics.relays_spliced);
+                            r
+                        }
+                        Err((c, b)) => {
+                            Metrics::inc(&metrics.relays_copied);
+                            relay::relay(c, b, stall, linger, &limits).await
+                        }
+                    }
                 }
-                Err((c, b)) => {
+                (client, backend) => {
                     Metrics::inc(&metrics.relays_copied);
-                    relay::relay(c, b, stall, linger, &limits).await
+                    relay::relay(client, backend, stall, linger, &limits).await
                 }
-            },
-            (client, backend) => {
-                Metrics::inc(&metrics.relays_copied);
-                relay::relay(client, backend, stall, linger, &limits).await
             }
         };
-        Metrics::add(&metrics.bytes_client_to_backend, report.a_to_b);
-        Metrics::add(&metrics.bytes_backend_to_client, report.b_to_a);
-        Metrics::add(&metrics.bytes_read_from_client, report.a_read);
-        Metrics::add(&metrics.bytes_read_from_backend, report.b_read);
+        tokio::pin!(relayed);
+        // The byte counters move while a transfer runs, not only at its end.
+        let mut counted = LiveBytes::default();
+        let mut tick = tokio::time::interval(LIVE_COUNTER_PERIOD);
+        let report = loop {
+            tokio::select! {
+                r = &mut relayed => break r,
+                _ = tick.tick() => counted.publish(&progress, &metrics),
+            }
+        };
+        counted.publish(&progress, &metrics);
         DataOutcome::Relayed(report)
     });
     DataChannel { task, direction, go }

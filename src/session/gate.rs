@@ -24,6 +24,7 @@ impl Session {
                     rule: "login".into(),
                     reason: format!("Too many failed logins from your address; try again in {} s", left.as_secs() + 1),
                 };
+                Metrics::inc(&self.ctx.metrics.logins_refused);
                 self.deny(cmd, &d).await?;
                 return Ok(Some(Flow::Close));
             }

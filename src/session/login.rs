@@ -57,6 +57,7 @@ impl Session {
         let user = self.user.clone().unwrap_or_default();
         self.user_slot = self.ctx.per_user.take(user.clone(), 0);
         info!(target: "ftpgate::audit", %user, "login");
+        self.who.entry.logged_in();
         self.refresh_cwd().await
     }
 
@@ -146,6 +147,11 @@ impl Session {
         self.open_backend().await?;
         self.replay_to_backend().await?;
         info!(backend = %peer, name = self.backend_name.as_deref().unwrap_or("default"), "backend control connection open");
+        let shown = match &self.backend_name {
+            Some(n) => format!("{n} ({peer})"),
+            None => peer.to_string(),
+        };
+        self.who.entry.backend(&shown);
         Ok(())
     }
 

@@ -13,6 +13,7 @@ pub mod data;
 pub mod feat;
 pub mod limits;
 pub mod prelogin;
+pub mod registry;
 
 mod context;
 mod gate;
@@ -134,12 +135,16 @@ pub async fn run(
         };
         let mut client = ClientControl::new(ClientStream::Plain(client));
         let policy = ctx.policy();
+        let banned = ctx.banned_for(client_peer.ip());
         let refusal = match policy.admit(client_peer.ip()) {
             Err(d) => Some(d.reason),
-            Ok(_) => ctx
-                .banned_for(client_peer.ip())
+            Ok(_) => banned
                 .map(|left| format!("too many failed logins from your address; try again in {} s", left.as_secs() + 1)),
         };
+        if banned.is_some() {
+            // Its login is refused before it can try.
+            Metrics::inc(&ctx.metrics.logins_refused);
+        }
         let per_address =
             limits::combined(ctx.settings.max_sessions_per_address, policy.login.max_sessions_per_address);
         let address_slot = match refusal {
@@ -147,7 +152,11 @@ pub async fn run(
             None => ctx.per_address.take(client_peer.ip().to_canonical(), per_address),
         };
         let Some(address_slot) = address_slot else {
-            let reason = if refusal.is_some() { "policy" } else { "address_limit" };
+            let reason = match (&refusal, banned) {
+                (Some(_), Some(_)) => "banned",
+                (Some(_), None) => "policy",
+                (None, _) => "address_limit",
+            };
             let why = refusal.unwrap_or_else(|| format!("too many sessions from your address (limit {per_address})"));
             ctx.metrics.count_denial("connect");
             ctx.metrics.session_refused(reason);
@@ -199,6 +208,7 @@ pub async fn run(
             queued: VecDeque::new(),
             transferring: false,
             uploaded: Default::default(),
+            who: ctx.registry.register(id, client_peer),
             backend_quit: false,
             binary: false,
             user: None,
@@ -281,6 +291,8 @@ struct Session {
     queued: VecDeque<Queued>,
     /// A transfer's data channel is open: its client is owed a final reply.
     transferring: bool,
+    /// This session's line in `ftpgate who` and `/status`.
+    who: registry::Registration,
     /// Bytes uploaded per file in this session, for `max_upload_size`.
     uploaded: std::collections::HashMap<Vec<u8>, u64>,
     /// QUIT already went to the backend.
@@ -372,6 +384,7 @@ impl Session {
             ClientEvent::Command(c) => c,
         };
         debug!(command = ?cmd, "client command");
+        self.who.entry.command();
         if self.mode == ClientTlsMode::Required
             && !self.client.is_tls()
             && !ALLOWED_BEFORE_TLS.contains(&cmd.verb.as_str())
@@ -436,6 +449,7 @@ impl Session {
             Verb::User | Verb::Pass | Verb::Acct => {
                 if cmd.verb == Verb::User {
                     self.user = cmd.arg_str().map(str::to_string);
+                    self.who.entry.user(self.user.as_deref().unwrap_or("-"));
                     tracing::Span::current().record("user", self.user.as_deref().unwrap_or("-"));
                     self.bastion_pending = None;
                     let policy = self.ctx.policy();

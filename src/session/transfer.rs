@@ -81,7 +81,20 @@ impl Session {
         channel.backend_accepted(plan.limits.clone());
         self.reply(&first).await?;
         self.transferring = true;
+        self.who.entry.transfer(Some(registry::Transfer {
+            command: cmd.verb.to_string(),
+            path: String::from_utf8_lossy(&crate::policy::path::resolve(
+                &self.cwd,
+                cmd.arg.as_deref().unwrap_or_default(),
+            ))
+            .into_owned(),
+            direction,
+            started: Instant::now(),
+            size: registry::announced_size(&first.text()),
+            progress: Arc::clone(&plan.limits.progress),
+        }));
         let done = self.complete_transfer(cmd, direction, channel, plan).await;
+        self.who.entry.transfer(None);
         self.transferring = false;
         done
     }

@@ -216,6 +216,7 @@ pub fn settings(backend: SocketAddr, listen: SocketAddr) -> Settings {
         max_sessions_per_address: 50,
         login_timeout: Duration::from_secs(60),
         banner: ftpgate::config::DEFAULT_BANNER.to_string(),
+        admin_socket: None,
     }
 }
 

@@ -1,0 +1,283 @@
+//! Who is connected: one entry per session, kept up to date by the session
+//! and read by `ftpgate who` (over the admin socket) and the `/status` page.
+
+use crate::protocol::TransferDirection;
+use crate::relay::Progress;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    sessions: Mutex<BTreeMap<u64, Arc<Entry>>>,
+}
+
+#[derive(Debug)]
+pub struct Entry {
+    id: u64,
+    client: SocketAddr,
+    since: Instant,
+    state: Mutex<EntryState>,
+}
+
+#[derive(Debug, Clone)]
+struct EntryState {
+    user: Option<String>,
+    backend: Option<String>,
+    /// What the session waits for, in words.
+    doing: &'static str,
+    last_command: Instant,
+    transfer: Option<Transfer>,
+}
+
+/// A running transfer as `who` shows it.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    pub command: String,
+    pub path: String,
+    pub direction: TransferDirection,
+    pub started: Instant,
+    /// From the backend's `150 ... (N bytes)`, when it says.
+    pub size: Option<u64>,
+    pub progress: Arc<Progress>,
+}
+
+/// Removes its session's entry when the session ends.
+#[derive(Debug)]
+pub struct Registration {
+    registry: Arc<Registry>,
+    pub entry: Arc<Entry>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.entry.id);
+    }
+}
+
+impl Registry {
+    pub fn register(self: &Arc<Self>, id: u64, client: SocketAddr) -> Registration {
+        let now = Instant::now();
+        let entry = Arc::new(Entry {
+            id,
+            client,
+            since: now,
+            state: Mutex::new(EntryState {
+                user: None,
+                backend: None,
+                doing: "login",
+                last_command: now,
+                transfer: None,
+            }),
+        });
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(id, Arc::clone(&entry));
+        Registration { registry: Arc::clone(self), entry }
+    }
+
+    /// Every session now, oldest first.
+    pub fn rows(&self) -> Vec<Row> {
+        let entries: Vec<Arc<Entry>> =
+            self.sessions.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let now = Instant::now();
+        entries
+            .iter()
+            .map(|e| {
+                let s = e.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let transfer = s.transfer.map(|t| {
+                    let moved = match t.direction {
+                        TransferDirection::Download => t.progress.b_to_a.written.load(Ordering::Relaxed),
+                        TransferDirection::Upload => t.progress.a_to_b.written.load(Ordering::Relaxed),
+                    };
+                    let secs = now.duration_since(t.started).as_secs_f64().max(0.001);
+                    TransferRow {
+                        command: t.command,
+                        path: t.path,
+                        bytes: moved,
+                        rate: (moved as f64 / secs) as u64,
+                        percent: t.size.filter(|&s| s > 0).map(|s| (moved.saturating_mul(100) / s).min(100) as u8),
+                    }
+                });
+                Row {
+                    id: e.id,
+                    client: e.client,
+                    user: s.user,
+                    backend: s.backend,
+                    state: s.doing,
+                    connected_secs: now.duration_since(e.since).as_secs(),
+                    idle_secs: now.duration_since(s.last_command).as_secs(),
+                    transfer,
+                }
+            })
+            .collect()
+    }
+}
+
+impl Entry {
+    fn update(&self, f: impl FnOnce(&mut EntryState)) {
+        f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    pub fn command(&self) {
+        self.update(|s| s.last_command = Instant::now());
+    }
+
+    pub fn user(&self, user: &str) {
+        self.update(|s| s.user = Some(user.to_string()));
+    }
+
+    pub fn backend(&self, backend: &str) {
+        self.update(|s| s.backend = Some(backend.to_string()));
+    }
+
+    pub fn logged_in(&self) {
+        self.update(|s| s.doing = "idle");
+    }
+
+    pub fn transfer(&self, t: Option<Transfer>) {
+        self.update(|s| {
+            s.doing = if t.is_some() { "transfer" } else { "idle" };
+            s.transfer = t;
+        });
+    }
+}
+
+/// One session as shown.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub id: u64,
+    pub client: SocketAddr,
+    pub user: Option<String>,
+    pub backend: Option<String>,
+    pub state: &'static str,
+    pub connected_secs: u64,
+    pub idle_secs: u64,
+    pub transfer: Option<TransferRow>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TransferRow {
+    pub command: String,
+    pub path: String,
+    pub bytes: u64,
+    /// Bytes per second since the transfer started.
+    pub rate: u64,
+    pub percent: Option<u8>,
+}
+
+/// `ftpgate who`: a table as ProFTPD's ftpwho prints one.
+pub fn render_text(rows: &[Row]) -> String {
+    let mut out = format!(
+        "{:>5}  {:<16} {:<22} {:<22} {:<9} {:>6} {:>6}  TRANSFER\n",
+        "ID", "USER", "CLIENT", "BACKEND", "STATE", "CONN", "IDLE"
+    );
+    for r in rows {
+        let transfer = r.transfer.as_ref().map_or(String::new(), |t| {
+            let pct = t.percent.map_or(String::new(), |p| format!(" {p}%"));
+            format!("{} {} {} bytes {}/s{pct}", t.command, t.path, t.bytes, human(t.rate))
+        });
+        out.push_str(&format!(
+            "{:>5}  {:<16} {:<22} {:<22} {:<9} {:>5}s {:>5}s  {}\n",
+            r.id,
+            r.user.as_deref().unwrap_or("-"),
+            r.client.to_string(),
+            r.backend.as_deref().unwrap_or("-"),
+            r.state,
+            r.connected_secs,
+            r.idle_secs,
+            transfer
+        ));
+    }
+    out.push_str(&format!("{} session(s)\n", rows.len()));
+    out
+}
+
+/// A byte rate for people: `1.5 MiB`.
+pub fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1024.0 * 1024.0 {
+        format!("{:.1} MiB", b / 1024.0 / 1024.0)
+    } else if b >= 1024.0 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+/// `/status`: the same view as HTML with progress bars, refreshing itself.
+/// Read-only; user names and paths are escaped, nothing secret is shown.
+pub fn render_html(rows: &[Row]) -> String {
+    let mut body = String::new();
+    for r in rows {
+        let transfer = match &r.transfer {
+            None => String::new(),
+            Some(t) => {
+                let bar = match t.percent {
+                    Some(p) => format!("<progress max=\"100\" value=\"{p}\">{p}%</progress> {p}%"),
+                    None => "<progress></progress>".to_string(),
+                };
+                format!(
+                    "{} {} &mdash; {} bytes, {}/s {bar}",
+                    escape(&t.command),
+                    escape(&t.path),
+                    t.bytes,
+                    human(t.rate)
+                )
+            }
+        };
+        body.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} s</td><td>{} s</td><td class=\"transfer\">{}</td></tr>\n",
+            r.id,
+            escape(r.user.as_deref().unwrap_or("-")),
+            escape(&r.client.to_string()),
+            escape(r.backend.as_deref().unwrap_or("-")),
+            r.state,
+            r.connected_secs,
+            r.idle_secs,
+            transfer
+        ));
+    }
+    format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"2\">\
+         <title>ftpgate status</title><style>body{{font-family:sans-serif}}td,th{{padding:2px 8px;text-align:left}}\
+         progress{{width:12em}}</style></head><body><h1>ftpgate: {} session(s)</h1>\n<table>\
+         <tr><th>ID</th><th>User</th><th>Client</th><th>Backend</th><th>State</th><th>Connected</th><th>Idle</th>\
+         <th>Transfer</th></tr>\n{body}</table></body></html>\n",
+        rows.len()
+    )
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The size a `150` reply announces: vsftpd and ProFTPD say `(N bytes)`.
+pub fn announced_size(text: &str) -> Option<u64> {
+    let open = text.rfind('(')?;
+    let inner = &text[open + 1..];
+    let n = inner.split_whitespace().next()?;
+    inner[n.len()..].trim_start().starts_with("bytes").then(|| n.parse().ok()).flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_from_150_and_html_escaping() {
+        assert_eq!(
+            announced_size("150 Opening BINARY mode data connection for big.bin (10485760 bytes)."),
+            Some(10485760)
+        );
+        assert_eq!(announced_size("150 Ok to send data."), None);
+        let r = Arc::new(Registry::default());
+        let reg = r.register(7, "127.0.0.1:5000".parse().unwrap());
+        reg.entry.user("<script>");
+        let html = render_html(&r.rows());
+        assert!(html.contains("&lt;script&gt;") && !html.contains("<script>"), "{html}");
+        assert!(render_text(&r.rows()).contains("1 session(s)"));
+        drop(reg);
+        assert!(r.rows().is_empty());
+    }
+}

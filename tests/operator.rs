@@ -1,0 +1,110 @@
+//! The operator's every day, through the binary: `ftpgate who` and
+//! `ftpgate bans` over the admin socket, the `/status` page, byte counters
+//! that move while a transfer runs.
+
+mod common;
+use common::*;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn ftpgate(args: &[&str]) -> Output {
+    run_client(Command::new(env!("CARGO_BIN_EXE_ftpgate")).args(args), Duration::from_secs(20))
+}
+
+fn metric_line(metrics: SocketAddr, series: &str) -> u64 {
+    let out = Command::new("curl").args(["-sf", &format!("http://{metrics}/metrics")]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0) as u64
+}
+
+#[test]
+fn who_bans_status_and_live_counters() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("admin.sock");
+    let policy = dir.path().join("p.toml");
+    std::fs::write(
+        &policy,
+        format!("[login]\nmax_failures = 1\nban_seconds = 600\n\n[users.{USER}]\ndownload_rate = \"1MiB/s\"\n"),
+    )
+    .unwrap();
+    let backend = Vsftpd::start();
+    let data = payload(6 << 20, 40);
+    backend.put("big.bin", &data);
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1".parse().unwrap())).parse().unwrap();
+    let (mut cmd, addr) = ftpgate_run(backend.addr);
+    let _child = KillOnDrop::new(
+        cmd.args(["--admin-socket", socket.to_str().unwrap(), "--metrics", &metrics.to_string()])
+            .args(["--policy", policy.to_str().unwrap()])
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_greeting(addr);
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the admin socket is for root only");
+
+    // A running, rate-limited download.
+    let mut c = RawClient::connect(addr);
+    c.login();
+    assert_eq!(c.cmd("TYPE I").0, 200);
+    let mut d = c.epsv_data();
+    assert_eq!(c.cmd("RETR big.bin").0, 150);
+    let mut first = vec![0u8; 1 << 20];
+    d.read_exact(&mut first).unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+
+    let series = "ftpgate_data_bytes_total{direction=\"backend_to_client\",leg=\"client\"}";
+    let early = metric_line(metrics, series);
+    assert!(early >= 1 << 20, "bytes are counted while the transfer runs: {early}");
+
+    let who = ftpgate(&["who", "--admin-socket", socket.to_str().unwrap()]);
+    assert_eq!(who.status, 0, "{}", who.stderr);
+    let line = who.stdout.lines().find(|l| l.contains(USER)).unwrap_or_else(|| panic!("{}", who.stdout));
+    assert!(line.contains("transfer") && line.contains("RETR /big.bin") && line.contains('%'), "{line}");
+    assert!(line.contains(&backend.addr.to_string()), "{line}");
+
+    let page = Command::new("curl").args(["-sf", &format!("http://{metrics}/status")]).output().unwrap();
+    let page = String::from_utf8_lossy(&page.stdout);
+    assert!(page.contains("<progress") && page.contains(USER) && page.contains("RETR"), "{page}");
+    assert!(!page.contains(PASSWORD));
+
+    let mut rest = Vec::new();
+    d.read_to_end(&mut rest).unwrap();
+    first.extend_from_slice(&rest);
+    assert_eq!(sha256(&first), sha256(&data));
+    assert_eq!(c.reply().0, 226);
+    assert!(metric_line(metrics, series) >= data.len() as u64);
+
+    // A failed login from 127.0.0.2 bans it; bans list shows it, lift ends it.
+    let from = |ip: &str| {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(&format!("{ip}:0").parse::<SocketAddr>().unwrap().into()).unwrap();
+        s.connect(&addr.into()).unwrap();
+        RawClient::from_stream(s.into())
+    };
+    let mut bad = from("127.0.0.2");
+    assert_eq!(bad.reply().0, 220);
+    assert_eq!(bad.cmd(&format!("USER {USER}")).0, 331);
+    assert_eq!(bad.cmd("PASS wrong").0, 530);
+    let mut refused = from("127.0.0.2");
+    assert_eq!(refused.reply().0, 421, "banned");
+    let bans = ftpgate(&["bans", "list", "--admin-socket", socket.to_str().unwrap()]);
+    assert!(
+        bans.stdout.contains("127.0.0.2 banned for") && bans.stdout.contains("1 address(es) banned"),
+        "{}",
+        bans.stdout
+    );
+    assert!(metric_line(metrics, "ftpgate_logins_total{result=\"refused\"}") >= 1);
+    let lift = ftpgate(&["bans", "lift", "127.0.0.2", "--admin-socket", socket.to_str().unwrap()]);
+    assert_eq!(lift.status, 0, "{}", lift.stderr);
+    assert!(lift.stdout.contains("ban on 127.0.0.2 lifted"), "{}", lift.stdout);
+    let again = ftpgate(&["bans", "lift", "127.0.0.2", "--admin-socket", socket.to_str().unwrap()]);
+    assert_ne!(again.status, 0, "lifting a ban that is not there fails");
+    let mut ok = from("127.0.0.2");
+    ok.login();
+    let started = Instant::now();
+    let who = ftpgate(&["who", "--admin-socket", socket.to_str().unwrap()]);
+    assert!(who.stdout.contains("127.0.0.2") && started.elapsed() < Duration::from_secs(5), "{}", who.stdout);
+}
