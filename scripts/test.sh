@@ -20,6 +20,7 @@ command -v promtool >/dev/null || need+=(prometheus)
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v nft >/dev/null || need+=(nftables)
 command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   apt-get update -qq

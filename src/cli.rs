@@ -33,7 +33,7 @@ pub enum CliCommand {
     Run(RunArgs),
     /// Validate the configuration (and load its certificates) and print what
     /// ftpgate would listen on.
-    Check(RunArgs),
+    Check(CheckArgs),
     /// Certificates for ftpgate's TLS listeners and mutual TLS.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -50,6 +50,19 @@ pub enum CliCommand {
     #[command(subcommand)]
     Bans(BansCommand),
 }
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Also print the effective configuration: every setting, after the
+    /// file, the defaults and the flags.
+    #[arg(long)]
+    pub print: bool,
+}
+
+/// Read when no `--config` is given, if it exists.
+pub const DEFAULT_CONFIG: &str = "/etc/ftpgate/ftpgate.toml";
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {
@@ -217,6 +230,9 @@ impl RunArgs {
     pub fn settings(&self) -> anyhow::Result<Settings> {
         let mut config = match &self.config {
             Some(path) => Config::load(path)?,
+            None if std::path::Path::new(DEFAULT_CONFIG).exists() => {
+                Config::load(std::path::Path::new(DEFAULT_CONFIG))?
+            }
             None => Config::default(),
         };
         if !self.listen.is_empty() {
@@ -327,8 +343,13 @@ impl Cli {
 
 pub fn main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        CliCommand::Check(args) => {
+        CliCommand::Check(CheckArgs { run: args, print }) => {
             let s = args.settings()?;
+            if print {
+                // No secret lives in the settings (keys and passwords stay in
+                // their files); paths are shown as given.
+                println!("{s:#?}");
+            }
             let describe = |l: &crate::config::ListenerSettings| match l.tls {
                 ClientTlsMode::Off => "plain FTP",
                 ClientTlsMode::Explicit => "plain FTP or explicit FTPS",
@@ -379,11 +400,14 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
         }
         CliCommand::Policy(PolicyCommand::Explain { policy, user, from, tls, client_cert, cwd, command }) => {
             let p = crate::policy::Policy::load(&policy)?;
-            println!("{}", explain(&p, &user, from, tls == "yes", client_cert, &cwd, &command));
+            let decision = explain(&p, &user, from, tls == "yes", client_cert, &cwd, &command);
+            println!("{decision}");
             let limits = p.admit(from).map(|network| p.limits_for(Some(&user), network)).unwrap_or_default();
             if !limits.is_empty() {
                 println!("limits for {user}: {limits}");
             }
+            // Scripts can test the decision by the exit status.
+            anyhow::ensure!(decision.starts_with("ALLOW"), "denied");
             Ok(())
         }
         CliCommand::Certs(CertsCommand::Init { dir, names, clients, force }) => {
@@ -443,7 +467,17 @@ pub fn explain(
             denial.reason,
             denial.rule
         ),
-        Verdict::Deny(d) => format!("DENY {} {} [{}]", d.code, d.reason, d.rule),
+        Verdict::Deny(d) => deny_line(&d),
+    }
+}
+
+/// `DENY code reason [rule]`, naming the rule once: reasons that already
+/// name it (`(rule writer-upload)`) are not followed by it again.
+fn deny_line(d: &crate::policy::Denial) -> String {
+    if d.reason.contains(&format!("(rule {})", d.rule.trim_start_matches("rule "))) {
+        format!("DENY {} {}", d.code, d.reason)
+    } else {
+        format!("DENY {} {} [{}]", d.code, d.reason, d.rule)
     }
 }
 
@@ -523,6 +557,16 @@ async fn run(settings: Settings, args: RunArgs) -> anyhow::Result<()> {
         }
         tracing::info!("shutting down");
     };
+    let s = &ctx.settings;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listeners = s.listeners.iter().map(|l| format!("{} ({:?})", l.address, l.tls)).collect::<Vec<_>>().join(", "),
+        backend = %s.backend,
+        metrics = s.metrics.map_or("off".to_string(), |m| m.to_string()),
+        policy = s.policy.as_ref().map_or("none".to_string(), |p| p.display().to_string()),
+        admin_socket = s.admin_socket.as_ref().map_or("off".to_string(), |p| p.display().to_string()),
+        "ftpgate started"
+    );
     crate::systemd::notify("READY=1");
     crate::server::run(listeners, Arc::clone(&live), shutdown).await;
     // Listeners are closed now. Let transfers finish, then everyone gets 421.

@@ -164,10 +164,22 @@ fn policy_check_explain_and_passwd() {
     };
     assert_eq!(
         explain("writer", "10.0.0.5", "yes", "RETR report.csv"),
-        "DENY 550 Permission denied: user writer may not read /shared/report.csv (rule writer-upload) [rule writer-upload]\n\
+        "DENY 550 Permission denied: user writer may not read /shared/report.csv (rule writer-upload)\n\
          limits for writer: download 50 MiB/s, upload 2 MiB/s, upload size 512 MiB, transfers at once 2\n"
     );
     assert!(explain("full", "10.0.0.5", "no", "RETR report.csv").starts_with("ALLOW from network office"));
+    let status = |user: &str, cmd: &str| {
+        let args = ["policy", "explain", "--policy", "policy/example.toml", "--user", user, "--from", "10.0.0.5"];
+        run_client(ftpgate().args(args).args(["--cwd", "/shared", cmd]), Duration::from_secs(20)).status
+    };
+    assert_eq!(status("full", "RETR report.csv"), 0, "an allowed command exits 0");
+    assert_ne!(status("writer", "RETR report.csv"), 0, "a denied command exits non-zero");
+    let printed =
+        run_client(ftpgate().args(["check", "--config", "deploy/ftpgate.toml", "--print"]), Duration::from_secs(20));
+    assert_eq!(printed.status, 0, "{}", printed.stderr);
+    for setting in ["idle_control", "max_sessions_per_address", "login_timeout", "banner", "passive_ports"] {
+        assert!(printed.stdout.contains(setting), "check --print lacks {setting}: {}", printed.stdout);
+    }
     assert!(explain("full", "203.0.113.9", "no", "USER full").starts_with("DENY 530 TLS required before login"));
     assert!(explain("full", "203.0.113.9", "yes", "SITE CHMOD 600 x")
         .starts_with("DENY 534 SITE is not allowed from network internet"));

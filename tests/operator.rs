@@ -31,7 +31,7 @@ fn who_bans_status_and_live_counters() {
     )
     .unwrap();
     let backend = Vsftpd::start();
-    let data = payload(6 << 20, 40);
+    let data = payload(12 << 20, 40);
     backend.put("big.bin", &data);
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1".parse().unwrap())).parse().unwrap();
     let (mut cmd, addr) = ftpgate_run(backend.addr);
@@ -69,6 +69,22 @@ fn who_bans_status_and_live_counters() {
     let page = String::from_utf8_lossy(&page.stdout);
     assert!(page.contains("<progress") && page.contains(USER) && page.contains("RETR"), "{page}");
     assert!(!page.contains(PASSWORD));
+
+    // The same page in a real browser (Debian's chromium, headless).
+    let shot = dir.path().join("status.png");
+    let browser = run_client(
+        Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+            .arg(format!("--screenshot={}", shot.display()))
+            .arg(format!("http://{metrics}/status")),
+        Duration::from_secs(90),
+    );
+    let dom = browser.stdout;
+    assert!(
+        dom.contains("<progress") && dom.contains(USER) && dom.contains("RETR /big.bin"),
+        "{dom}\n{}",
+        browser.stderr
+    );
 
     let mut rest = Vec::new();
     d.read_to_end(&mut rest).unwrap();

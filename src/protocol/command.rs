@@ -147,6 +147,19 @@ impl fmt::Debug for Command {
     }
 }
 
+/// The line as the client sent it, for logs: `RETR /in/a.csv`; a `PASS` or
+/// `ACCT` argument is masked.
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.verb)?;
+        match (&self.verb, &self.arg) {
+            (Verb::Pass | Verb::Acct, Some(_)) => write!(f, " ****"),
+            (_, Some(a)) => write!(f, " {}", String::from_utf8_lossy(a)),
+            (_, None) => Ok(()),
+        }
+    }
+}
+
 /// Why a command line was refused before it could reach the backend. Each maps
 /// to a `500`/`501` reply whose text says what was wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

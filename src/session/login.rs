@@ -105,6 +105,13 @@ impl Session {
             warn!(user = name, backend_user = %bu.backend_user, reply = %r.text(), "backend refused the mapped account");
             return self.reply_text(530, "Login incorrect: the backend refused this user's account").await;
         }
+        info!(
+            target: "ftpgate::audit",
+            user = name,
+            backend_user = %bu.backend_user,
+            backend = bu.backend.as_deref().unwrap_or("default"),
+            "bastion login mapped to a backend account"
+        );
         self.reply_text(230, "Login successful.").await?;
         self.on_login().await
     }

@@ -383,7 +383,7 @@ impl Session {
             }
             ClientEvent::Command(c) => c,
         };
-        debug!(command = ?cmd, "client command");
+        debug!(command = %cmd, "client command");
         self.who.entry.command();
         if self.mode == ClientTlsMode::Required
             && !self.client.is_tls()

@@ -81,6 +81,7 @@ impl Session {
         channel.backend_accepted(plan.limits.clone());
         self.reply(&first).await?;
         self.transferring = true;
+        info!(user = self.user.as_deref().unwrap_or("-"), command = %cmd, "transfer started");
         self.who.entry.transfer(Some(registry::Transfer {
             command: cmd.verb.to_string(),
             path: String::from_utf8_lossy(&crate::policy::path::resolve(
@@ -191,15 +192,28 @@ impl Session {
         };
         self.log_transfer(cmd, direction, started, moved, ok);
         self.ctx.metrics.latency.transfer.observe(started.elapsed().as_secs_f64());
-        match &outcome {
-            DataOutcome::Relayed(r) => info!(
-                command = %cmd.verb, ?direction, to_backend = r.a_to_b, to_client = r.b_to_a, end = ?r.end, code = reply.code,
-                "transfer finished"
-            ),
-            DataOutcome::Failed(e) => {
-                warn!(command = %cmd.verb, error = %e, code = reply.code, "data connection failed")
-            }
-        }
+        let secs = started.elapsed().as_secs_f64();
+        let path =
+            String::from_utf8_lossy(&crate::policy::path::resolve(&self.cwd, cmd.arg.as_deref().unwrap_or_default()))
+                .into_owned();
+        let result = match &outcome {
+            _ if ok => "complete".to_string(),
+            DataOutcome::Relayed(r) if matches!(r.end, RelayEnd::CapReached(_)) => "stopped at the size limit".into(),
+            DataOutcome::Relayed(r) if !matches!(r.end, RelayEnd::Eof(_)) => relay_failure(&r.end),
+            DataOutcome::Relayed(_) => format!("refused by the backend ({})", reply.code),
+            DataOutcome::Failed(e) => format!("data connection failed: {e}"),
+        };
+        info!(
+            user = self.user.as_deref().unwrap_or("-"),
+            command = %cmd.verb,
+            %path,
+            bytes = moved,
+            seconds = format!("{secs:.2}"),
+            rate = format!("{}/s", registry::human((moved as f64 / secs.max(0.001)) as u64)),
+            code = reply.code,
+            %result,
+            "transfer ended"
+        );
         self.reply(&reply).await
     }
 
