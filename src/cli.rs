@@ -49,6 +49,13 @@ pub enum CliCommand {
     /// Addresses banned after failed logins: list them, or lift one ban.
     #[command(subcommand)]
     Bans(BansCommand),
+    /// Print a shell completion script (bash, zsh, fish, ...) to standard output.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the ftpgate(1) man page (roff) to standard output.
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -381,6 +388,19 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(run(settings, args))
         }
+        CliCommand::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "ftpgate", &mut out);
+            print_all(&out)
+        }
+        CliCommand::Man => {
+            // Generated from the same definitions as --help, so they never disagree.
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut out).context("rendering the man page")?;
+            print_all(&out)
+        }
         CliCommand::Who(a) => admin_request(&a, "who"),
         CliCommand::Bans(BansCommand::List(a)) => admin_request(&a, "bans"),
         CliCommand::Bans(BansCommand::Lift { addr, admin }) => admin_request(&admin, &format!("lift {addr}")),
@@ -400,7 +420,7 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
         }
         CliCommand::Policy(PolicyCommand::Explain { policy, user, from, tls, client_cert, cwd, command }) => {
             let p = crate::policy::Policy::load(&policy)?;
-            let decision = explain(&p, &user, from, tls == "yes", client_cert, &cwd, &command);
+            let decision = crate::policy::explain::explain(&p, &user, from, tls == "yes", client_cert, &cwd, &command);
             println!("{decision}");
             let limits = p.admit(from).map(|network| p.limits_for(Some(&user), network)).unwrap_or_default();
             if !limits.is_empty() {
@@ -417,67 +437,6 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-    }
-}
-
-/// One line: `ALLOW ...` or `DENY <code> <reason> [rule]`.
-pub fn explain(
-    p: &crate::policy::Policy,
-    user: &str,
-    from: IpAddr,
-    tls: bool,
-    cert: bool,
-    cwd: &str,
-    line: &str,
-) -> String {
-    use crate::policy::{SessionView, Verdict};
-    let network = match p.admit(from) {
-        Ok(n) => n,
-        Err(d) => return format!("DENY {} {} [{}]", d.code, d.reason, d.rule),
-    };
-    let cmd = match crate::protocol::Command::parse(line.as_bytes()) {
-        Ok(c) => c,
-        Err(e) => return format!("DENY 500 {e} [syntax]"),
-    };
-    let cwd = crate::policy::path::resolve(b"/", cwd.as_bytes());
-    let view = SessionView {
-        network,
-        tls,
-        pbsz: tls,
-        prot_private: tls,
-        client_cert: cert,
-        user: Some(user),
-        logged_in: !matches!(cmd.verb, crate::protocol::Verb::User | crate::protocol::Verb::Pass),
-        cwd: &cwd,
-        previous: match cmd.verb {
-            crate::protocol::Verb::Pass => Some(&crate::protocol::Verb::User),
-            _ => None,
-        },
-        data_ready: true,
-    };
-    let (perms, rule) = crate::policy::needed_permission(&cwd, &cmd)
-        .map(|(_, path)| p.permissions(user, &path))
-        .unwrap_or((crate::policy::Permissions::all(), "no path involved".into()));
-    match p.evaluate(&view, &cmd) {
-        Verdict::Allow => format!("ALLOW from network {} [{rule}: {perms}]", network.name),
-        Verdict::AllowIfNew { path, denial } => format!(
-            "ALLOW if {} does not exist yet, else DENY {} {} [{}]",
-            String::from_utf8_lossy(&path),
-            denial.code,
-            denial.reason,
-            denial.rule
-        ),
-        Verdict::Deny(d) => deny_line(&d),
-    }
-}
-
-/// `DENY code reason [rule]`, naming the rule once: reasons that already
-/// name it (`(rule writer-upload)`) are not followed by it again.
-fn deny_line(d: &crate::policy::Denial) -> String {
-    if d.reason.contains(&format!("(rule {})", d.rule.trim_start_matches("rule "))) {
-        format!("DENY {} {}", d.code, d.reason)
-    } else {
-        format!("DENY {} {} [{}]", d.code, d.reason, d.rule)
     }
 }
 
@@ -606,4 +565,13 @@ fn admin_request(a: &AdminArgs, request: &str) -> anyhow::Result<()> {
     }
     print!("{answer}");
     Ok(())
+}
+
+/// Writes to standard output; a reader that stops early (`| head`) is fine.
+fn print_all(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }

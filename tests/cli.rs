@@ -400,3 +400,18 @@ fn listen_flag_keeps_the_files_tls_mode_and_backend_defaults_to_port_21() {
     assert_ne!(out.status, 0, "{d}: {}", out.stdout);
     assert!(out.stderr.contains("different TLS modes") && out.stderr.contains("--client-tls"), "{}", out.stderr);
 }
+
+/// Completions and the man page come from the same definitions as --help.
+#[test]
+fn completions_and_man_page() {
+    let bash = run_client(ftpgate().args(["completions", "bash"]), Duration::from_secs(20));
+    assert_eq!(bash.status, 0, "{}", bash.stderr);
+    assert!(bash.stdout.contains("complete -F _ftpgate") && bash.stdout.contains("--admin-socket"), "{}", bash.stdout);
+    for shell in ["zsh", "fish"] {
+        let out = run_client(ftpgate().args(["completions", shell]), Duration::from_secs(20));
+        assert!(out.status == 0 && out.stdout.contains("ftpgate"), "{shell}: {}", out.stderr);
+    }
+    let man = run_client(ftpgate().arg("man"), Duration::from_secs(20));
+    assert_eq!(man.status, 0, "{}", man.stderr);
+    assert!(man.stdout.contains(".TH ftpgate 1") && man.stdout.contains("who"), "{}", man.stdout);
+}

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod bans;
+pub mod explain;
 pub mod limits;
 mod model;
 pub mod path;

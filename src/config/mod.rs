@@ -1,6 +1,10 @@
 //! ftpgate's configuration: TOML on disk, flags on top, validated once on load
 //! with errors that name the field.
 
+mod units;
+use units::seconds;
+pub use units::{parse_seconds, with_ftp_port};
+
 use crate::tls::{BackendTlsOptions, BackendVerify, ServerTlsOptions, TlsVersion};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
@@ -16,21 +20,6 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("{field}: {message}")]
     Invalid { field: &'static str, message: String },
-}
-
-/// A backend named without a port (`ftp.internal`, `10.0.0.20`, `[::1]`,
-/// `::1`) is on port 21, as every FTP client assumes.
-pub fn with_ftp_port(address: &str) -> String {
-    if let Ok(ip) = address.parse::<std::net::Ipv6Addr>() {
-        return format!("[{ip}]:21");
-    }
-    if address.starts_with('[') && address.ends_with(']') {
-        return format!("{address}:21");
-    }
-    if !address.is_empty() && !address.contains(':') {
-        return format!("{address}:21");
-    }
-    address.to_string()
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
@@ -337,34 +326,6 @@ pub struct Timeouts {
     pub login: u64,
 }
 
-/// A duration in whole seconds: `30`, `"30s"`, `"15m"`, `"2h"`.
-pub fn parse_seconds(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("{text:?} is not a duration such as \"30s\" or \"15m\""))?;
-    let mult = match unit.trim() {
-        "" | "s" => 1,
-        "m" | "min" => 60,
-        "h" => 3600,
-        other => return Err(format!("{text:?}: unknown unit {other:?}; use s, m or h")),
-    };
-    n.checked_mul(mult).ok_or_else(|| format!("{text:?} is too long"))
-}
-
-fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Number(u64),
-        Text(String),
-    }
-    match Raw::deserialize(d)? {
-        Raw::Number(n) => Ok(n),
-        Raw::Text(t) => parse_seconds(&t).map_err(serde::de::Error::custom),
-    }
-}
-
 fn default_login() -> u64 {
     60
 }
@@ -623,64 +584,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_take_units() {
-        let c = Config::from_toml("[timeouts]\nidle_control = \"15m\"\nlogin = \"30s\"\ndrain = 5\n", "t").unwrap();
-        assert_eq!((c.timeouts.idle_control, c.timeouts.login, c.timeouts.drain), (900, 30, 5));
-        let e = Config::from_toml("[timeouts]\nlogin = \"30 parsecs\"\n", "t").unwrap_err().to_string();
-        assert!(e.contains("unknown unit"), "{e}");
-        assert_eq!(with_ftp_port("ftp.internal"), "ftp.internal:21");
-        assert_eq!(with_ftp_port("::1"), "[::1]:21");
-        assert_eq!(with_ftp_port("10.0.0.1:2121"), "10.0.0.1:2121");
-    }
-
-    #[test]
-    fn shipped_example_is_valid() {
-        let text = include_str!("../deploy/ftpgate.toml");
-        let s = Config::from_toml(text, "deploy/ftpgate.toml").unwrap().validate().unwrap();
-        assert_eq!(s.passive_ports, PortRange { min: 50000, max: 60000 });
-    }
-
-    #[test]
-    fn unknown_field_names_field_and_line() {
-        let err = Config::from_toml("[passive]\nports = \"1-2\"\nportz = 3\n", "x.toml").unwrap_err().to_string();
-        assert!(err.contains("portz") && err.contains("line 3"), "{err}");
-    }
-
-    #[test]
-    fn validation_names_field() {
-        let c = Config::from_toml(
-            "[[listener]]\naddress = \"127.0.0.1:21\"\n[backend]\naddress = \"h:21\"\n[passive]\nports = \"6000-5000\"\n",
-            "x",
-        )
-        .unwrap();
-        let err = c.validate().unwrap_err().to_string();
-        assert!(err.starts_with("passive.ports:"), "{err}");
-        let c = Config::from_toml(
-            "[[listener]]\naddress = \"127.0.0.1:21\"\n[backend]\naddress = \"nohost:notaport\"\n",
-            "x",
-        )
-        .unwrap();
-        assert!(c.validate().unwrap_err().to_string().starts_with("backend.address:"));
-        let c = Config::from_toml("[backend]\naddress = \"h:21\"\n", "x").unwrap();
-        assert!(c.validate().unwrap_err().to_string().starts_with("listener:"));
-        let c = Config::from_toml(
-            "[[listener]]\naddress = \"127.0.0.1:990\"\ntls = \"implicit\"\n[backend]\naddress = \"h:21\"\n",
-            "x",
-        )
-        .unwrap();
-        assert!(c.validate().unwrap_err().to_string().starts_with("tls.cert:"));
-        let c = Config::from_toml(
-            "[[listener]]\naddress = \"127.0.0.1:21\"\n[backend]\naddress = \"h:21\"\nfingerprint = \"ab\"\n",
-            "x",
-        )
-        .unwrap();
-        assert!(c.validate().unwrap_err().to_string().starts_with("backend.fingerprint:"));
-        let err =
-            Config::from_toml("[[listener]]\naddress = \"127.0.0.1:21\"\ntls = \"sometimes\"\n", "x").unwrap_err();
-        assert!(err.to_string().contains("line 3"), "{err}");
-    }
-}
+mod tests;

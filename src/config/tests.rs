@@ -1,0 +1,57 @@
+//! Configuration parsing and validation.
+use super::*;
+
+#[test]
+fn durations_take_units() {
+    let c = Config::from_toml("[timeouts]\nidle_control = \"15m\"\nlogin = \"30s\"\ndrain = 5\n", "t").unwrap();
+    assert_eq!((c.timeouts.idle_control, c.timeouts.login, c.timeouts.drain), (900, 30, 5));
+    let e = Config::from_toml("[timeouts]\nlogin = \"30 parsecs\"\n", "t").unwrap_err().to_string();
+    assert!(e.contains("unknown unit"), "{e}");
+    assert_eq!(with_ftp_port("ftp.internal"), "ftp.internal:21");
+    assert_eq!(with_ftp_port("::1"), "[::1]:21");
+    assert_eq!(with_ftp_port("10.0.0.1:2121"), "10.0.0.1:2121");
+}
+
+#[test]
+fn shipped_example_is_valid() {
+    let text = include_str!("../../deploy/ftpgate.toml");
+    let s = Config::from_toml(text, "deploy/ftpgate.toml").unwrap().validate().unwrap();
+    assert_eq!(s.passive_ports, PortRange { min: 50000, max: 60000 });
+}
+
+#[test]
+fn unknown_field_names_field_and_line() {
+    let err = Config::from_toml("[passive]\nports = \"1-2\"\nportz = 3\n", "x.toml").unwrap_err().to_string();
+    assert!(err.contains("portz") && err.contains("line 3"), "{err}");
+}
+
+#[test]
+fn validation_names_field() {
+    let c = Config::from_toml(
+        "[[listener]]\naddress = \"127.0.0.1:21\"\n[backend]\naddress = \"h:21\"\n[passive]\nports = \"6000-5000\"\n",
+        "x",
+    )
+    .unwrap();
+    let err = c.validate().unwrap_err().to_string();
+    assert!(err.starts_with("passive.ports:"), "{err}");
+    let c =
+        Config::from_toml("[[listener]]\naddress = \"127.0.0.1:21\"\n[backend]\naddress = \"nohost:notaport\"\n", "x")
+            .unwrap();
+    assert!(c.validate().unwrap_err().to_string().starts_with("backend.address:"));
+    let c = Config::from_toml("[backend]\naddress = \"h:21\"\n", "x").unwrap();
+    assert!(c.validate().unwrap_err().to_string().starts_with("listener:"));
+    let c = Config::from_toml(
+        "[[listener]]\naddress = \"127.0.0.1:990\"\ntls = \"implicit\"\n[backend]\naddress = \"h:21\"\n",
+        "x",
+    )
+    .unwrap();
+    assert!(c.validate().unwrap_err().to_string().starts_with("tls.cert:"));
+    let c = Config::from_toml(
+        "[[listener]]\naddress = \"127.0.0.1:21\"\n[backend]\naddress = \"h:21\"\nfingerprint = \"ab\"\n",
+        "x",
+    )
+    .unwrap();
+    assert!(c.validate().unwrap_err().to_string().starts_with("backend.fingerprint:"));
+    let err = Config::from_toml("[[listener]]\naddress = \"127.0.0.1:21\"\ntls = \"sometimes\"\n", "x").unwrap_err();
+    assert!(err.to_string().contains("line 3"), "{err}");
+}
