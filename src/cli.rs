@@ -136,6 +136,9 @@ pub enum CertsCommand {
         /// Replace existing files.
         #[arg(long)]
         force: bool,
+        /// Key type of every certificate made.
+        #[arg(long, value_enum, default_value = "ecdsa")]
+        key_type: crate::tls::certs::KeyType,
     },
 }
 
@@ -430,8 +433,8 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             anyhow::ensure!(decision.starts_with("ALLOW"), "denied");
             Ok(())
         }
-        CliCommand::Certs(CertsCommand::Init { dir, names, clients, force }) => {
-            let g = crate::tls::certs::init(&dir, &names, &clients, force)?;
+        CliCommand::Certs(CertsCommand::Init { dir, names, clients, force, key_type }) => {
+            let g = crate::tls::certs::init(&dir, &names, &clients, force, key_type)?;
             for f in g.files {
                 println!("wrote {}", f.display());
             }

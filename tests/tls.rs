@@ -488,7 +488,14 @@ fn proftpd_backend_requires_reuse_and_gets_it() {
 #[test]
 fn mutual_tls_user_must_match_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    ftpgate::tls::certs::init(dir.path(), &["127.0.0.1".into()], &[USER.into(), "alice".into()], false).unwrap();
+    ftpgate::tls::certs::init(
+        dir.path(),
+        &["127.0.0.1".into()],
+        &[USER.into(), "alice".into()],
+        false,
+        ftpgate::tls::certs::KeyType::Ecdsa,
+    )
+    .unwrap();
     let backend = Vsftpd::start();
     backend.put("m.txt", b"matched\n");
     let p = |n: &str| dir.path().join(n);

@@ -16,6 +16,8 @@ use thiserror::Error;
 pub enum CertError {
     #[error("generating certificate: {0}")]
     Generate(#[from] rcgen::Error),
+    #[error("generating an RSA key: {0}")]
+    Rsa(String),
     #[error("{path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
     #[error("{0}: already exists; pass --force to replace it")]
@@ -26,6 +28,34 @@ pub enum CertError {
 #[derive(Debug)]
 pub struct Generated {
     pub files: Vec<PathBuf>,
+}
+
+/// The kind of key each certificate gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum KeyType {
+    /// ECDSA P-256: small and fast; every current client supports it.
+    #[default]
+    Ecdsa,
+    /// RSA 2048: for legacy clients (older Java, Windows and embedded FTP
+    /// libraries) that cannot verify ECDSA certificates.
+    Rsa,
+}
+
+/// RSA keys: the size legacy clients accept and current ones require at least.
+const RSA_BITS: usize = 2048;
+
+fn new_key(kind: KeyType) -> Result<KeyPair, CertError> {
+    match kind {
+        KeyType::Ecdsa => Ok(KeyPair::generate()?),
+        KeyType::Rsa => {
+            use rsa::pkcs8::EncodePrivateKey;
+            // ring signs with RSA keys but cannot generate them.
+            let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), RSA_BITS)
+                .map_err(|e| CertError::Rsa(e.to_string()))?;
+            let der = key.to_pkcs8_der().map_err(|e| CertError::Rsa(e.to_string()))?;
+            Ok(KeyPair::try_from(der.as_bytes())?)
+        }
+    }
 }
 
 /// Valid for ten years: these are for a private CA the operator controls.
@@ -57,10 +87,16 @@ fn write(path: &Path, contents: &str, private: bool, force: bool) -> Result<(), 
 
 /// Writes `ca.pem`/`ca.key`, `server.pem`/`server.key` (SANs: `names`, each an
 /// IP address or a DNS name) and `client-NAME.pem`/`.key` per client into `dir`.
-pub fn init(dir: &Path, names: &[String], clients: &[String], force: bool) -> Result<Generated, CertError> {
+pub fn init(
+    dir: &Path,
+    names: &[String],
+    clients: &[String],
+    force: bool,
+    kind: KeyType,
+) -> Result<Generated, CertError> {
     std::fs::create_dir_all(dir).map_err(|source| CertError::Write { path: dir.to_path_buf(), source })?;
     let mut files = vec![];
-    let ca_key = KeyPair::generate()?;
+    let ca_key = new_key(kind)?;
     let mut ca_params = params("ftpgate CA", vec![]);
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.key_usages =
@@ -77,7 +113,7 @@ pub fn init(dir: &Path, names: &[String], clients: &[String], force: bool) -> Re
             Err(_) => Ok(SanType::DnsName(n.clone().try_into()?)),
         })
         .collect::<Result<Vec<_>, rcgen::Error>>()?;
-    let server_key = KeyPair::generate()?;
+    let server_key = new_key(kind)?;
     let mut sp = params(names.first().map_or("ftpgate", String::as_str), sans);
     sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let server = sp.signed_by(&server_key, &issuer)?;
@@ -85,7 +121,7 @@ pub fn init(dir: &Path, names: &[String], clients: &[String], force: bool) -> Re
     out.push((dir.join("server.key"), server_key.serialize_pem(), true));
 
     for name in clients {
-        let key = KeyPair::generate()?;
+        let key = new_key(kind)?;
         let mut cp = params(name, vec![]);
         if let Ok(dns) = name.clone().try_into() {
             cp.subject_alt_names = vec![SanType::DnsName(dns)];
@@ -114,7 +150,9 @@ mod tests {
     #[test]
     fn writes_loadable_files_with_private_keys_0600() {
         let dir = tempfile::tempdir().unwrap();
-        let g = init(dir.path(), &["127.0.0.1".into(), "ftp.example.com".into()], &["alice".into()], false).unwrap();
+        let g =
+            init(dir.path(), &["127.0.0.1".into(), "ftp.example.com".into()], &["alice".into()], false, KeyType::Ecdsa)
+                .unwrap();
         assert_eq!(g.files.len(), 6);
         for f in &g.files {
             let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
@@ -123,6 +161,20 @@ mod tests {
         }
         assert!(crate::tls::load_certs(&dir.path().join("server.pem")).is_ok());
         assert!(crate::tls::load_key(&dir.path().join("client-alice.key")).is_ok());
-        assert!(matches!(init(dir.path(), &[], &[], false), Err(CertError::Exists(_))));
+        assert!(matches!(init(dir.path(), &[], &[], false, KeyType::Ecdsa), Err(CertError::Exists(_))));
+    }
+
+    /// RSA certificates load into a rustls server config with their key.
+    #[test]
+    fn rsa_key_type_makes_rsa_certificates_that_load() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), &["127.0.0.1".into()], &[], false, KeyType::Rsa).unwrap();
+        let key = std::fs::read_to_string(dir.path().join("server.key")).unwrap();
+        let certs = crate::tls::load_certs(&dir.path().join("server.pem")).unwrap();
+        let parsed = x509_parser::parse_x509_certificate(certs[0].as_ref()).unwrap().1;
+        assert_eq!(parsed.public_key().algorithm.algorithm.to_id_string(), "1.2.840.113549.1.1.1", "rsaEncryption");
+        assert!(key.contains("BEGIN PRIVATE KEY"));
+        let key = crate::tls::load_key(&dir.path().join("server.key")).unwrap();
+        rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).unwrap();
     }
 }

@@ -386,7 +386,7 @@ mod tests {
     #[test]
     fn names_of_a_generated_client_certificate() {
         let dir = tempfile::tempdir().unwrap();
-        certs::init(dir.path(), &["127.0.0.1".into()], &["alice".into()], false).unwrap();
+        certs::init(dir.path(), &["127.0.0.1".into()], &["alice".into()], false, certs::KeyType::Ecdsa).unwrap();
         let mut o = ServerTlsOptions {
             cert: dir.path().join("server.pem"),
             key: dir.path().join("server.key"),

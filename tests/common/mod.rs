@@ -491,6 +491,7 @@ impl TestCerts {
             &["127.0.0.1".into(), "::1".into(), "localhost".into()],
             &["alice".into(), "bob".into()],
             false,
+            ftpgate::tls::certs::KeyType::Ecdsa,
         )
         .unwrap();
         TestCerts { dir }
