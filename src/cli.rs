@@ -159,9 +159,13 @@ pub struct RunArgs {
     /// the file's listeners.
     #[arg(long = "listen", value_name = "ADDR")]
     pub listen: Vec<SocketAddr>,
-    /// Backend FTP server, HOST:PORT.
+    /// Backend FTP server, HOST[:PORT] (port 21 when left out); repeat for
+    /// a pool (`[backend] address` as a list).
     #[arg(long, value_name = "HOST:PORT")]
-    pub backend: Option<String>,
+    pub backend: Vec<String>,
+    /// How a pool's backend is chosen at login (`backend.balance`).
+    #[arg(long, value_enum)]
+    pub balance: Option<crate::config::Balance>,
     /// Client-facing passive port range, MIN-MAX.
     #[arg(long, value_name = "MIN-MAX")]
     pub passive_ports: Option<String>,
@@ -279,11 +283,14 @@ impl RunArgs {
         if self.proxy_protocol {
             config.listeners.iter_mut().for_each(|l| l.proxy_protocol = true);
         }
-        if let Some(b) = &self.backend {
+        if !self.backend.is_empty() {
             match &mut config.backend {
-                Some(existing) => existing.address = b.clone(),
-                None => config.backend = Some(BackendConfig::new(b.clone())),
+                Some(existing) => existing.address = self.backend.clone(),
+                None => config.backend = Some(BackendConfig::new(self.backend.clone())),
             }
+        }
+        if let (Some(b), Some(balance)) = (&mut config.backend, self.balance) {
+            b.balance = balance;
         }
         if let Some(p) = &self.passive_ports {
             config.passive.ports = p.clone();
@@ -494,6 +501,7 @@ async fn run(settings: Settings, args: RunArgs) -> anyhow::Result<()> {
     };
     let ctx = Arc::new(SessionContext::new(settings, Metrics::new())?);
     let live = Arc::new(crate::session::LiveContext::new(Arc::clone(&ctx)));
+    tokio::spawn(crate::server::probe::health_checks(Arc::clone(&live)));
     // The backend's FEAT, for clients that ask before logging in.
     tokio::spawn(crate::server::probe::learn_feat(Arc::clone(&ctx)));
     if let Some(l) = metrics_listener {

@@ -227,13 +227,46 @@ pub fn render(m: &Metrics) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// Per-backend series of the pool, labelled with the backend's address.
+pub fn render_pool(members: &[crate::session::pool::MemberView]) -> String {
+    let r = Registry::new();
+    let up = prometheus::IntGaugeVec::new(
+        Opts::new("ftpgate_backend_up", "1 while the backend passes its health checks."),
+        &["backend"],
+    )
+    .expect("valid metric name");
+    let sessions = prometheus::IntGaugeVec::new(
+        Opts::new("ftpgate_backend_sessions", "Sessions on the backend now (pass-through users)."),
+        &["backend"],
+    )
+    .expect("valid metric name");
+    let errors = IntCounterVec::new(
+        Opts::new("ftpgate_backend_connect_errors_total", "Logins that could not reach the backend."),
+        &["backend"],
+    )
+    .expect("valid metric name");
+    for m in members {
+        up.with_label_values(&[&m.address]).set(i64::from(m.healthy));
+        sessions.with_label_values(&[&m.address]).set(m.sessions as i64);
+        errors.with_label_values(&[&m.address]).inc_by(m.connect_errors);
+    }
+    let _ = r.register(Box::new(up));
+    let _ = r.register(Box::new(sessions));
+    let _ = r.register(Box::new(errors));
+    let mut out = Vec::new();
+    let _ = TextEncoder::new().encode(&r.gather(), &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
 async fn handle(
     req: Request<hyper::body::Incoming>,
     live: Arc<LiveContext>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let ctx = Arc::clone(&live.borrow());
     let (status, ctype, body) = match req.uri().path() {
-        "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", render(&ctx.metrics)),
+        "/metrics" => {
+            (StatusCode::OK, "text/plain; version=0.0.4", render(&ctx.metrics) + &render_pool(&ctx.pool.view()))
+        }
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/status" => {
             (StatusCode::OK, "text/html; charset=utf-8", crate::session::registry::render_html(&ctx.registry.rows()))
@@ -263,12 +296,46 @@ async fn readiness(ctx: &SessionContext) -> (bool, String) {
     if up < wanted {
         return (false, format!("{up} of {wanted} client listeners accepting\n"));
     }
-    let addr = ctx.backend.address.clone();
-    match tokio::time::timeout(READY_CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&addr)).await {
-        Ok(Ok(_)) => (true, "ready\n".into()),
-        Ok(Err(e)) => (false, format!("backend unreachable: {e}\n")),
-        Err(_) => (false, "backend did not answer in time\n".into()),
+    // Ready while any backend of the pool takes connections.
+    let tries = ctx.pool.members.iter().map(|m| async move {
+        match tokio::time::timeout(READY_CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&m.target.address)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("backend unreachable: {e}")),
+            Err(_) => Err("backend did not answer in time".to_string()),
+        }
+    });
+    let results = futures_join_all(tries).await;
+    match results.iter().find(|r| r.is_ok()) {
+        Some(_) => (true, "ready\n".into()),
+        None => {
+            let why: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+            (false, format!("{}\n", why.join("; ")))
+        }
     }
+}
+
+/// Runs `futures` at once and returns their outputs in order.
+async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut set: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
 }
 
 /// Serves the endpoint on an already-bound listener until the task is dropped.

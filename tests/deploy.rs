@@ -140,7 +140,11 @@ fn mentions(example: &str, key: &str) -> bool {
 #[test]
 fn examples_document_every_setting() {
     for (source, example, name) in [
-        (include_str!("../src/config/mod.rs"), include_str!("../deploy/ftpgate.toml"), "deploy/ftpgate.toml"),
+        (
+            concat!(include_str!("../src/config/mod.rs"), include_str!("../src/config/backend.rs")),
+            include_str!("../deploy/ftpgate.toml"),
+            "deploy/ftpgate.toml",
+        ),
         (include_str!("../src/policy/model.rs"), include_str!("../policy/example.toml"), "policy/example.toml"),
     ] {
         let keys = config_keys(source);

@@ -1,7 +1,9 @@
 //! ftpgate's configuration: TOML on disk, flags on top, validated once on load
 //! with errors that name the field.
 
+mod backend;
 mod units;
+pub use backend::{BackendConfig, Balance, NamedBackend, ProxyVersion};
 use units::seconds;
 pub use units::{parse_seconds, with_ftp_port};
 
@@ -191,7 +193,7 @@ fn default_true() -> bool {
 fn default_min_tls() -> TlsVersion {
     TlsVersion::V12
 }
-fn default_max_tls() -> TlsVersion {
+pub(super) fn default_max_tls() -> TlsVersion {
     TlsVersion::V13
 }
 
@@ -205,69 +207,6 @@ impl Default for TlsConfig {
             min_version: default_min_tls(),
             client_cert_user_match: false,
             cipher_suites: vec![],
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NamedBackend {
-    /// `HOST:PORT`.
-    pub address: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BackendConfig {
-    /// `HOST:PORT` of the backend FTP server; a host name is resolved per session.
-    pub address: String,
-    /// TLS towards the backend: `off`, `explicit`, `implicit`.
-    #[serde(default)]
-    pub tls: BackendTlsMode,
-    /// CA (PEM) to verify the backend certificate with; default: system roots.
-    #[serde(default)]
-    pub ca: Option<PathBuf>,
-    /// Name the backend certificate must carry; default: the host of `address`.
-    #[serde(default)]
-    pub server_name: Option<String>,
-    /// Pin the backend certificate by its SHA-256 fingerprint instead of a CA.
-    #[serde(default)]
-    pub fingerprint: Option<String>,
-    /// Do not verify the backend certificate at all. Logged on every start.
-    #[serde(default)]
-    pub insecure_skip_verify: bool,
-    /// Highest TLS version offered to the backend (some vsftpd builds fail TLS
-    /// 1.3 resumption): `"1.2"` or `"1.3"`.
-    #[serde(default = "default_max_tls")]
-    pub max_tls_version: TlsVersion,
-    /// Send a PROXY protocol header (`"v1"` or `"v2"`) at the start of each
-    /// backend control connection, so a backend that understands it (ProFTPD
-    /// mod_proxy_protocol, an HAProxy in front of the servers) sees the real
-    /// client address. Data connections carry none: FTP servers do not
-    /// expect it there.
-    #[serde(default)]
-    pub proxy_protocol: Option<ProxyVersion>,
-}
-
-/// A PROXY protocol version ftpgate sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ProxyVersion {
-    V1,
-    V2,
-}
-
-impl BackendConfig {
-    pub fn new(address: String) -> BackendConfig {
-        BackendConfig {
-            address,
-            tls: BackendTlsMode::Off,
-            ca: None,
-            server_name: None,
-            fingerprint: None,
-            insecure_skip_verify: false,
-            max_tls_version: default_max_tls(),
-            proxy_protocol: None,
         }
     }
 }
@@ -460,6 +399,10 @@ pub struct Settings {
     /// ftpgate's `220` text.
     pub banner: String,
     pub admin_socket: Option<PathBuf>,
+    /// Every backend of the pool (`backend` is the first).
+    pub backend_pool: Vec<String>,
+    pub balance: Balance,
+    pub health_interval: Duration,
 }
 
 impl Config {
@@ -484,11 +427,17 @@ impl Config {
             .ok_or_else(|| invalid("backend.address", "a backend is required ([backend] address or --backend)"))?;
         let has_port =
             |a: &str| a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
-        let mut backend = backend.clone();
-        backend.address = with_ftp_port(&backend.address);
-        let backend = &backend;
-        if !has_port(&backend.address) {
-            return Err(invalid("backend.address", format!("expected HOST:PORT, got {:?}", backend.address)));
+        let pool: Vec<String> = backend.address.iter().map(|a| with_ftp_port(a)).collect();
+        if pool.is_empty() {
+            return Err(invalid("backend.address", "at least one HOST:PORT"));
+        }
+        for a in &pool {
+            if !has_port(a) {
+                return Err(invalid("backend.address", format!("expected HOST:PORT, got {a:?}")));
+            }
+        }
+        if backend.health_interval == 0 {
+            return Err(invalid("backend.health_interval", "must be at least 1 second"));
         }
         for (name, b) in &self.backends {
             if !has_port(&with_ftp_port(&b.address)) {
@@ -554,7 +503,10 @@ impl Config {
                 .iter()
                 .map(|l| ListenerSettings { address: l.address, tls: l.tls, proxy_protocol: l.proxy_protocol })
                 .collect(),
-            backend: backend.address.clone(),
+            backend: pool[0].clone(),
+            backend_pool: pool.clone(),
+            balance: backend.balance,
+            health_interval: Duration::from_secs(backend.health_interval),
             named_backends: self.backends.iter().map(|(n, b)| (n.clone(), with_ftp_port(&b.address))).collect(),
             client_tls,
             require_session_reuse: self.tls.require_session_reuse,

@@ -63,3 +63,53 @@ async fn probe(ctx: &SessionContext) -> Result<(), BackendError> {
     backend.shutdown().await;
     Ok(())
 }
+
+/// Health checks of the backend pool, for as long as the process runs:
+/// every `health_interval` each member of the pool in force must accept a
+/// connection and greet with `220` (implicit-TLS backends: accept) within
+/// the connect timeout; one that fails gets no new sessions until it passes.
+pub async fn health_checks(live: Arc<crate::session::LiveContext>) {
+    loop {
+        let ctx = Arc::clone(&live.borrow());
+        let s = &ctx.settings;
+        let checks = ctx.pool.members.iter().enumerate().map(|(i, m)| {
+            let ctx = Arc::clone(&ctx);
+            let address = m.target.address.clone();
+            async move {
+                let up = greets(&ctx, &address).await;
+                if up != ctx.pool.is_healthy(i) {
+                    if up {
+                        tracing::info!(backend = %address, "backend passes its health check again");
+                    } else {
+                        warn!(backend = %address, "backend failed its health check; no new sessions go there");
+                    }
+                }
+                ctx.pool.set_healthy(i, up);
+            }
+        });
+        for c in checks {
+            c.await;
+        }
+        tokio::time::sleep(s.health_interval).await;
+    }
+}
+
+async fn greets(ctx: &SessionContext, address: &str) -> bool {
+    let s = &ctx.settings;
+    let check = async {
+        let mut tcp = tokio::net::TcpStream::connect(address).await.ok()?;
+        if let Some(version) = s.backend_proxy_protocol {
+            let (local, peer) = (tcp.local_addr().ok()?, tcp.peer_addr().ok()?);
+            tcp.write_all(&crate::proxy_protocol::encode(version, local, peer)).await.ok()?;
+        }
+        if s.backend_tls == BackendTlsMode::Implicit {
+            return Some(());
+        }
+        let mut backend = BackendControl::new(BackendStream::Plain(tcp));
+        let greeting = backend.next().await.ok()?;
+        let _ = backend.send(&Command::new(Verb::Quit, None)).await;
+        backend.shutdown().await;
+        (greeting.code == 220).then_some(())
+    };
+    tokio::time::timeout(s.backend_connect, check).await.ok().flatten().is_some()
+}

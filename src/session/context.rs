@@ -25,6 +25,8 @@ pub struct SessionContext {
     /// The clock bans are measured on.
     started: Instant,
     pub xferlog: Option<Arc<crate::xferlog::XferLog>>,
+    /// The backends pass-through users are balanced over (one, or a pool).
+    pub pool: Arc<pool::Pool>,
     /// Every session now, for `ftpgate who` and `/status`.
     pub registry: Arc<registry::Registry>,
     /// Each user's shared rate buckets (`download_rate`, `upload_rate`).
@@ -116,6 +118,9 @@ impl SessionContext {
             );
         }
         let backend = BackendTarget::new(&settings, &settings.backend)?;
+        let members =
+            settings.backend_pool.iter().map(|a| BackendTarget::new(&settings, a)).collect::<Result<_, _>>()?;
+        let pool = Arc::new(pool::Pool::new(members, settings.balance));
         let mut named_backends = std::collections::HashMap::new();
         for (name, address) in &settings.named_backends {
             named_backends.insert(name.clone(), BackendTarget::new(&settings, address)?);
@@ -142,6 +147,7 @@ impl SessionContext {
             metrics,
             client_tls,
             backend,
+            pool,
             named_backends,
             policy: Arc::new(RwLock::new(Arc::new(policy))),
             logins: Arc::default(),

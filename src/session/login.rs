@@ -119,9 +119,15 @@ impl Session {
     /// Moves this session to another backend before login: connect, TLS as
     /// configured, greeting, and the old backend connection closed.
     pub(super) async fn switch_backend(&mut self, name: Option<String>) -> SessionResult<()> {
-        let target = match &name {
-            Some(n) => self.ctx.named_backends.get(n),
-            None => Some(&self.ctx.backend),
+        let ctx = Arc::clone(&self.ctx);
+        let slot = match &name {
+            Some(_) => None,
+            None => Some(ctx.pool.pick(self.user.as_deref().unwrap_or(""))),
+        };
+        let target = match (&name, &slot) {
+            (Some(n), _) => ctx.named_backends.get(n),
+            (None, Some(slot)) => ctx.pool.members.get(slot.index).map(|m| &m.target),
+            (None, None) => None,
         };
         let Some(target) = target else { return Err(BackendError::Closed.into()) };
         let s = Arc::clone(&self.ctx.settings);
@@ -129,6 +135,11 @@ impl Session {
         let started = Instant::now();
         let connected = watch_client(&mut self.client, &mut self.queued, connect).await?;
         Metrics::inc(&self.ctx.metrics.backend_connections);
+        if connected.is_err() {
+            if let Some(slot) = &slot {
+                ctx.pool.connect_failed(slot.index);
+            }
+        }
         let tcp = match connected {
             Ok(t) => {
                 self.ctx.metrics.latency.backend_connect.observe(started.elapsed().as_secs_f64());
@@ -151,6 +162,7 @@ impl Session {
         self.backend_tls = tls;
         self.backend_epsv = true;
         self.backend_name = name;
+        self.pool_slot = slot;
         self.open_backend().await?;
         self.replay_to_backend().await?;
         info!(backend = %peer, name = self.backend_name.as_deref().unwrap_or("default"), "backend control connection open");

@@ -12,6 +12,7 @@ pub mod control;
 pub mod data;
 pub mod feat;
 pub mod limits;
+pub mod pool;
 pub mod prelogin;
 pub mod registry;
 
@@ -209,6 +210,7 @@ pub async fn run(
             transferring: false,
             uploaded: Default::default(),
             who: ctx.registry.register(id, client_peer),
+            pool_slot: None,
             backend_quit: false,
             binary: false,
             user: None,
@@ -291,6 +293,8 @@ struct Session {
     queued: VecDeque<Queued>,
     /// A transfer's data channel is open: its client is owed a final reply.
     transferring: bool,
+    /// The pool member this session's backend connection is on.
+    pool_slot: Option<pool::PoolSlot>,
     /// This session's line in `ftpgate who` and `/status`.
     who: registry::Registration,
     /// Bytes uploaded per file in this session, for `max_upload_size`.

@@ -217,6 +217,9 @@ pub fn settings(backend: SocketAddr, listen: SocketAddr) -> Settings {
         login_timeout: Duration::from_secs(60),
         banner: ftpgate::config::DEFAULT_BANNER.to_string(),
         admin_socket: None,
+        backend_pool: vec![backend.to_string()],
+        balance: ftpgate::config::Balance::LeastConnections,
+        health_interval: Duration::from_secs(5),
     }
 }
 

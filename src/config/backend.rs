@@ -1,0 +1,108 @@
+//! `[backend]` and `[backends.NAME]`: the FTP servers behind ftpgate.
+
+use super::units::seconds;
+use super::{default_max_tls, BackendTlsMode};
+use crate::tls::TlsVersion;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedBackend {
+    /// `HOST:PORT`.
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// `HOST:PORT` of the backend FTP server (a host name is resolved per
+    /// session), or a list of them: a pool, balanced by `balance`.
+    #[serde(deserialize_with = "one_or_many")]
+    pub address: Vec<String>,
+    /// How a pool's backend is chosen at login: `least-connections`,
+    /// `round-robin` or `user` (a user stays on one backend while it is up).
+    #[serde(default)]
+    pub balance: Balance,
+    /// Seconds between a pool's health checks (connect, read the 220).
+    #[serde(default = "default_health_interval", deserialize_with = "seconds")]
+    pub health_interval: u64,
+    /// TLS towards the backend: `off`, `explicit`, `implicit`.
+    #[serde(default)]
+    pub tls: BackendTlsMode,
+    /// CA (PEM) to verify the backend certificate with; default: system roots.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Name the backend certificate must carry; default: the host of `address`.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Pin the backend certificate by its SHA-256 fingerprint instead of a CA.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// Do not verify the backend certificate at all. Logged on every start.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// Highest TLS version offered to the backend (some vsftpd builds fail TLS
+    /// 1.3 resumption): `"1.2"` or `"1.3"`.
+    #[serde(default = "default_max_tls")]
+    pub max_tls_version: TlsVersion,
+    /// Send a PROXY protocol header (`"v1"` or `"v2"`) at the start of each
+    /// backend control connection, so a backend that understands it (ProFTPD
+    /// mod_proxy_protocol, an HAProxy in front of the servers) sees the real
+    /// client address. Data connections carry none: FTP servers do not
+    /// expect it there.
+    #[serde(default)]
+    pub proxy_protocol: Option<ProxyVersion>,
+}
+
+/// A PROXY protocol version ftpgate sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyVersion {
+    V1,
+    V2,
+}
+
+/// How a backend pool balances new sessions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    #[default]
+    LeastConnections,
+    RoundRobin,
+    User,
+}
+
+fn default_health_interval() -> u64 {
+    5
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::One(a) => vec![a],
+        Raw::Many(v) => v,
+    })
+}
+
+impl BackendConfig {
+    pub fn new(address: Vec<String>) -> BackendConfig {
+        BackendConfig {
+            address,
+            balance: Balance::default(),
+            health_interval: default_health_interval(),
+            tls: BackendTlsMode::Off,
+            ca: None,
+            server_name: None,
+            fingerprint: None,
+            insecure_skip_verify: false,
+            max_tls_version: default_max_tls(),
+            proxy_protocol: None,
+        }
+    }
+}

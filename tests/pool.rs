@@ -1,0 +1,95 @@
+//! Backend pools (issue 13): sessions balanced over two real vsftpd, health
+//! checks that take a dead backend out of rotation, /readyz on the pool.
+
+mod common;
+use common::*;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn metric(metrics: SocketAddr, series: &str) -> Option<u64> {
+    let out = Command::new("curl").args(["-sf", &format!("http://{metrics}/metrics")]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse::<f64>().ok())).map(|v| v as u64)
+}
+
+fn readyz(metrics: SocketAddr) -> String {
+    let url = format!("http://{metrics}/readyz");
+    let out = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn upload_lands(addr: SocketAddr, name: &str) {
+    let mut c = RawClient::connect(addr);
+    c.login();
+    let mut d = c.epsv_data();
+    assert_eq!(c.cmd(&format!("STOR {name}")).0, 150);
+    std::io::Write::write_all(&mut d, name.as_bytes()).unwrap();
+    drop(d);
+    assert_eq!(c.reply().0, 226);
+    assert_eq!(c.cmd("QUIT").0, 221);
+}
+
+#[test]
+fn pool_balances_and_skips_a_dead_backend() {
+    let a = Vsftpd::start();
+    let b = Vsftpd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let (listen, metrics) = (free_port(ip), free_port(ip));
+    let range = port_range(50);
+    let config = dir.path().join("pool.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listener]]\naddress = \"127.0.0.1:{listen}\"\n[backend]\naddress = [\"{}\", \"{}\"]\n\
+             balance = \"least-connections\"\nhealth_interval = \"1s\"\n[passive]\nports = \"{}-{}\"\n\
+             [metrics]\naddress = \"127.0.0.1:{metrics}\"\n",
+            a.addr, b.addr, range.min, range.max
+        ),
+    )
+    .unwrap();
+    let _child = KillOnDrop::new(
+        Command::new(env!("CARGO_BIN_EXE_ftpgate"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr = SocketAddr::new(ip, listen);
+    let metrics = SocketAddr::new(ip, metrics);
+    wait_for_greeting(addr);
+
+    // Least connections: with one session held on the first backend, the
+    // next login goes to the second.
+    let mut held = RawClient::connect(addr);
+    held.login();
+    upload_lands(addr, "second.txt");
+    assert!(b.root.join("second.txt").exists() && !a.root.join("second.txt").exists());
+    assert_eq!(metric(metrics, &format!("ftpgate_backend_sessions{{backend=\"{}\"}}", a.addr)), Some(1));
+    assert_eq!(readyz(metrics), "200");
+
+    // The second backend dies: the health check takes it out, logins go on.
+    let b_addr = b.addr;
+    drop(b);
+    let up = format!("ftpgate_backend_up{{backend=\"{b_addr}\"}}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(metrics, &up) != Some(0) {
+        assert!(Instant::now() < deadline, "the dead backend is still marked up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for i in 0..3 {
+        upload_lands(addr, &format!("after{i}.txt"));
+        assert!(a.root.join(format!("after{i}.txt")).exists());
+    }
+    assert_eq!(readyz(metrics), "200", "one backend of the pool is enough");
+    drop(held);
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while readyz(metrics) != "503" {
+        assert!(Instant::now() < deadline, "/readyz must fail with no backend left");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
