@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use ftpgate::metrics::Metrics;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
@@ -16,14 +16,6 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// A connection from a given loopback source address.
-fn connect_from(source: &str, to: SocketAddr) -> RawClient {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(&format!("{source}:0").parse::<SocketAddr>().unwrap().into()).unwrap();
-    s.connect(&to.into()).unwrap();
-    RawClient::from_stream(s.into())
 }
 
 /// vsftpd allows 4 clients; 20 connections that never log in hold none of

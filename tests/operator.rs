@@ -14,9 +14,7 @@ fn ftpgate(args: &[&str]) -> Output {
 }
 
 fn metric_line(metrics: SocketAddr, series: &str) -> u64 {
-    let out = Command::new("curl").args(["-sf", &format!("http://{metrics}/metrics")]).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0) as u64
+    scrape_opt(metrics, series).0.unwrap_or(0)
 }
 
 #[test]
@@ -94,12 +92,7 @@ fn who_bans_status_and_live_counters() {
     assert!(metric_line(metrics, series) >= data.len() as u64);
 
     // A failed login from 127.0.0.2 bans it; bans list shows it, lift ends it.
-    let from = |ip: &str| {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        s.bind(&format!("{ip}:0").parse::<SocketAddr>().unwrap().into()).unwrap();
-        s.connect(&addr.into()).unwrap();
-        RawClient::from_stream(s.into())
-    };
+    let from = |ip: &str| connect_from(ip, addr);
     let mut bad = from("127.0.0.2");
     assert_eq!(bad.reply().0, 220);
     assert_eq!(bad.cmd(&format!("USER {USER}")).0, 331);

@@ -8,9 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn metric(metrics: SocketAddr, series: &str) -> Option<u64> {
-    let out = Command::new("curl").args(["-sf", &format!("http://{metrics}/metrics")]).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse::<f64>().ok())).map(|v| v as u64)
+    scrape_opt(metrics, series).0
 }
 
 fn readyz(metrics: SocketAddr) -> String {

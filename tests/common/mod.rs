@@ -695,8 +695,18 @@ pub fn ftpgate_run(backend: SocketAddr) -> (Command, SocketAddr) {
     (cmd, addr)
 }
 
-/// One label-less series from a running ftpgate's /metrics, if present.
-fn scrape_opt(addr: SocketAddr, name: &str) -> (Option<u64>, String) {
+/// A connection from a given loopback source address (127.0.0.2, ...), to
+/// test what is per address.
+pub fn connect_from(source: &str, to: SocketAddr) -> RawClient {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&format!("{source}:0").parse::<SocketAddr>().unwrap().into()).unwrap();
+    s.connect(&to.into()).unwrap();
+    RawClient::from_stream(s.into())
+}
+
+/// One series (`name` or `name{labels}`) from a running ftpgate's
+/// /metrics, if present, and the whole text.
+pub fn scrape_opt(addr: SocketAddr, name: &str) -> (Option<u64>, String) {
     let out = Command::new("curl").args(["-sf", &format!("http://{addr}/metrics")]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let v = text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()));
