@@ -296,46 +296,27 @@ async fn readiness(ctx: &SessionContext) -> (bool, String) {
     if up < wanted {
         return (false, format!("{up} of {wanted} client listeners accepting\n"));
     }
-    // Ready while any backend of the pool takes connections.
-    let tries = ctx.pool.members.iter().map(|m| async move {
-        match tokio::time::timeout(READY_CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&m.target.address)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("backend unreachable: {e}")),
-            Err(_) => Err("backend did not answer in time".to_string()),
-        }
-    });
-    let results = futures_join_all(tries).await;
-    match results.iter().find(|r| r.is_ok()) {
-        Some(_) => (true, "ready\n".into()),
-        None => {
-            let why: Vec<String> = results.into_iter().filter_map(Result::err).collect();
-            (false, format!("{}\n", why.join("; ")))
+    // Ready while any backend of the pool takes connections; all are tried at once.
+    let mut tries = tokio::task::JoinSet::new();
+    for m in &ctx.pool.members {
+        let address = m.target.address.clone();
+        tries.spawn(async move {
+            match tokio::time::timeout(READY_CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&address)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(format!("backend unreachable: {e}")),
+                Err(_) => Err("backend did not answer in time".to_string()),
+            }
+        });
+    }
+    let mut why = Vec::new();
+    while let Some(r) = tries.join_next().await {
+        match r {
+            Ok(Ok(())) => return (true, "ready\n".into()),
+            Ok(Err(e)) => why.push(e),
+            Err(e) => why.push(format!("backend check failed: {e}")),
         }
     }
-}
-
-/// Runs `futures` at once and returns their outputs in order.
-async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut set: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in set.iter_mut().enumerate() {
-            if out[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => out[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().flatten().collect()
+    (false, format!("{}\n", why.join("; ")))
 }
 
 /// Serves the endpoint on an already-bound listener until the task is dropped.

@@ -308,15 +308,7 @@ fn sighup_reloads_backend_and_listeners_without_dropping_sessions() {
         std::fs::write(&config, t).unwrap();
     };
     write(&[l1], a.addr);
-    let child = KillOnDrop::new(
-        Command::new(env!("CARGO_BIN_EXE_ftpgate"))
-            .args(["run", "--config", config.to_str().unwrap()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let child = ftpgate_with_config(&config);
     let at = |p: u16| std::net::SocketAddr::new(ip, p);
     let metrics = at(metrics);
     wait_for_greeting(at(l1));

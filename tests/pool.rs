@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn metric(metrics: SocketAddr, series: &str) -> Option<u64> {
@@ -47,15 +47,7 @@ fn pool_balances_and_skips_a_dead_backend() {
         ),
     )
     .unwrap();
-    let _child = KillOnDrop::new(
-        Command::new(env!("CARGO_BIN_EXE_ftpgate"))
-            .args(["run", "--config", config.to_str().unwrap()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _child = ftpgate_with_config(&config);
     let addr = SocketAddr::new(ip, listen);
     let metrics = SocketAddr::new(ip, metrics);
     wait_for_greeting(addr);

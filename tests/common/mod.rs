@@ -732,3 +732,17 @@ pub fn wait_for_metric(addr: SocketAddr, name: &str, at_least: u64) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `ftpgate run --config FILE` of the binary under test, stdio closed,
+/// killed when the test ends.
+pub fn ftpgate_with_config(config: &Path) -> KillOnDrop {
+    KillOnDrop::new(
+        Command::new(env!("CARGO_BIN_EXE_ftpgate"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
