@@ -50,8 +50,13 @@ pub async fn run(
             }
         }
     }
-    for (_, (_, _, task)) in loops.running.drain() {
+    for (_, (listener, _, task)) in loops.running.drain() {
         task.abort();
+        // An aborted task is dropped when the runtime next gets to it; wait
+        // for that, so every listening socket is closed when this returns
+        // (no client is accepted into the kernel's queue while draining).
+        let _ = task.await;
+        drop(listener);
     }
 }
 
