@@ -3,11 +3,7 @@
 
 use crate::config::{BackendConfig, BackendTlsMode, ClientTlsMode, Config, ListenerConfig, Settings};
 use crate::metrics::Metrics;
-use crate::session::{Lifecycle, SessionContext};
-
-/// After the drain deadline, how long sessions get to tell their clients
-/// (426, 421) before the process exits.
-const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_millis(1500);
+use crate::session::SessionContext;
 use crate::tls::TlsVersion;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -238,6 +234,10 @@ pub struct RunArgs {
     /// Unix socket for `ftpgate who` and `ftpgate bans` (`[admin] socket`).
     #[arg(long, value_name = "PATH")]
     pub admin_socket: Option<PathBuf>,
+    /// Redis shared by several instances for bans and session counts
+    /// (`[cluster] redis`): `redis://HOST:PORT/DB` or `rediss://...`.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
 }
 
 impl RunArgs {
@@ -315,6 +315,9 @@ impl RunArgs {
         }
         if let Some(p) = &self.admin_socket {
             config.admin.socket = Some(p.clone());
+        }
+        if let Some(r) = &self.redis {
+            config.cluster.redis = Some(r.clone());
         }
         let t = &mut config.tls;
         t.cert = self.cert.clone().or(t.cert.take());
@@ -501,9 +504,7 @@ async fn run(settings: Settings, args: RunArgs) -> anyhow::Result<()> {
     };
     let ctx = Arc::new(SessionContext::new(settings, Metrics::new())?);
     let live = Arc::new(crate::session::LiveContext::new(Arc::clone(&ctx)));
-    tokio::spawn(crate::server::probe::health_checks(Arc::clone(&live)));
-    // The backend's FEAT, for clients that ask before logging in.
-    tokio::spawn(crate::server::probe::learn_feat(Arc::clone(&ctx)));
+    crate::server::lifecycle::spawn_background(&live);
     if let Some(l) = metrics_listener {
         tokio::spawn(crate::exporter::serve(l, Arc::clone(&live)));
     }
@@ -519,14 +520,6 @@ async fn run(settings: Settings, args: RunArgs) -> anyhow::Result<()> {
             reload(&reload_live, &args);
         }
     });
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-        }
-        tracing::info!("shutting down");
-    };
     let s = &ctx.settings;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -535,29 +528,14 @@ async fn run(settings: Settings, args: RunArgs) -> anyhow::Result<()> {
         metrics = s.metrics.map_or("off".to_string(), |m| m.to_string()),
         policy = s.policy.as_ref().map_or("none".to_string(), |p| p.display().to_string()),
         admin_socket = s.admin_socket.as_ref().map_or("off".to_string(), |p| p.display().to_string()),
+        cluster = s.cluster.as_ref().map_or("off".to_string(), |c| format!("{} (prefix {})", c.address, c.prefix)),
         "ftpgate started"
     );
     crate::systemd::notify("READY=1");
-    crate::server::run(listeners, Arc::clone(&live), shutdown).await;
+    crate::server::run(listeners, Arc::clone(&live), crate::server::lifecycle::shutdown_signal()).await;
     // Listeners are closed now. Let transfers finish, then everyone gets 421.
     crate::systemd::notify("STOPPING=1");
-    let ctx = Arc::clone(&live.borrow());
-    ctx.closing.send_replace(Lifecycle::Draining);
-    let deadline = tokio::time::Instant::now() + ctx.settings.drain;
-    while Metrics::get(&ctx.metrics.sessions_open) > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let left = Metrics::get(&ctx.metrics.sessions_open);
-    if left > 0 {
-        // Every session still open says 426 (a transfer) and 421, whatever it
-        // waits for; they get a moment to say it before the process exits.
-        tracing::warn!(sessions = left, "drain timeout: closing the remaining sessions");
-        ctx.closing.send_replace(Lifecycle::DrainDeadline);
-        let grace = tokio::time::Instant::now() + DRAIN_GRACE;
-        while Metrics::get(&ctx.metrics.sessions_open) > 0 && tokio::time::Instant::now() < grace {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    }
+    crate::server::lifecycle::drain(&live).await;
     Ok(())
 }
 

@@ -60,6 +60,27 @@ fn from_map(r: &Registry, name: &str, help: &str, labels: &[&str], series: impl 
     let _ = r.register(Box::new(c));
 }
 
+/// The shared state's gauges, when `[cluster]` is set.
+fn render_cluster(cluster: Option<&crate::cluster::Cluster>) -> String {
+    let Some(c) = cluster else { return String::new() };
+    let r = Registry::new();
+    gauge(
+        &r,
+        "ftpgate_cluster_up",
+        "1 while the shared state (Redis) answered the last request.",
+        u64::from(c.reachable()),
+    );
+    gauge(
+        &r,
+        "ftpgate_cluster_leases",
+        "Session counts this instance holds in the shared state.",
+        c.leases.len() as u64,
+    );
+    let mut out = Vec::new();
+    let _ = TextEncoder::new().encode(&r.gather(), &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// The exposition text for one scrape. Built fresh each time from the
 /// atomics, so the hot path never touches a registry.
 pub fn render(m: &Metrics) -> String {
@@ -82,6 +103,18 @@ pub fn render(m: &Metrics) -> String {
     counter(&r, "ftpgate_active_mode_refused_total", "PORT/EPRT refused by bounce protection.", g(&m.active_refused));
     gauge(&r, "ftpgate_passive_listeners_open", "Client-facing passive ports in use.", g(&m.passive_listeners_open));
     gauge(&r, "ftpgate_listeners_up", "Client listeners accepting connections now.", g(&m.listeners_up));
+    counter(
+        &r,
+        "ftpgate_proxy_header_errors_total",
+        "Connections on PROXY protocol listeners (control or passive) without a valid header.",
+        g(&m.proxy_header_errors),
+    );
+    counter(
+        &r,
+        "ftpgate_cluster_errors_total",
+        "Requests to the shared state (Redis) that failed or timed out.",
+        g(&m.cluster_errors),
+    );
     counter(&r, "ftpgate_config_reloads_total", "Configuration reloads (SIGHUP) that took effect.", g(&m.reloads_ok));
     counter(
         &r,
@@ -145,7 +178,7 @@ pub fn render(m: &Metrics) -> String {
     from_map(
         &r,
         "ftpgate_session_refusals_total",
-        "Sessions refused or closed by the front door, by reason (address_limit, policy, login_timeout).",
+        "Sessions refused or closed by the front door, by reason (address_limit, banned, policy, cluster, login_timeout).",
         &["reason"],
         lock(&m.session_refusals_by_reason).iter().map(|(k, n)| (vec![k.to_string()], *n)),
     );
@@ -264,9 +297,11 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let ctx = Arc::clone(&live.borrow());
     let (status, ctype, body) = match req.uri().path() {
-        "/metrics" => {
-            (StatusCode::OK, "text/plain; version=0.0.4", render(&ctx.metrics) + &render_pool(&ctx.pool.view()))
-        }
+        "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            render(&ctx.metrics) + &render_pool(&ctx.pool.view()) + &render_cluster(ctx.cluster.as_deref()),
+        ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/status" => {
             (StatusCode::OK, "text/html; charset=utf-8", crate::session::registry::render_html(&ctx.registry.rows()))
@@ -295,6 +330,13 @@ async fn readiness(ctx: &SessionContext) -> (bool, String) {
     let wanted = ctx.settings.listeners.len() as u64;
     if up < wanted {
         return (false, format!("{up} of {wanted} client listeners accepting\n"));
+    }
+    if let Some(c) = &ctx.cluster {
+        // Failing open, an outage of the shared state is no reason to take
+        // the instance out of the balancer; failing closed, it refuses logins.
+        if c.fail_closed() && !c.reachable() {
+            return (false, format!("shared state {} unreachable (cluster.fail = closed)\n", c.settings.address));
+        }
     }
     // Ready while any backend of the pool takes connections; all are tried at once.
     let mut tries = tokio::task::JoinSet::new();

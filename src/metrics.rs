@@ -74,6 +74,8 @@ pub struct Metrics {
     pub commands: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
     /// USER refused by ftpgate itself (client certificate mismatch).
     pub logins_refused: AtomicU64,
+    /// Requests to the shared state (Redis) that failed or timed out.
+    pub cluster_errors: AtomicU64,
     /// Sessions ended by the front door, by reason (address_limit, policy,
     /// login_timeout).
     pub session_refusals_by_reason: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,

@@ -39,16 +39,65 @@ fn names_in(text: &str) -> BTreeSet<String> {
 }
 
 #[test]
-fn systemd_unit_verifies() {
-    let dir = tempfile::tempdir().unwrap();
-    let unit = std::fs::read_to_string("deploy/ftpgate.service").unwrap();
-    // verify insists that ExecStart exists; point it at the binary under test.
-    let unit = unit.replace("/usr/local/bin/ftpgate", env!("CARGO_BIN_EXE_ftpgate"));
-    let path = dir.path().join("ftpgate.service");
-    std::fs::write(&path, unit).unwrap();
-    let out = run_client(Command::new("systemd-analyze").arg("verify").arg(&path), Duration::from_secs(60));
-    assert_eq!(out.status, 0, "{}", out.stderr);
-    assert!(!out.stderr.contains("ftpgate.service:"), "warnings about the unit: {}", out.stderr);
+fn systemd_units_verify() {
+    // The template is verified as one of its instances.
+    for (file, as_name) in
+        [("deploy/ftpgate.service", "ftpgate.service"), ("deploy/cluster/ftpgate@.service", "ftpgate@a.service")]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let unit = std::fs::read_to_string(file).unwrap();
+        // verify insists that ExecStart exists; point it at the binary under test.
+        let unit = unit.replace("/usr/local/bin/ftpgate", env!("CARGO_BIN_EXE_ftpgate"));
+        let path = dir.path().join(as_name);
+        std::fs::write(&path, unit).unwrap();
+        let out = run_client(Command::new("systemd-analyze").arg("verify").arg(&path), Duration::from_secs(60));
+        assert_eq!(out.status, 0, "{file}: {}", out.stderr);
+        assert!(!out.stderr.contains(&format!("{as_name}:")), "warnings about {file}: {}", out.stderr);
+    }
+}
+
+/// The two-instance examples: each configuration is valid, the passive
+/// ranges are disjoint and are the ones HAProxy forwards, and every instance
+/// shares one Redis and prefix.
+#[test]
+fn cluster_examples_fit_together() {
+    let haproxy = std::fs::read_to_string("deploy/haproxy.cfg").unwrap();
+    let mut seen = Vec::new();
+    for name in ["a", "b"] {
+        let path = format!("deploy/cluster/{name}.toml");
+        let config = ftpgate::config::Config::load(std::path::Path::new(&path)).unwrap();
+        let s = config.validate().unwrap_or_else(|e| panic!("{path}: {e}"));
+        let cluster = s.cluster.clone().expect("[cluster] set");
+        let range = format!("{}-{}", s.passive_ports.min, s.passive_ports.max);
+        assert!(haproxy.contains(&format!("bind :{range}")), "haproxy.cfg forwards {range} ({path})");
+        assert!(s.listeners.iter().all(|l| l.proxy_protocol), "{path}: HAProxy sends PROXY headers");
+        seen.push((s.passive_ports, cluster.address, cluster.prefix));
+    }
+    assert!(seen[0].0.max < seen[1].0.min || seen[1].0.max < seen[0].0.min, "disjoint passive ranges");
+    assert_eq!((&seen[0].1, &seen[0].2), (&seen[1].1, &seen[1].2), "one Redis and prefix");
+
+    // Kubernetes: one Deployment, ConfigMap and passive Service per instance.
+    let yaml = std::fs::read_to_string("deploy/kubernetes/ftpgate-cluster.yaml").unwrap();
+    let mut ranges = Vec::new();
+    for doc in yaml.split("\n---\n") {
+        let Some(start) = doc.find("ftpgate.toml: |\n") else { continue };
+        let block: String = doc[start + "ftpgate.toml: |\n".len()..]
+            .lines()
+            .take_while(|l| l.is_empty() || l.starts_with("    "))
+            .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+            .collect();
+        let s = ftpgate::config::Config::from_toml(&block, "configmap").unwrap().validate().unwrap();
+        assert_eq!(s.cluster.as_ref().unwrap().address, "ftpgate-redis:6379");
+        ranges.push(s.passive_ports);
+    }
+    assert_eq!(ranges.len(), 2);
+    assert!(ranges[0].max < ranges[1].min, "disjoint passive ranges");
+    for (range, name) in ranges.iter().zip(["a", "b"]) {
+        let service = yaml.split("\n---\n").find(|d| d.contains(&format!("name: ftpgate-{name}-passive"))).unwrap();
+        for port in range.min..=range.max {
+            assert!(service.contains(&format!("port: {port}}}")), "ftpgate-{name}-passive must expose {port}");
+        }
+    }
 }
 
 #[test]
@@ -141,7 +190,11 @@ fn mentions(example: &str, key: &str) -> bool {
 fn examples_document_every_setting() {
     for (source, example, name) in [
         (
-            concat!(include_str!("../src/config/mod.rs"), include_str!("../src/config/backend.rs")),
+            concat!(
+                include_str!("../src/config/mod.rs"),
+                include_str!("../src/config/backend.rs"),
+                include_str!("../src/config/cluster.rs")
+            ),
             include_str!("../deploy/ftpgate.toml"),
             "deploy/ftpgate.toml",
         ),

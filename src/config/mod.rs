@@ -2,8 +2,10 @@
 //! with errors that name the field.
 
 mod backend;
+mod cluster;
 mod units;
 pub use backend::{BackendConfig, Balance, NamedBackend, ProxyVersion};
+pub use cluster::{ClusterConfig, ClusterSettings, FailMode};
 use units::seconds;
 pub use units::{parse_seconds, with_ftp_port};
 
@@ -63,6 +65,9 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Shared state for several instances (Redis).
+    #[serde(default)]
+    pub cluster: ClusterConfig,
 }
 
 /// The admin socket `ftpgate who` and `ftpgate bans` talk to.
@@ -403,6 +408,8 @@ pub struct Settings {
     pub backend_pool: Vec<String>,
     pub balance: Balance,
     pub health_interval: Duration,
+    /// Redis shared by several instances, if any.
+    pub cluster: Option<ClusterSettings>,
 }
 
 impl Config {
@@ -531,6 +538,7 @@ impl Config {
             login_timeout: Duration::from_secs(t.login),
             banner: self.server.banner.clone().unwrap_or_else(|| DEFAULT_BANNER.to_string()),
             admin_socket: self.admin.socket.clone(),
+            cluster: self.cluster.validate()?,
         })
     }
 }

@@ -2,9 +2,12 @@
 //! `ftpgate bans list|lift` ask the running instance. One request line, one
 //! text answer, then the connection closes.
 
-use crate::session::{registry, LiveContext};
+use crate::session::{registry, LiveContext, SessionContext};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{info, warn};
@@ -47,33 +50,81 @@ async fn answer(stream: UnixStream, live: &LiveContext) -> std::io::Result<()> {
     let ctx = Arc::clone(&live.borrow());
     let words: Vec<&str> = line.split_whitespace().collect();
     let reply = match words.as_slice() {
-        ["who"] => registry::render_text(&ctx.registry.rows()),
-        ["bans"] => {
-            let now = ctx.now();
-            let bans = ctx.logins.lock().unwrap_or_else(|e| e.into_inner()).banned(now);
-            let mut out = String::new();
-            for (ip, until) in &bans {
-                out.push_str(&format!("{ip} banned for {} s more\n", (*until - now).as_secs() + 1));
+        ["who"] => {
+            let mut out = registry::render_text(&ctx.registry.rows());
+            if let Some(c) = &ctx.cluster {
+                let state = if c.reachable() { "reachable" } else { "UNREACHABLE" };
+                out.push_str(&format!(
+                    "cluster {} {state}: this instance holds {} shared session counts\n",
+                    c.settings.address,
+                    c.leases.len()
+                ));
             }
-            out.push_str(&format!("{} address(es) banned\n", bans.len()));
             out
         }
+        ["bans"] => bans(&ctx).await,
         ["lift", addr] => match addr.parse::<std::net::IpAddr>() {
-            Ok(ip) => {
-                let lifted = ctx.logins.lock().unwrap_or_else(|e| e.into_inner()).lift(ip, ctx.now());
-                info!(target: "ftpgate::audit", %ip, lifted, "ban lifted by the operator");
-                if lifted {
-                    format!("ban on {ip} lifted\n")
-                } else {
-                    format!("error: {ip} was not banned\n")
-                }
-            }
+            Ok(ip) => lift(&ctx, ip).await,
             Err(_) => format!("error: {addr:?} is not an IP address\n"),
         },
         _ => "error: unknown request; use who, bans, or lift ADDR\n".to_string(),
     };
     write.write_all(reply.as_bytes()).await?;
     write.shutdown().await
+}
+
+/// Bans in force: this instance's, and the cluster's when `[cluster]` is set
+/// (an address banned in both is listed once, with the longer time left).
+async fn bans(ctx: &SessionContext) -> String {
+    let now = ctx.now();
+    let mut left: BTreeMap<IpAddr, Duration> = ctx
+        .logins
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .banned(now)
+        .into_iter()
+        .map(|(ip, t)| (ip, t - now))
+        .collect();
+    let mut out = String::new();
+    if let Some(c) = &ctx.cluster {
+        match c.bans().await {
+            Ok(shared) => {
+                for (ip, l) in shared {
+                    let e = left.entry(ip).or_default();
+                    *e = (*e).max(l);
+                }
+                out.push_str(&format!(
+                    "cluster {} (prefix {}): bans shared by every instance\n",
+                    c.settings.address, c.settings.prefix
+                ));
+            }
+            Err(e) => out.push_str(&format!("cluster unreachable ({e}); this instance's bans only\n")),
+        }
+    }
+    let mut rows: Vec<(IpAddr, Duration)> = left.into_iter().collect();
+    rows.sort_by_key(|&(ip, l)| (l, ip));
+    for (ip, l) in &rows {
+        out.push_str(&format!("{ip} banned for {} s more\n", l.as_secs() + 1));
+    }
+    out.push_str(&format!("{} address(es) banned\n", rows.len()));
+    out
+}
+
+/// Lifts a ban here and in the cluster.
+async fn lift(ctx: &SessionContext, ip: IpAddr) -> String {
+    let mut lifted = ctx.logins.lock().unwrap_or_else(|e| e.into_inner()).lift(ip, ctx.now());
+    if let Some(c) = &ctx.cluster {
+        match c.lift(ip).await {
+            Ok(was) => lifted |= was,
+            Err(e) => return format!("error: cluster unreachable ({e}); lifted on this instance only\n"),
+        }
+    }
+    info!(target: "ftpgate::audit", %ip, lifted, "ban lifted by the operator");
+    if lifted {
+        format!("ban on {ip} lifted\n")
+    } else {
+        format!("error: {ip} was not banned\n")
+    }
 }
 
 /// The client side, for the CLI: sends `request`, returns the answer.

@@ -3,6 +3,7 @@
 //! loops to match; sessions already running are not touched.
 
 pub mod admin;
+pub mod lifecycle;
 pub mod probe;
 
 use crate::config::ListenerSettings;

@@ -37,6 +37,8 @@ pub struct SessionContext {
     pub backend_feat: Arc<prelogin::FeatCache>,
     /// Where ftpgate is in its shutdown, watched by every session.
     pub closing: Arc<tokio::sync::watch::Sender<Lifecycle>>,
+    /// Bans and session counts shared with other instances (`[cluster]`).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Where the process stands in its lifecycle. Sessions between commands
@@ -136,7 +138,12 @@ impl SessionContext {
             )),
             None => None,
         };
+        let cluster = match &settings.cluster {
+            Some(c) => Some(crate::cluster::Cluster::new(c.clone(), Arc::clone(&metrics))?),
+            None => None,
+        };
         Ok(SessionContext {
+            cluster,
             xferlog,
             closing: Arc::new(tokio::sync::watch::Sender::new(Lifecycle::Serving)),
             backend_feat: Arc::default(),
@@ -172,6 +179,11 @@ impl SessionContext {
         next.rate_buckets = Arc::clone(&self.rate_buckets);
         next.registry = Arc::clone(&self.registry);
         next.transfers = Arc::clone(&self.transfers);
+        // The shared state's connection and leases outlive reloads.
+        if next.settings.cluster != self.settings.cluster {
+            warn!("[cluster] changed; it takes effect at the next restart");
+        }
+        next.cluster = self.cluster.clone();
         if next.settings.backend == self.settings.backend {
             // Until the reload's probe answers, the old features stand.
             next.backend_feat = Arc::clone(&self.backend_feat);
@@ -202,8 +214,96 @@ impl SessionContext {
         self.started.elapsed()
     }
 
-    pub(super) fn banned_for(&self, ip: IpAddr) -> Option<Duration> {
+    /// How long `ip` stays banned. With `[cluster]` the shared state decides;
+    /// this instance's own bans count only while Redis is unreachable (they
+    /// hold what failed during the outage), so a ban lifted anywhere is lifted
+    /// everywhere.
+    pub(super) async fn banned_for(&self, ip: IpAddr) -> Result<Option<Duration>, SharedStateDown> {
+        if let Some(c) = &self.cluster {
+            if let Some(shared) = self.shared(c, c.ban_left(ip).await)? {
+                return Ok(shared);
+            }
+        }
         let now = self.now();
-        self.logins.lock().unwrap_or_else(|e| e.into_inner()).banned_until(ip, now).map(|t| t - now)
+        Ok(self.logins.lock().unwrap_or_else(|e| e.into_inner()).banned_until(ip, now).map(|t| t - now))
     }
+
+    /// A failed login from `ip`, counted in the cluster, or here when there is
+    /// none or it is unreachable; the ban's length if it started one.
+    pub(super) async fn login_failed(&self, ip: IpAddr, limits: &crate::policy::LoginLimits) -> Option<Duration> {
+        if let Some(c) = &self.cluster {
+            if let Ok(shared) = c.login_failed(ip, limits).await {
+                return shared;
+            }
+        }
+        let now = self.now();
+        self.logins.lock().unwrap_or_else(|e| e.into_inner()).failure(ip, now, limits).map(|t| t - now)
+    }
+
+    pub(super) async fn login_ok(&self, ip: IpAddr) {
+        self.logins.lock().unwrap_or_else(|e| e.into_inner()).success(ip);
+        if let Some(c) = &self.cluster {
+            let _ = c.login_ok(ip).await;
+        }
+    }
+
+    /// A session slot for `key`, unless `limit` (0: none) are taken here or
+    /// in the cluster. While the cluster is unreachable the instance counts
+    /// alone (`fail = "open"`) or refuses (`"closed"`).
+    pub(super) async fn take_slot<K>(
+        &self,
+        here: &Arc<limits::Counts<K>>,
+        key: K,
+        counted: crate::cluster::leases::Counted,
+        limit: usize,
+    ) -> Result<Option<SessionSlot<K>>, SharedStateDown>
+    where
+        K: Eq + std::hash::Hash + Clone + std::fmt::Display,
+    {
+        let Some(local) = here.take(key.clone(), limit) else { return Ok(None) };
+        let lease = match &self.cluster {
+            None => None,
+            Some(c) => match self.shared(c, c.take(counted, &key.to_string(), limit).await)? {
+                Some(Some(lease)) => Some(lease),
+                Some(None) => return Ok(None),
+                None => Some(c.take_unconfirmed(counted, &key.to_string())),
+            },
+        };
+        Ok(Some(SessionSlot { _local: local, _lease: lease }))
+    }
+
+    /// Sessions of `user` open now, here or anywhere in the cluster.
+    pub(super) async fn user_sessions(&self, user: &str) -> Result<usize, SharedStateDown> {
+        let here = self.per_user.get(&user.to_string());
+        let shared = match &self.cluster {
+            None => None,
+            Some(c) => self.shared(c, c.count(crate::cluster::leases::Counted::User, user).await)?,
+        };
+        Ok(here.max(shared.unwrap_or(0)))
+    }
+
+    /// A shared-state answer; `None` when Redis failed and the instance fails
+    /// open, `Err` when it fails closed.
+    fn shared<T>(
+        &self,
+        c: &crate::cluster::Cluster,
+        r: Result<T, crate::cluster::ClusterError>,
+    ) -> Result<Option<T>, SharedStateDown> {
+        match r {
+            Ok(v) => Ok(Some(v)),
+            Err(_) if c.fail_closed() => Err(SharedStateDown),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+/// The shared state is unreachable and `cluster.fail = "closed"`.
+#[derive(Debug, Clone, Copy)]
+pub struct SharedStateDown;
+
+/// One counted session: its slot here and its lease in the cluster.
+#[derive(Debug)]
+pub struct SessionSlot<K: Eq + std::hash::Hash + Clone> {
+    _local: limits::Slot<K>,
+    _lease: Option<crate::cluster::leases::Lease>,
 }

@@ -18,13 +18,16 @@ impl Session {
             }
         };
         if matches!(cmd.verb, Verb::User | Verb::Pass) {
-            if let Some(left) = self.ctx.banned_for(ip) {
-                let d = Denial {
-                    code: 421,
-                    rule: "login".into(),
-                    reason: format!("Too many failed logins from your address; try again in {} s", left.as_secs() + 1),
-                };
-                Metrics::inc(&self.ctx.metrics.logins_refused);
+            let reason = match self.ctx.banned_for(ip).await {
+                Ok(None) => None,
+                Ok(Some(left)) => {
+                    Metrics::inc(&self.ctx.metrics.logins_refused);
+                    Some(format!("Too many failed logins from your address; try again in {} s", left.as_secs() + 1))
+                }
+                Err(SharedStateDown) => Some("Shared login state unreachable; try again later".to_string()),
+            };
+            if let Some(reason) = reason {
+                let d = Denial { code: 421, rule: "login".into(), reason };
                 self.deny(cmd, &d).await?;
                 return Ok(Some(Flow::Close));
             }
@@ -32,7 +35,9 @@ impl Session {
         if cmd.verb == Verb::User {
             let limit = policy.login.max_sessions_per_user;
             let user = cmd.arg_str().unwrap_or("").to_string();
-            if limit > 0 && self.ctx.per_user.get(&user) >= limit {
+            // Failing closed, an unreachable cluster refuses like a full one.
+            let open = if limit > 0 { self.ctx.user_sessions(&user).await.unwrap_or(usize::MAX) } else { 0 };
+            if limit > 0 && open >= limit {
                 let d = Denial {
                     code: 530,
                     rule: "login".into(),

@@ -53,24 +53,25 @@ impl Session {
     pub(super) async fn on_login(&mut self) -> SessionResult<()> {
         self.logged_in = true;
         Metrics::inc(&self.ctx.metrics.logins_ok);
-        self.ctx.logins.lock().unwrap_or_else(|e| e.into_inner()).success(self.client_peer.ip());
+        self.ctx.login_ok(self.client_peer.ip()).await;
         let user = self.user.clone().unwrap_or_default();
-        self.user_slot = self.ctx.per_user.take(user.clone(), 0);
+        // Counted without a limit: USER checked it. A refusal here (the shared
+        // state went away, failing closed) leaves the session uncounted.
+        self.user_slot = self.ctx.take_slot(&self.ctx.per_user, user.clone(), Counted::User, 0).await.ok().flatten();
         info!(target: "ftpgate::audit", %user, "login");
         self.who.entry.logged_in();
         self.refresh_cwd().await
     }
 
-    pub(super) fn on_login_failure(&mut self) {
+    pub(super) async fn on_login_failure(&mut self) {
         let ip = self.client_peer.ip();
         let policy = self.ctx.policy();
-        let now = self.ctx.now();
-        let banned = self.ctx.logins.lock().unwrap_or_else(|e| e.into_inner()).failure(ip, now, &policy.login);
+        let banned = self.ctx.login_failed(ip, &policy.login).await;
         Metrics::inc(&self.ctx.metrics.logins_failed);
         let user = self.user.as_deref().unwrap_or("-");
         info!(target: "ftpgate::audit", user, "login failed");
-        if let Some(until) = banned {
-            warn!(target: "ftpgate::audit", %ip, seconds = (until - now).as_secs(), "address banned after failed logins");
+        if let Some(length) = banned {
+            warn!(target: "ftpgate::audit", %ip, seconds = length.as_secs(), "address banned after failed logins");
         }
     }
 
@@ -80,7 +81,7 @@ impl Session {
     pub(super) async fn bastion_login(&mut self, name: &str, cmd: &Command) -> SessionResult<()> {
         let policy = self.ctx.policy();
         let Some(bu) = policy.bastion_users.get(name).cloned() else {
-            self.on_login_failure();
+            self.on_login_failure().await;
             return self.reply_text(530, "Login incorrect.").await;
         };
         let password = cmd.arg.clone().unwrap_or_default();
@@ -89,7 +90,7 @@ impl Session {
             .await
             .unwrap_or(false);
         if !ok {
-            self.on_login_failure();
+            self.on_login_failure().await;
             return self.reply_text(530, "Login incorrect.").await;
         }
         if !self.backend_open || bu.backend != self.backend_name {

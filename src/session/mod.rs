@@ -25,8 +25,10 @@ mod throttle;
 mod transfer;
 
 pub use context::{BackendTarget, ContextError, Lifecycle, LiveContext, SessionContext};
+use context::{SessionSlot, SharedStateDown};
 use setup::DataSetup;
 
+use crate::cluster::leases::Counted;
 use crate::config::{BackendTlsMode, ClientTlsMode, ListenerSettings, Settings};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::passive;
@@ -136,28 +138,30 @@ pub async fn run(
         };
         let mut client = ClientControl::new(ClientStream::Plain(client));
         let policy = ctx.policy();
-        let banned = ctx.banned_for(client_peer.ip());
-        let refusal = match policy.admit(client_peer.ip()) {
-            Err(d) => Some(d.reason),
-            Ok(_) => banned
-                .map(|left| format!("too many failed logins from your address; try again in {} s", left.as_secs() + 1)),
-        };
-        if banned.is_some() {
-            // Its login is refused before it can try.
-            Metrics::inc(&ctx.metrics.logins_refused);
-        }
         let per_address =
             limits::combined(ctx.settings.max_sessions_per_address, policy.login.max_sessions_per_address);
-        let address_slot = match refusal {
-            Some(_) => None,
-            None => ctx.per_address.take(client_peer.ip().to_canonical(), per_address),
+        let ip = client_peer.ip();
+        let (refusal, reason, address_slot) = match (policy.admit(ip), ctx.banned_for(ip).await) {
+            (Err(d), _) => (Some(d.reason), "policy", None),
+            (Ok(_), Err(SharedStateDown)) => {
+                (Some("shared login state unreachable; try again later".to_string()), "cluster", None)
+            }
+            (Ok(_), Ok(Some(left))) => {
+                // Its login is refused before it can try.
+                Metrics::inc(&ctx.metrics.logins_refused);
+                let why = format!("too many failed logins from your address; try again in {} s", left.as_secs() + 1);
+                (Some(why), "banned", None)
+            }
+            (Ok(_), Ok(None)) => {
+                match ctx.take_slot(&ctx.per_address, ip.to_canonical(), Counted::Address, per_address).await {
+                    Ok(slot) => (None, "address_limit", slot),
+                    Err(SharedStateDown) => {
+                        (Some("shared login state unreachable; try again later".to_string()), "cluster", None)
+                    }
+                }
+            }
         };
         let Some(address_slot) = address_slot else {
-            let reason = match (&refusal, banned) {
-                (Some(_), Some(_)) => "banned",
-                (Some(_), None) => "policy",
-                (None, _) => "address_limit",
-            };
             let why = refusal.unwrap_or_else(|| format!("too many sessions from your address (limit {per_address})"));
             ctx.metrics.count_denial("connect");
             ctx.metrics.session_refused(reason);
@@ -309,9 +313,9 @@ struct Session {
     cwd: Vec<u8>,
     /// Verb of the last command the policy allowed.
     previous: Option<Verb>,
-    _address_slot: limits::Slot<IpAddr>,
+    _address_slot: SessionSlot<IpAddr>,
     /// Held from a successful login on, for the per-user session limit.
-    user_slot: Option<limits::Slot<String>>,
+    user_slot: Option<SessionSlot<String>>,
 }
 
 impl Session {
@@ -476,12 +480,17 @@ impl Session {
                         return self.bastion_login(&name, &cmd).await.map(|()| Flow::Continue);
                     }
                 }
-                let r = self.forward(&cmd).await?;
+                // The login is counted (session slots, failures, bans) before
+                // the client hears of it, so its next connection, here or on
+                // another instance, sees the count.
+                self.backend.send(&cmd).await?;
+                let r = self.final_reply().await?;
                 if r.code == 230 {
                     self.on_login().await?;
                 } else if r.code == 530 && cmd.verb == Verb::Pass {
-                    self.on_login_failure();
+                    self.on_login_failure().await;
                 }
+                self.reply(&r).await?;
             }
             Verb::Other(v) if v == "TYPE" => {
                 let r = self.forward(&cmd).await?;

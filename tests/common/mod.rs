@@ -1,6 +1,13 @@
 //! Test harness: real vsftpd backends, ftpgate in-process or as the binary, and
 //! helpers for real clients. Everything listens on loopback with free ports.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
+
+mod cluster;
+mod process;
+mod proftpd;
+pub use cluster::*;
+pub use process::*;
+pub use proftpd::*;
 
 use ftpgate::config::{BackendTlsMode, ClientTlsMode, ListenerSettings, PortRange, Settings};
 use ftpgate::metrics::Metrics;
@@ -220,6 +227,7 @@ pub fn settings(backend: SocketAddr, listen: SocketAddr) -> Settings {
         backend_pool: vec![backend.to_string()],
         balance: ftpgate::config::Balance::LeastConnections,
         health_interval: Duration::from_secs(5),
+        cluster: None,
     }
 }
 
@@ -545,89 +553,6 @@ pub fn backend_tls(certs: &TestCerts, mode: BackendTlsMode, max: TlsVersion) -> 
     }
 }
 
-/// Where scripts/install-proftpd.sh unpacks ProFTPD.
-pub fn proftpd_dir() -> PathBuf {
-    PathBuf::from(std::env::var("FTPGATE_PROFTPD_DIR").unwrap_or_else(|_| "/opt/ftpgate-test/proftpd".into()))
-}
-
-/// A ProFTPD instance on loopback with mod_tls: explicit FTPS required, and its
-/// default session-reuse requirement on data connections (no
-/// `NoSessionReuseRequired`).
-pub struct Proftpd {
-    pub addr: SocketAddr,
-    pub root: PathBuf,
-    pub dir: tempfile::TempDir,
-    child: Child,
-}
-
-impl Proftpd {
-    pub fn start_tls(certs: &TestCerts) -> Proftpd {
-        ensure_test_user();
-        let base = proftpd_dir();
-        let bin = base.join("usr/sbin/proftpd");
-        assert!(
-            bin.exists(),
-            "ProFTPD missing at {}: run scripts/install-proftpd.sh (scripts/test.sh does)",
-            bin.display()
-        );
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let root = dir.path().join("root");
-        std::fs::create_dir(&root).unwrap();
-        Command::new("chown").args([USER, root.to_str().unwrap()]).status().unwrap();
-        for _attempt in 0..5 {
-            let token = format!("ftpgate-test-{:08x}", rand_u32());
-            let port = free_port("127.0.0.1".parse().unwrap());
-            let pasv = port_range(300);
-            let d = dir.path().display();
-            let conf = format!(
-                "ServerType standalone\nServerName \"ftpgate test {token}\"\nDefaultServer on\nPort {port}\n\
-             DefaultAddress 127.0.0.1\nSocketBindTight on\nUseIPv6 off\nUser {USER}\nGroup nogroup\n\
-             PidFile {d}/proftpd.pid\nScoreboardFile {d}/proftpd.scoreboard\nWtmpLog off\nUseReverseDNS off\n\
-             RequireValidShell off\nAuthOrder mod_auth_unix.c\nDefaultRoot {root}\nAllowOverwrite on\nUmask 022\n\
-             PassivePorts {} {}\nSystemLog {d}/system.log\nTransferLog {d}/xfer.log\n\
-             ModulePath {modules}\nLoadModule mod_tls.c\n\
-             <IfModule mod_tls.c>\nTLSEngine on\nTLSRequired on\nTLSLog {d}/tls.log\nTLSProtocol TLSv1.2 TLSv1.3\n\
-             TLSECCertificateFile {cert}\nTLSECCertificateKeyFile {key}\nTLSVerifyClient off\n</IfModule>\n",
-                pasv.min,
-                pasv.max,
-                root = root.display(),
-                modules = base.join("usr/lib/proftpd").display(),
-                cert = certs.path("server.pem").display(),
-                key = certs.path("server.key").display(),
-            );
-            let conf_path = dir.path().join("proftpd.conf");
-            std::fs::write(&conf_path, conf).unwrap();
-            let child = Command::new(&bin)
-                .args(["-n", "-q", "-c", conf_path.to_str().unwrap()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let mut child = KillOnDrop::new(child);
-            let addr = SocketAddr::new("127.0.0.1".parse().unwrap(), port);
-            if greeting_from(addr, &token) {
-                return Proftpd { addr, root, dir, child: child.into_inner() };
-            }
-            // Another test's server took the port first (see Vsftpd::start_with).
-            let _ = child.child().kill();
-        }
-        panic!("ProFTPD did not start on a free port in 5 attempts");
-    }
-
-    pub fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
-    }
-}
-
-impl Drop for Proftpd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The port of a `229 ... (|||port|)` reply.
 pub fn epsv_port(reply: &str) -> u16 {
     let inside = &reply[reply.find("(|||").expect("229 reply") + 4..];
@@ -639,110 +564,4 @@ pub fn pasv_port(reply: &str) -> u16 {
     let inside = &reply[reply.find('(').expect("227 reply") + 1..reply.find(')').unwrap()];
     let n: Vec<u16> = inside.split(',').map(|x| x.trim().parse().unwrap()).collect();
     n[4] * 256 + n[5]
-}
-
-/// A process the test started, killed (by its PID) if the test ends early.
-pub struct KillOnDrop(Option<Child>);
-
-impl KillOnDrop {
-    pub fn new(child: Child) -> KillOnDrop {
-        KillOnDrop(Some(child))
-    }
-    pub fn id(&self) -> u32 {
-        self.0.as_ref().map_or(0, Child::id)
-    }
-    pub fn child(&mut self) -> &mut Child {
-        self.0.as_mut().expect("child taken")
-    }
-    /// Hands the process back, no longer killed on drop.
-    pub fn into_inner(mut self) -> Child {
-        self.0.take().expect("child taken")
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            // A failing test shows what the process logged (see ftpgate_run).
-            if std::thread::panicking() {
-                if let Ok(path) = std::fs::read_link(format!("/proc/{}/fd/2", c.id())) {
-                    if let Ok(log) = std::fs::read_to_string(&path) {
-                        eprintln!("--- stderr of pid {} ({}) ---\n{log}", c.id(), path.display());
-                    }
-                }
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// `ftpgate run` of the binary under test in front of `backend`, on a free
-/// loopback port with a passive range of its own, stdio closed. Callers add
-/// flags (and stdio or environment) and spawn it.
-pub fn ftpgate_run(backend: SocketAddr) -> (Command, SocketAddr) {
-    let addr = SocketAddr::new("127.0.0.1".parse().unwrap(), free_port("127.0.0.1".parse().unwrap()));
-    let range = port_range(50);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ftpgate"));
-    // The log is kept in a file and printed when the test fails.
-    let log = std::fs::File::create(std::env::temp_dir().join(format!("ftpgate-test-{}.log", addr.port()))).unwrap();
-    cmd.args(["run", "--listen", &addr.to_string(), "--backend", &backend.to_string()])
-        .args(["--passive-ports", &format!("{}-{}", range.min, range.max)])
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    (cmd, addr)
-}
-
-/// A connection from a given loopback source address (127.0.0.2, ...), to
-/// test what is per address.
-pub fn connect_from(source: &str, to: SocketAddr) -> RawClient {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(&format!("{source}:0").parse::<SocketAddr>().unwrap().into()).unwrap();
-    s.connect(&to.into()).unwrap();
-    RawClient::from_stream(s.into())
-}
-
-/// One series (`name` or `name{labels}`) from a running ftpgate's
-/// /metrics, if present, and the whole text.
-pub fn scrape_opt(addr: SocketAddr, name: &str) -> (Option<u64>, String) {
-    let out = Command::new("curl").args(["-sf", &format!("http://{addr}/metrics")]).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let v = text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()));
-    (v.map(|v| v as u64), text)
-}
-
-/// One label-less series from a running ftpgate's /metrics.
-pub fn scrape(addr: SocketAddr, name: &str) -> u64 {
-    let (v, text) = scrape_opt(addr, name);
-    v.unwrap_or_else(|| panic!("{name} not in metrics:\n{text}"))
-}
-
-/// Waits (10 s at most) until `name` on a running ftpgate reaches `at_least`:
-/// proof that something happened, instead of a sleep.
-pub fn wait_for_metric(addr: SocketAddr, name: &str, at_least: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (v, text) = scrape_opt(addr, name);
-        if v.is_some_and(|v| v >= at_least) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{name} did not reach {at_least}:\n{text}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// `ftpgate run --config FILE` of the binary under test, stdio closed,
-/// killed when the test ends.
-pub fn ftpgate_with_config(config: &Path) -> KillOnDrop {
-    KillOnDrop::new(
-        Command::new(env!("CARGO_BIN_EXE_ftpgate"))
-            .args(["run", "--config", config.to_str().unwrap()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
 }
