@@ -34,3 +34,8 @@ bash scripts/install-proftpd.sh >/dev/null
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test --all-targets
+
+# The Debian package: built, installed, run and purged after the cargo tests,
+# since it puts /usr/bin/ftpgate and /etc/ftpgate/ftpgate.toml in place.
+bash scripts/package.sh
+bash scripts/package-test.sh

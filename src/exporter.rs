@@ -300,7 +300,9 @@ async fn handle(
         "/metrics" => (
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            render(&ctx.metrics) + &render_pool(&ctx.pool.view()) + &render_cluster(ctx.cluster.as_deref()),
+            render(&ctx.metrics)
+                + &render_pool(&ctx.pools().flat_map(|p| p.view()).collect::<Vec<_>>())
+                + &render_cluster(ctx.cluster.as_deref()),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/status" => {

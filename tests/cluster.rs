@@ -212,6 +212,27 @@ fn failing_closed_refuses_logins_while_redis_is_down() {
     let _ = gate.child.id();
 }
 
+/// `rediss://`: the shared state over TLS, verified with `[cluster] ca`.
+#[test]
+fn shared_state_over_tls() {
+    let certs = TestCerts::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), "[login]\nmax_failures = 1\nban_seconds = 300\n").unwrap();
+    let redis = Redis::start_tls(&certs);
+    let backend = Vsftpd::start();
+    let config = format!("[cluster]\nca = \"{}\"\n", certs.path("ca.pem").display());
+    let gate = Instance::start(backend.addr, &redis.url(), dir.path(), "tls", &config, &[]);
+    wait_for_greeting(gate.addr);
+    let (_, pass, _) = try_login("127.0.0.20", gate.addr, "wrong");
+    assert_eq!(pass, 530);
+    let ttl: i64 = redis.cli(&["TTL", "ftpgate:ban:127.0.0.20"]).trim().parse().unwrap();
+    assert!((290..=300).contains(&ttl), "the ban went to Redis over TLS: {ttl}");
+    let (code, _, _) = try_login("127.0.0.20", gate.addr, PASSWORD);
+    assert_eq!(code, 421);
+    assert_eq!(scrape(gate.metrics, "ftpgate_cluster_errors_total"), 0);
+    assert_eq!(scrape(gate.metrics, "ftpgate_cluster_up"), 1);
+}
+
 /// HAProxy's configuration: the control port balanced round-robin over both
 /// instances, each instance's passive range forwarded to it, all with
 /// `send-proxy-v2`.

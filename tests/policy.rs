@@ -254,7 +254,7 @@ fn bastion_users_are_mapped_to_backend_accounts_and_backends() {
     let archive_addr = archive.addr.to_string();
     let gate = Gate::start_with(default_backend.addr, move |s| {
         s.policy = Some(policy);
-        s.named_backends.insert("archive".into(), archive_addr);
+        s.named_backends.insert("archive".into(), ftpgate::config::NamedPool::single(archive_addr));
     });
     let url = gate.url();
     let src = dir.path().join("a.bin");

@@ -83,3 +83,67 @@ fn pool_balances_and_skips_a_dead_backend() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A named backend for bastion users can be a pool too: round-robin over two
+/// real vsftpd, with health and session metrics per member.
+#[test]
+fn named_backend_pool_for_bastion_users() {
+    let archive_a = Vsftpd::start();
+    let archive_b = Vsftpd::start();
+    let default = Vsftpd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("backend.pw");
+    std::fs::write(&secret, format!("{PASSWORD}\n")).unwrap();
+    let hash = ftpgate::policy::auth::hash_password("alice-secret").unwrap();
+    let policy = dir.path().join("p.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[users.gate-alice]\npassword = \"{hash}\"\nbackend = \"archive\"\nbackend_user = \"{USER}\"\n\
+             backend_password_file = \"{}\"\n",
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let (listen, metrics) = (free_port(ip), free_port(ip));
+    let range = port_range(50);
+    let config = dir.path().join("pool.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "policy = \"{}\"\n[[listener]]\naddress = \"127.0.0.1:{listen}\"\n[backend]\naddress = \"{}\"\n\
+             health_interval = \"1s\"\n[backends.archive]\naddress = [\"{}\", \"{}\"]\nbalance = \"round-robin\"\n\
+             [passive]\nports = \"{}-{}\"\n[metrics]\naddress = \"127.0.0.1:{metrics}\"\n",
+            policy.display(),
+            default.addr,
+            archive_a.addr,
+            archive_b.addr,
+            range.min,
+            range.max
+        ),
+    )
+    .unwrap();
+    let _child = ftpgate_with_config(&config);
+    let addr = SocketAddr::new(ip, listen);
+    let metrics = SocketAddr::new(ip, metrics);
+    wait_for_greeting(addr);
+    for name in ["first.txt", "second.txt"] {
+        let mut c = RawClient::connect(addr);
+        assert_eq!(c.reply().0, 220);
+        assert_eq!(c.cmd("USER gate-alice").0, 331);
+        assert_eq!(c.cmd("PASS alice-secret").0, 230);
+        let mut d = c.epsv_data();
+        assert_eq!(c.cmd(&format!("STOR {name}")).0, 150);
+        std::io::Write::write_all(&mut d, name.as_bytes()).unwrap();
+        drop(d);
+        assert_eq!(c.reply().0, 226);
+        assert_eq!(c.cmd("QUIT").0, 221);
+    }
+    let on = |v: &Vsftpd, n: &str| v.root.join(n).exists();
+    assert!(on(&archive_a, "first.txt") && on(&archive_b, "second.txt"), "round-robin over the archive pool");
+    assert!(!on(&default, "first.txt") && !on(&default, "second.txt"));
+    for member in [archive_a.addr, archive_b.addr] {
+        assert_eq!(metric(metrics, &format!("ftpgate_backend_up{{backend=\"{member}\"}}")), Some(1));
+    }
+}

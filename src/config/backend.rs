@@ -9,8 +9,27 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NamedBackend {
-    /// `HOST:PORT`.
-    pub address: String,
+    /// `HOST:PORT`, or a list of them: a pool, balanced by `balance`, checked
+    /// every `[backend] health_interval` like the default pool.
+    #[serde(deserialize_with = "one_or_many")]
+    pub address: Vec<String>,
+    /// How this pool's backend is chosen at login (see `[backend] balance`).
+    #[serde(default)]
+    pub balance: Balance,
+}
+
+/// A named backend (pool) checked: its members as `HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedPool {
+    pub addresses: Vec<String>,
+    pub balance: Balance,
+}
+
+impl NamedPool {
+    /// One backend, balanced by the default.
+    pub fn single(address: impl Into<String>) -> NamedPool {
+        NamedPool { addresses: vec![address.into()], balance: Balance::default() }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -98,6 +98,14 @@ impl ClusterConfig {
         if self.lease < 3 {
             return Err(invalid("cluster.lease", "must be at least 3 seconds (it is refreshed every third)"));
         }
+        if let Some(ca) = &self.ca {
+            if !tls {
+                return Err(invalid("cluster.ca", "only for rediss:// (TLS) URLs"));
+            }
+            if let Err(e) = std::fs::metadata(ca) {
+                return Err(invalid("cluster.ca", format!("{}: {e}", ca.display())));
+            }
+        }
         if self.timeout_ms == 0 {
             return Err(invalid("cluster.timeout_ms", "must be at least 1"));
         }

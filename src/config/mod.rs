@@ -4,7 +4,7 @@
 mod backend;
 mod cluster;
 mod units;
-pub use backend::{BackendConfig, Balance, NamedBackend, ProxyVersion};
+pub use backend::{BackendConfig, Balance, NamedBackend, NamedPool, ProxyVersion};
 pub use cluster::{ClusterConfig, ClusterSettings, FailMode};
 use units::seconds;
 pub use units::{parse_seconds, with_ftp_port};
@@ -378,8 +378,8 @@ pub struct Settings {
     pub xferlog: Option<PathBuf>,
     pub listeners: Vec<ListenerSettings>,
     pub backend: String,
-    /// Named backends: name to `HOST:PORT`.
-    pub named_backends: std::collections::BTreeMap<String, String>,
+    /// Named backends: name to its pool of `HOST:PORT`.
+    pub named_backends: std::collections::BTreeMap<String, NamedPool>,
     /// Present when any listener offers TLS.
     pub client_tls: Option<ServerTlsOptions>,
     pub require_session_reuse: bool,
@@ -447,11 +447,13 @@ impl Config {
             return Err(invalid("backend.health_interval", "must be at least 1 second"));
         }
         for (name, b) in &self.backends {
-            if !has_port(&with_ftp_port(&b.address)) {
-                return Err(invalid(
-                    "backends.address",
-                    format!("backend {name}: expected HOST:PORT, got {:?}", b.address),
-                ));
+            if b.address.is_empty() {
+                return Err(invalid("backends.address", format!("backend {name}: at least one HOST:PORT")));
+            }
+            for a in &b.address {
+                if !has_port(&with_ftp_port(a)) {
+                    return Err(invalid("backends.address", format!("backend {name}: expected HOST:PORT, got {a:?}")));
+                }
             }
         }
         let client_tls = match self.listeners.iter().find(|l| l.tls != ClientTlsMode::Off) {
@@ -514,7 +516,14 @@ impl Config {
             backend_pool: pool.clone(),
             balance: backend.balance,
             health_interval: Duration::from_secs(backend.health_interval),
-            named_backends: self.backends.iter().map(|(n, b)| (n.clone(), with_ftp_port(&b.address))).collect(),
+            named_backends: self
+                .backends
+                .iter()
+                .map(|(n, b)| {
+                    let addresses = b.address.iter().map(|a| with_ftp_port(a)).collect();
+                    (n.clone(), NamedPool { addresses, balance: b.balance })
+                })
+                .collect(),
             client_tls,
             require_session_reuse: self.tls.require_session_reuse,
             client_cert_user_match: self.tls.client_cert_user_match,

@@ -64,27 +64,28 @@ async fn probe(ctx: &SessionContext) -> Result<(), BackendError> {
     Ok(())
 }
 
-/// Health checks of the backend pool, for as long as the process runs:
-/// every `health_interval` each member of the pool in force must accept a
+/// Health checks of the backend pools (the default and the named ones), for
+/// as long as the process runs: every `health_interval` each member must accept a
 /// connection and greet with `220` (implicit-TLS backends: accept) within
 /// the connect timeout; one that fails gets no new sessions until it passes.
 pub async fn health_checks(live: Arc<crate::session::LiveContext>) {
     loop {
         let ctx = Arc::clone(&live.borrow());
         let s = &ctx.settings;
-        let checks = ctx.pool.members.iter().enumerate().map(|(i, m)| {
+        let members = ctx.pools().flat_map(|p| (0..p.members.len()).map(move |i| (Arc::clone(p), i)));
+        let checks = members.map(|(pool, i)| {
             let ctx = Arc::clone(&ctx);
-            let address = m.target.address.clone();
+            let address = pool.members[i].target.address.clone();
             async move {
                 let up = greets(&ctx, &address).await;
-                if up != ctx.pool.is_healthy(i) {
+                if up != pool.is_healthy(i) {
                     if up {
                         tracing::info!(backend = %address, "backend passes its health check again");
                     } else {
                         warn!(backend = %address, "backend failed its health check; no new sessions go there");
                     }
                 }
-                ctx.pool.set_healthy(i, up);
+                pool.set_healthy(i, up);
             }
         });
         for c in checks {

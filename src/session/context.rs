@@ -13,8 +13,8 @@ pub struct SessionContext {
     pub client_tls: Option<Arc<ServerTls>>,
     /// The default backend.
     pub backend: BackendTarget,
-    /// Backends bastion users may be mapped to, by name.
-    pub named_backends: std::collections::HashMap<String, BackendTarget>,
+    /// Backends (pools) bastion users may be mapped to, by name.
+    pub named_backends: std::collections::HashMap<String, Arc<pool::Pool>>,
     /// The policy in force, shared by every generation of the context: SIGHUP
     /// swaps it, and running sessions see the new one from their next command.
     policy: Arc<RwLock<Arc<Policy>>>,
@@ -82,7 +82,7 @@ impl BackendTarget {
 /// Every backend a policy maps users to must exist in the configuration.
 fn check_backend_names(
     policy: &Policy,
-    named: &std::collections::HashMap<String, BackendTarget>,
+    named: &std::collections::HashMap<String, Arc<pool::Pool>>,
 ) -> Result<(), PolicyError> {
     for (user, u) in &policy.bastion_users {
         if let Some(b) = &u.backend {
@@ -124,8 +124,9 @@ impl SessionContext {
             settings.backend_pool.iter().map(|a| BackendTarget::new(&settings, a)).collect::<Result<_, _>>()?;
         let pool = Arc::new(pool::Pool::new(members, settings.balance));
         let mut named_backends = std::collections::HashMap::new();
-        for (name, address) in &settings.named_backends {
-            named_backends.insert(name.clone(), BackendTarget::new(&settings, address)?);
+        for (name, named) in &settings.named_backends {
+            let members = named.addresses.iter().map(|a| BackendTarget::new(&settings, a)).collect::<Result<_, _>>()?;
+            named_backends.insert(name.clone(), Arc::new(pool::Pool::new(members, named.balance)));
         }
         let policy = match &settings.policy {
             Some(p) => Policy::load(p)?,
@@ -218,6 +219,11 @@ impl SessionContext {
     /// this instance's own bans count only while Redis is unreachable (they
     /// hold what failed during the outage), so a ban lifted anywhere is lifted
     /// everywhere.
+    /// The default pool and every named one, for health checks and metrics.
+    pub fn pools(&self) -> impl Iterator<Item = &Arc<pool::Pool>> {
+        std::iter::once(&self.pool).chain(self.named_backends.values())
+    }
+
     pub(super) async fn banned_for(&self, ip: IpAddr) -> Result<Option<Duration>, SharedStateDown> {
         if let Some(c) = &self.cluster {
             if let Some(shared) = self.shared(c, c.ban_left(ip).await)? {

@@ -121,25 +121,20 @@ impl Session {
     /// configured, greeting, and the old backend connection closed.
     pub(super) async fn switch_backend(&mut self, name: Option<String>) -> SessionResult<()> {
         let ctx = Arc::clone(&self.ctx);
-        let slot = match &name {
-            Some(_) => None,
-            None => Some(ctx.pool.pick(self.user.as_deref().unwrap_or(""))),
+        let pool = match &name {
+            Some(n) => ctx.named_backends.get(n),
+            None => Some(&ctx.pool),
         };
-        let target = match (&name, &slot) {
-            (Some(n), _) => ctx.named_backends.get(n),
-            (None, Some(slot)) => ctx.pool.members.get(slot.index).map(|m| &m.target),
-            (None, None) => None,
-        };
-        let Some(target) = target else { return Err(BackendError::Closed.into()) };
+        let Some(pool) = pool else { return Err(BackendError::Closed.into()) };
+        let slot = pool.pick(self.user.as_deref().unwrap_or(""));
+        let target = &pool.members[slot.index].target;
         let s = Arc::clone(&self.ctx.settings);
         let connect = connect_backend_control(&s, &target.address, self.client_peer, self.client_local);
         let started = Instant::now();
         let connected = watch_client(&mut self.client, &mut self.queued, connect).await?;
         Metrics::inc(&self.ctx.metrics.backend_connections);
         if connected.is_err() {
-            if let Some(slot) = &slot {
-                ctx.pool.connect_failed(slot.index);
-            }
+            pool.connect_failed(slot.index);
         }
         let tcp = match connected {
             Ok(t) => {
@@ -163,7 +158,7 @@ impl Session {
         self.backend_tls = tls;
         self.backend_epsv = true;
         self.backend_name = name;
-        self.pool_slot = slot;
+        self.pool_slot = Some(slot);
         self.open_backend().await?;
         self.replay_to_backend().await?;
         info!(backend = %peer, name = self.backend_name.as_deref().unwrap_or("default"), "backend control connection open");

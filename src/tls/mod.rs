@@ -112,7 +112,24 @@ pub fn provider_with_ciphers(names: &[String]) -> Result<Arc<rustls::crypto::Cry
     Ok(Arc::new(p))
 }
 
+/// Under systemd, `LoadCredential=server.key:/etc/ftpgate/certs/server.key`
+/// hands a root-owned 0600 file to the service's dynamic user: ftpgate reads
+/// a certificate or key from `$CREDENTIALS_DIRECTORY` when a credential of
+/// the same file name is there, so the configuration keeps naming the file
+/// where it lives.
+pub fn credential_or(path: &Path) -> std::borrow::Cow<'_, Path> {
+    let from_credentials = std::env::var_os("CREDENTIALS_DIRECTORY")
+        .zip(path.file_name())
+        .map(|(dir, name)| Path::new(&dir).join(name))
+        .filter(|p| p.is_file());
+    match from_credentials {
+        Some(p) => std::borrow::Cow::Owned(p),
+        None => std::borrow::Cow::Borrowed(path),
+    }
+}
+
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let path = &credential_or(path);
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| file_err(path, e))?
         .collect::<Result<Vec<_>, _>>()
@@ -124,6 +141,7 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 }
 
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let path = &credential_or(path);
     PrivateKeyDer::from_pem_file(path).map_err(|e| file_err(path, format!("no usable private key: {e}")))
 }
 

@@ -8,15 +8,26 @@ pub struct Redis {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
     child: Option<KillOnDrop>,
+    /// TLS only (`rediss://`), with the test CA's server certificate.
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::start_with(None)
+    }
+
+    /// A redis-server that speaks TLS only, with `certs`' server certificate.
+    pub fn start_tls(certs: &TestCerts) -> Redis {
+        Redis::start_with(Some((certs.path("server.pem"), certs.path("server.key"), certs.path("ca.pem"))))
+    }
+
+    fn start_with(tls: Option<(PathBuf, PathBuf, PathBuf)>) -> Redis {
         let mut dir = tempfile::tempdir().unwrap();
         for _attempt in 0..5 {
             let port = free_port("127.0.0.1".parse().unwrap());
             let addr = SocketAddr::new("127.0.0.1".parse().unwrap(), port);
-            let mut r = Redis { addr, dir, child: None };
+            let mut r = Redis { addr, dir, child: None, tls: tls.clone() };
             if r.spawn() {
                 return r;
             }
@@ -28,8 +39,16 @@ impl Redis {
     /// Starts it on `addr` (again, after `stop`); whether it answers PING.
     fn spawn(&mut self) -> bool {
         let port = self.addr.port().to_string();
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port, "--save", "", "--appendonly", "no"])
+        let mut cmd = Command::new("redis-server");
+        match &self.tls {
+            None => cmd.args(["--port", &port]),
+            Some((cert, key, ca)) => cmd
+                .args(["--port", "0", "--tls-port", &port, "--tls-auth-clients", "no"])
+                .args(["--tls-cert-file", cert.to_str().unwrap(), "--tls-key-file", key.to_str().unwrap()])
+                .args(["--tls-ca-cert-file", ca.to_str().unwrap()]),
+        };
+        let child = cmd
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--dir", self.dir.path().to_str().unwrap(), "--logfile", "redis.log"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -51,7 +70,8 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://{}/0", self.addr)
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://{}/0", self.addr)
     }
 
     /// Stops the server (by its PID); `restart` brings it back on the same port.
@@ -65,11 +85,12 @@ impl Redis {
 
     /// One redis-cli command's output.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.addr.port().to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli");
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.addr.port().to_string()]);
+        if let Some((_, _, ca)) = &self.tls {
+            cmd.args(["--tls", "--cacert", ca.to_str().unwrap()]);
+        }
+        let out = cmd.args(args).output().expect("redis-cli");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
