@@ -342,3 +342,47 @@ fn client_data_tls_before_the_command_works() {
     assert_eq!(Metrics::get(&m.tls_backend_data_resumed), 2);
     assert_eq!(Metrics::get(&m.tls_backend_data_full), 0);
 }
+
+/// Runs tests/clients/tls_faults_client.py against `gate` and returns the
+/// reply codes it saw (after PROT P, in order).
+fn tls_fault(gate: &Gate, certs: &TestCerts, scenario: &str) -> Vec<u64> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/tls_faults_client.py");
+    let port = gate.addr.port().to_string();
+    let ca = certs.path("ca.pem");
+    let mut cmd = Command::new("python3");
+    cmd.arg(script).args(["127.0.0.1", &port, USER, PASSWORD, ca.to_str().unwrap(), scenario]);
+    let out = run_client(&mut cmd, Duration::from_secs(60));
+    assert_eq!(out.status, 0, "{scenario}: {}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    v["codes"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).collect()
+}
+
+/// TLS on both legs of control and data (strict vsftpd behind): ABOR during
+/// a download and during an upload, an upload cut without close_notify and
+/// one reset. Replies stay in command order, and no cut upload gets a 2xx.
+#[test]
+fn tls_legs_abor_and_truncation() {
+    let certs = TestCerts::new();
+    let backend = Vsftpd::start_with("127.0.0.1".parse().unwrap(), &vsftpd_tls_conf(&certs, false));
+    backend.put("big.bin", &payload(16 << 20, 31));
+    let server = certs.server_options();
+    let tweak = backend_tls(&certs, BackendTlsMode::Explicit, TlsVersion::V13);
+    let gate = Gate::start_with(backend.addr, move |s| {
+        tweak(s);
+        s.listeners[0].tls = ftpgate::config::ClientTlsMode::Explicit;
+        s.client_tls = Some(server);
+    });
+    // RETR's 150 and 426, NOOP's 200, ABOR's 226, then the closing NOOP.
+    assert_eq!(tls_fault(&gate, &certs, "abor_download"), [150, 426, 200, 226, 200]);
+    assert_eq!(tls_fault(&gate, &certs, "abor_upload"), [150, 426, 226, 200]);
+    for (scenario, name) in [("upload_cut", "cut.bin"), ("upload_reset", "reset.bin")] {
+        let codes = tls_fault(&gate, &certs, scenario);
+        assert_eq!(codes.len(), 3, "{scenario}: {codes:?}");
+        assert_eq!(codes[0], 150);
+        assert!(codes[1] >= 400, "{scenario}: a cut upload must not get {}", codes[1]);
+        assert_eq!(codes[2], 200, "{scenario}: the session goes on");
+        let len = std::fs::metadata(backend.root.join(name)).map(|m| m.len()).unwrap_or(0);
+        assert!(len <= 1 << 20, "{scenario}: the backend got more than was sent: {len}");
+    }
+    assert_eq!(Metrics::get(&gate.metrics.tls_backend_data_full), 0, "every backend data connection resumed");
+}

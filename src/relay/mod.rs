@@ -109,6 +109,12 @@ impl RelayReport {
 /// or nothing moves for `stall`. With a non-zero `linger` the other direction
 /// then gets that long to finish too, which TLS legs need: the peers' replies
 /// to our close_notify must be read, or closing sends a reset.
+///
+/// A TLS stream that ends without close_notify (`UnexpectedEof`) may have
+/// been cut by an attacker's forged FIN. From `a`, the peer whose word nothing
+/// else vouches for (a client's upload), that is a failure; from `b`, whose
+/// own protocol reports whether it sent everything (a backend's final
+/// reply), it is the end of data, as many servers close that way.
 pub async fn relay<A, B>(a: A, b: B, stall: Duration, linger: Duration, limits: &Limits) -> RelayReport
 where
     A: AsyncRead + AsyncWrite + Unpin,
@@ -119,8 +125,8 @@ where
     let start = Instant::now();
     let last_activity = AtomicU64::new(0);
     let (a_to_b, b_to_a) = (&limits.progress.a_to_b, &limits.progress.b_to_a);
-    let ab = copy_half(&mut a_read, &mut b_write, a_to_b, &limits.a_to_b, &last_activity, start);
-    let ba = copy_half(&mut b_read, &mut a_write, b_to_a, &limits.b_to_a, &last_activity, start);
+    let ab = copy_half(&mut a_read, &mut b_write, a_to_b, &limits.a_to_b, &last_activity, start, Truncation::Fails);
+    let ba = copy_half(&mut b_read, &mut a_write, b_to_a, &limits.b_to_a, &last_activity, start, Truncation::Ends);
     tokio::pin!(ab, ba);
     let (end, a_still_running) = tokio::select! {
         r = &mut ab => (end_of(Side::A, r), false),
@@ -147,6 +153,15 @@ pub(crate) fn end_of(reader: Side, r: Result<(), HalfEnd>) -> RelayEnd {
     }
 }
 
+/// What a TLS end without close_notify means for one direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Truncation {
+    /// A failure of the reading side: nothing proves the data is whole.
+    Fails,
+    /// The end of data.
+    Ends,
+}
+
 /// Copies until EOF, then shuts down `to`. Errors say whether the reading side
 /// (`true`) or the writing side failed. `limit` bounds what passes.
 async fn copy_half<R, W>(
@@ -156,6 +171,7 @@ async fn copy_half<R, W>(
     limit: &Limit,
     last_activity: &AtomicU64,
     start: Instant,
+    truncation: Truncation,
 ) -> Result<(), HalfEnd>
 where
     R: AsyncRead + Unpin,
@@ -167,10 +183,8 @@ where
         let want = if limit.is_none() { buf.len() } else { limit.next_read(buf.len(), moved) };
         let n = match from.read(&mut buf[..want]).await {
             Ok(n) => n,
-            // A TLS peer that closes TCP without close_notify. FTP stream mode
-            // ends at the close either way (and the backend's final reply says
-            // whether it sent everything), so treat it as the end of data.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+            // A TLS peer that closed TCP without close_notify (see `relay`).
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && truncation == Truncation::Ends => 0,
             Err(e) => return Err(HalfEnd::Io(true, e)),
         };
         if n == 0 {

@@ -267,6 +267,17 @@ pub async fn connect_backend(addr: SocketAddr, timeout: Duration) -> Result<TcpS
     }
 }
 
+/// Opens the backend's data connection only to reset it: when the client
+/// never connected, a backend that waits for its own data connection (vsftpd
+/// and ProFTPD do not read the control connection meanwhile) fails the
+/// transfer at once with a 4xx instead of after its own timeout, so the
+/// session's replies stay in step.
+pub async fn reset_backend(addr: SocketAddr, timeout: Duration) {
+    if let Ok(stream) = connect_backend(addr, timeout).await {
+        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    }
+}
+
 /// How often a running transfer's bytes reach the metrics.
 const LIVE_COUNTER_PERIOD: Duration = Duration::from_secs(1);
 

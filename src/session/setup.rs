@@ -112,7 +112,13 @@ impl Session {
         let proxy = self.proxy_protocol;
         let channel = data::spawn(
             async move {
-                let client = data::accept_client(listener, client_ip, connect, metrics, proxy).await?;
+                let client = match data::accept_client(listener, client_ip, connect, metrics, proxy).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        data::reset_backend(backend, connect).await;
+                        return Err(e);
+                    }
+                };
                 let backend = data::connect_backend(backend, connect).await?;
                 Ok((client, backend))
             },
