@@ -47,6 +47,7 @@ pub enum CliCommand {
     Bans(BansCommand),
     /// Print a shell completion script (bash, zsh, fish, ...) to standard output.
     Completions {
+        /// The shell to write the script for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -80,6 +81,7 @@ pub enum BansCommand {
     List(AdminArgs),
     /// End the ban on ADDR (and forget its failed logins).
     Lift {
+        /// The banned client address (IPv4 or IPv6).
         addr: IpAddr,
         #[command(flatten)]
         admin: AdminArgs,
@@ -89,13 +91,18 @@ pub enum BansCommand {
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Validate a policy file (errors name the line) and print a summary.
-    Check { file: PathBuf },
+    Check {
+        /// The policy file (TOML).
+        file: PathBuf,
+    },
     /// Print the decision for one command and the rule that made it. The
     /// session is taken as logged in as USER, in the policy's view of cwd `/`,
     /// with a data connection prepared.
     Explain {
+        /// The policy file (TOML).
         #[arg(long)]
         policy: PathBuf,
+        /// The user the session is logged in as.
         #[arg(long)]
         user: String,
         /// Client address.

@@ -407,3 +407,26 @@ fn completions_and_man_page() {
     assert_eq!(man.status, 0, "{}", man.stderr);
     assert!(man.stdout.contains(".TH ftpgate 1") && man.stdout.contains("who"), "{}", man.stdout);
 }
+
+/// Every flag and subcommand says what it does in --help.
+#[test]
+fn every_flag_has_a_help_text() {
+    fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+            if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                missing.push(format!("{path} --{}", arg.get_long().unwrap_or(arg.get_id().as_str())));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                missing.push(format!("{path} {}", sub.get_name()));
+            }
+            walk(sub, &format!("{path} {}", sub.get_name()), missing);
+        }
+    }
+    let cmd = <ftpgate::cli::Cli as clap::CommandFactory>::command();
+    let mut missing = Vec::new();
+    walk(&cmd, "ftpgate", &mut missing);
+    assert!(missing.is_empty(), "without help text: {missing:?}");
+}
