@@ -23,6 +23,7 @@ mod security;
 mod setup;
 mod throttle;
 mod transfer;
+mod verdict;
 
 pub use context::{BackendTarget, ContextError, Lifecycle, LiveContext, SessionContext};
 use context::{SessionSlot, SharedStateDown};

@@ -11,18 +11,6 @@ pub(super) fn transfer_kind(cmd: &Command) -> &'static str {
     }
 }
 
-/// Why a relay did not end with an orderly close, in words for a 426 reply.
-/// Side A is the client leg (see `data::spawn`).
-pub(super) fn relay_failure(end: &RelayEnd) -> String {
-    match end {
-        RelayEnd::Eof(_) => "data connection closed".into(),
-        RelayEnd::Stalled => "no data moved within the stall timeout".into(),
-        RelayEnd::CapReached(_) => "the upload passed its size limit".into(),
-        RelayEnd::Failed(crate::relay::Side::A, e) => format!("client data connection failed ({e})"),
-        RelayEnd::Failed(crate::relay::Side::B, e) => format!("backend data connection failed ({e})"),
-    }
-}
-
 impl Session {
     pub(super) async fn transfer(&mut self, cmd: &Command, direction: TransferDirection) -> SessionResult<()> {
         // The policy refuses transfers without a data setup; this is the backstop.
@@ -150,18 +138,7 @@ impl Session {
                 }
             }
         }
-        let (Some(outcome), Some(mut reply)) = (outcome, final_reply) else {
-            unreachable!("loop exits when both are set")
-        };
-        if let DataOutcome::Failed(e) = &outcome {
-            if e.is_client_side() {
-                // The backend only saw its data connection break; the client
-                // deserves to know why.
-                debug!(backend_reply = %reply.text(), "replacing the backend's final reply");
-                let code = if matches!(e, data::DataError::NotResumed) { 522 } else { 425 };
-                reply = Reply::single(code, &format!("Data connection refused: {e}"));
-            }
-        }
+        let (Some(outcome), Some(reply)) = (outcome, final_reply) else { unreachable!("loop exits when both are set") };
         let (written, capped) = match &outcome {
             DataOutcome::Relayed(r) => (r.a_to_b, matches!(r.end, RelayEnd::CapReached(_))),
             DataOutcome::Failed(_) => (0, false),
@@ -171,20 +148,13 @@ impl Session {
             Metrics::add(&m.rate_wait_upload_us, r.a_to_b_delayed.as_micros() as u64);
             Metrics::add(&m.rate_wait_download_us, r.b_to_a_delayed.as_micros() as u64);
         }
-        if let Some(over) = self.settle_upload(plan.cap, written, capped).await? {
-            reply = over;
+        let over_cap = self.settle_upload(plan.cap, written, capped).await?;
+        let backend_code = reply.code;
+        let verdict::TransferVerdict { reply, complete: ok, result } =
+            verdict::transfer_verdict(&outcome, reply, over_cap);
+        if reply.code != backend_code {
+            debug!(backend_code, code = reply.code, "replaced the backend's final reply");
         }
-        if let DataOutcome::Relayed(r) = &outcome {
-            // A backend that saw only an orderly close (a plain data leg shut
-            // down after the client's leg broke) reports success for a
-            // truncated file; the client must not believe it.
-            if reply.is_positive() && !matches!(r.end, RelayEnd::Eof(_) | RelayEnd::CapReached(_)) {
-                debug!(backend_reply = %reply.text(), end = ?r.end, "replacing the backend's final reply");
-                reply = Reply::single(426, &format!("Transfer aborted: {}", relay_failure(&r.end)));
-            }
-        }
-        let ok =
-            reply.is_positive() && matches!(&outcome, DataOutcome::Relayed(r) if matches!(r.end, RelayEnd::Eof(_)));
         self.ctx.metrics.transfer(transfer_kind(cmd), if ok { "ok" } else { "failed" });
         let moved = match &outcome {
             DataOutcome::Relayed(r) => r.a_to_b + r.b_to_a,
@@ -196,13 +166,6 @@ impl Session {
         let path =
             String::from_utf8_lossy(&crate::policy::path::resolve(&self.cwd, cmd.arg.as_deref().unwrap_or_default()))
                 .into_owned();
-        let result = match &outcome {
-            _ if ok => "complete".to_string(),
-            DataOutcome::Relayed(r) if matches!(r.end, RelayEnd::CapReached(_)) => "stopped at the size limit".into(),
-            DataOutcome::Relayed(r) if !matches!(r.end, RelayEnd::Eof(_)) => relay_failure(&r.end),
-            DataOutcome::Relayed(_) => format!("refused by the backend ({})", reply.code),
-            DataOutcome::Failed(e) => format!("data connection failed: {e}"),
-        };
         info!(
             user = self.user.as_deref().unwrap_or("-"),
             command = %cmd.verb,
@@ -268,20 +231,12 @@ impl Session {
         self.ctx.metrics.transfer(transfer_kind(cmd), if delivered { "ok" } else { "aborted" });
         info!(delivered, "transfer aborted by client");
         self.backend.send(&Command::new(Verb::Abor, None)).await?;
-        let mut transfer_reply = match final_reply {
+        let transfer_reply = match final_reply {
             Some(r) => r,
             None => self.final_reply().await?,
         };
-        if !delivered && transfer_reply.is_positive() {
-            debug!(backend_reply = %transfer_reply.text(), "replacing the backend's final reply: the client did not get every byte");
-            transfer_reply =
-                Reply::single(426, "Transfer aborted: the data connection was closed before every byte was delivered");
-        }
-        self.reply(&transfer_reply).await?;
-        let mut abor_reply = self.final_reply().await?;
-        if !delivered && abor_reply.code == 225 {
-            abor_reply = Reply::single(226, "ABOR successful; the transfer was aborted");
-        }
+        self.reply(&verdict::aborted_transfer_reply(delivered, transfer_reply)).await?;
+        let abor_reply = verdict::abor_reply(delivered, self.final_reply().await?);
         if self.queued.is_empty() {
             self.reply(&abor_reply).await
         } else {
