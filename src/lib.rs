@@ -21,4 +21,5 @@ pub mod server;
 pub mod session;
 pub mod systemd;
 pub mod tls;
+pub mod tls_options;
 pub mod xferlog;

@@ -2,7 +2,7 @@
 
 use super::units::seconds;
 use super::{default_max_tls, BackendTlsMode};
-use crate::tls::TlsVersion;
+use crate::tls_options::TlsVersion;
 use serde::Deserialize;
 use std::path::PathBuf;
 

@@ -9,7 +9,7 @@ pub use cluster::{ClusterConfig, ClusterSettings, FailMode};
 use units::seconds;
 pub use units::{parse_seconds, with_ftp_port};
 
-use crate::tls::{BackendTlsOptions, BackendVerify, ServerTlsOptions, TlsVersion};
+use crate::tls_options::{BackendTlsOptions, BackendVerify, ServerTlsOptions, TlsVersion};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -478,7 +478,7 @@ impl Config {
             (None, None, false) => BackendVerify::SystemRoots,
             (Some(ca), None, false) => BackendVerify::CaFile(ca.clone()),
             (None, Some(f), false) => {
-                if crate::tls::parse_fingerprint(f).is_none() {
+                if crate::tls_options::parse_fingerprint(f).is_none() {
                     return Err(invalid("backend.fingerprint", "expected 64 hex digits (SHA-256), colons allowed"));
                 }
                 BackendVerify::Fingerprint(f.clone())

@@ -235,8 +235,6 @@ const BEFORE_LOGIN: &[&str] = &[
     "AUTH", "PBSZ", "PROT", "CCC", "USER", "PASS", "ACCT", "FEAT", "QUIT", "SYST", "HELP", "NOOP", "OPTS", "HOST",
     "CLNT", "LANG",
 ];
-/// Commands a network without plain FTP accepts before TLS.
-const BEFORE_TLS: &[&str] = &["AUTH", "FEAT", "HELP", "NOOP", "QUIT", "SYST"];
 /// What may come between REST and the transfer it positions.
 const AFTER_REST: &[&str] = &["RETR", "STOR", "APPE", "PASV", "EPSV", "PORT", "EPRT", "TYPE"];
 
@@ -353,7 +351,7 @@ impl Policy {
                 return deny(534, format!("user {user}"), format!("{verb} is not allowed for user {user}"));
             }
         }
-        if !v.tls && !net.plain_allowed && !BEFORE_TLS.contains(&verb) {
+        if !v.tls && !net.plain_allowed && !crate::protocol::command::ALLOWED_BEFORE_TLS.contains(&verb) {
             return deny(534, net_rule(), format!("plain FTP is not allowed from network {}: use AUTH TLS", net.name));
         }
         if matches!(cmd.verb, Verb::User | Verb::Pass | Verb::Acct) {

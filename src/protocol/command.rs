@@ -11,6 +11,12 @@ use thiserror::Error;
 /// `XMKD` or `HOST` fit too. Anything longer is not an FTP verb.
 pub const MAX_VERB_LEN: usize = 8;
 
+/// Commands a client may send on a connection that must be secured before it
+/// is used (RFC 4217 section 4: `AUTH` itself, and the harmless ones that
+/// carry no credentials or paths). One list, for the `required` listener
+/// mode and for networks that allow no plain FTP.
+pub const ALLOWED_BEFORE_TLS: &[&str] = &["AUTH", "FEAT", "HELP", "NOOP", "QUIT", "SYST"];
+
 /// The verbs ftpgate itself looks at. Everything else is carried as [`Verb::Other`]
 /// and forwarded to the backend unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

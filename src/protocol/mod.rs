@@ -4,6 +4,7 @@
 
 pub mod address;
 pub mod codec;
+pub mod codes;
 pub mod command;
 pub mod reply;
 

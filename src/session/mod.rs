@@ -59,9 +59,6 @@ const MAX_QUEUED_COMMANDS: usize = 16;
 /// Bound on any TLS handshake on a control connection.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Commands a `required`-TLS listener accepts before `AUTH TLS`.
-const ALLOWED_BEFORE_TLS: &[&str] = &["AUTH", "FEAT", "HELP", "NOOP", "QUIT", "SYST"];
-
 #[derive(Debug, Error)]
 enum SessionError {
     #[error("client control connection: {0}")]
@@ -396,7 +393,7 @@ impl Session {
         self.who.entry.command();
         if self.mode == ClientTlsMode::Required
             && !self.client.is_tls()
-            && !ALLOWED_BEFORE_TLS.contains(&cmd.verb.as_str())
+            && !crate::protocol::command::ALLOWED_BEFORE_TLS.contains(&cmd.verb.as_str())
         {
             let text = format!("TLS required on this listener: send AUTH TLS before {}", cmd.verb);
             self.reply_text(530, &text).await?;

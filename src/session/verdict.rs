@@ -13,6 +13,7 @@
 //! says a transfer was aborted (`226`, not "no transfer" `225`).
 
 use super::data::{DataError, DataOutcome};
+use crate::protocol::codes;
 use crate::protocol::Reply;
 use crate::relay::{RelayEnd, Side};
 
@@ -46,7 +47,8 @@ pub fn transfer_verdict(outcome: &DataOutcome, backend: Reply, over_cap: Option<
         if e.is_client_side() {
             // The backend only saw its data connection break; the client
             // deserves to know why.
-            let code = if matches!(e, DataError::NotResumed) { 522 } else { 425 };
+            let code =
+                if matches!(e, DataError::NotResumed) { codes::TLS_NOT_RESUMED } else { codes::CANNOT_OPEN_DATA };
             reply = Reply::single(code, &format!("Data connection refused: {e}"));
         }
     }
@@ -58,7 +60,7 @@ pub fn transfer_verdict(outcome: &DataOutcome, backend: Reply, over_cap: Option<
         // down after the client's leg broke) reports success for a
         // truncated file; the client must not believe it.
         if reply.is_positive() && !matches!(r.end, RelayEnd::Eof(_) | RelayEnd::CapReached(_)) {
-            reply = Reply::single(426, &format!("Transfer aborted: {}", relay_failure(&r.end)));
+            reply = Reply::single(codes::TRANSFER_ABORTED, &format!("Transfer aborted: {}", relay_failure(&r.end)));
         }
     }
     let in_order = matches!(outcome, DataOutcome::Relayed(r) if matches!(r.end, RelayEnd::Eof(_)));
@@ -79,7 +81,10 @@ pub fn transfer_verdict(outcome: &DataOutcome, backend: Reply, over_cap: Option<
 /// `226`) before the client stopped reading.
 pub fn aborted_transfer_reply(delivered: bool, transfer: Reply) -> Reply {
     if !delivered && transfer.is_positive() {
-        return Reply::single(426, "Transfer aborted: the data connection was closed before every byte was delivered");
+        return Reply::single(
+            codes::TRANSFER_ABORTED,
+            "Transfer aborted: the data connection was closed before every byte was delivered",
+        );
     }
     transfer
 }
@@ -87,8 +92,8 @@ pub fn aborted_transfer_reply(delivered: bool, transfer: Reply) -> Reply {
 /// `ABOR`'s own reply: when a transfer was cut, it says so (`226`), not
 /// "no transfer to abort" (`225`).
 pub fn abor_reply(delivered: bool, abor: Reply) -> Reply {
-    if !delivered && abor.code == 225 {
-        return Reply::single(226, "ABOR successful; the transfer was aborted");
+    if !delivered && abor.code == codes::NO_TRANSFER {
+        return Reply::single(codes::TRANSFER_COMPLETE, "ABOR successful; the transfer was aborted");
     }
     abor
 }

@@ -15,15 +15,14 @@ pub mod certs;
 pub mod stream;
 mod verify;
 
-pub use verify::parse_fingerprint;
+pub use crate::tls_options::{parse_fingerprint, BackendTlsOptions, BackendVerify, ServerTlsOptions, TlsVersion};
 
 use rustls::client::{ClientSessionMemoryCache, Resumption};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::{ServerSessionMemoryCache, WebPkiClientVerifier};
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
-use serde::Deserialize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use thiserror::Error;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -63,17 +62,6 @@ pub enum TlsError {
 
 fn file_err(path: &Path, message: impl ToString) -> TlsError {
     TlsError::File { path: path.display().to_string(), message: message.to_string() }
-}
-
-/// Protocol versions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, clap::ValueEnum)]
-pub enum TlsVersion {
-    #[serde(rename = "1.2")]
-    #[value(name = "1.2")]
-    V12,
-    #[serde(rename = "1.3")]
-    #[value(name = "1.3")]
-    V13,
 }
 
 fn versions(min: TlsVersion, max: TlsVersion) -> Vec<&'static SupportedProtocolVersion> {
@@ -190,18 +178,6 @@ impl SessionAcceptors {
     }
 }
 
-/// Client-leg settings: ftpgate's certificate and what it asks of clients.
-#[derive(Debug, Clone)]
-pub struct ServerTlsOptions {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// Require client certificates signed by this CA (mutual TLS).
-    pub client_ca: Option<PathBuf>,
-    pub min_version: TlsVersion,
-    /// Allowed cipher suites by rustls name; empty: rustls' safe defaults.
-    pub cipher_suites: Vec<String>,
-}
-
 /// The client leg's TLS server configuration. Reloadable: sessions keep the
 /// configuration they started with, new sessions get the new one.
 #[derive(Debug)]
@@ -281,28 +257,6 @@ fn build_server_config(o: &ServerTlsOptions) -> Result<ServerConfig, TlsError> {
     })
 }
 
-/// How ftpgate checks the backend's certificate.
-#[derive(Debug, Clone, Default)]
-pub enum BackendVerify {
-    /// The operating system's trusted roots.
-    #[default]
-    SystemRoots,
-    /// A CA certificate file (PEM).
-    CaFile(PathBuf),
-    /// The SHA-256 of the backend's certificate (DER), whatever signed it.
-    Fingerprint(String),
-    /// No check at all. Logged as a warning on every start.
-    Insecure,
-}
-
-#[derive(Debug, Clone)]
-pub struct BackendTlsOptions {
-    pub verify: BackendVerify,
-    /// Name to verify the certificate against; defaults to the backend host.
-    pub server_name: Option<String>,
-    pub max_version: TlsVersion,
-}
-
 /// The backend leg's TLS client configuration.
 #[derive(Debug)]
 pub struct BackendTls {
@@ -334,7 +288,7 @@ impl BackendTls {
                 builder.with_root_certificates(in_setting("backend.ca (--backend-ca)", load_roots(p))?)
             }
             BackendVerify::Fingerprint(hex) => {
-                let pin = verify::parse_fingerprint(hex).ok_or_else(|| TlsError::Fingerprint(hex.clone()))?;
+                let pin = parse_fingerprint(hex).ok_or_else(|| TlsError::Fingerprint(hex.clone()))?;
                 builder
                     .dangerous()
                     .with_custom_certificate_verifier(Arc::new(verify::Pinned::new(Some(pin), provider())))

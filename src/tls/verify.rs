@@ -9,18 +9,6 @@ use rustls::{DigitallySignedStruct, Error, SignatureScheme};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
-pub fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
-    let hex: String = s.chars().filter(|c| *c != ':').collect();
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
-}
-
 #[derive(Debug)]
 pub struct Pinned {
     /// `None`: accept any certificate (explicitly insecure).
@@ -75,7 +63,7 @@ impl ServerCertVerifier for Pinned {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::tls_options::parse_fingerprint;
 
     #[test]
     fn fingerprints() {
