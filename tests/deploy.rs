@@ -50,7 +50,14 @@ fn systemd_units_verify() {
         let unit = unit.replace("/usr/local/bin/ftpgate", env!("CARGO_BIN_EXE_ftpgate"));
         let path = dir.path().join(as_name);
         std::fs::write(&path, unit).unwrap();
-        let out = run_client(Command::new("systemd-analyze").arg("verify").arg(&path), Duration::from_secs(60));
+        // verify runs `man` for Documentation=man:ftpgate(1): give it the page
+        // the package installs.
+        std::fs::create_dir(dir.path().join("man1")).unwrap();
+        let page = run_client(Command::new(env!("CARGO_BIN_EXE_ftpgate")).arg("man"), Duration::from_secs(20));
+        std::fs::write(dir.path().join("man1/ftpgate.1"), page.stdout).unwrap();
+        let mut verify = Command::new("systemd-analyze");
+        verify.arg("verify").arg(&path).env("MANPATH", dir.path());
+        let out = run_client(&mut verify, Duration::from_secs(60));
         assert_eq!(out.status, 0, "{file}: {}", out.stderr);
         assert!(!out.stderr.contains(&format!("{as_name}:")), "warnings about {file}: {}", out.stderr);
     }
