@@ -345,14 +345,14 @@ fn client_data_tls_before_the_command_works() {
 
 /// Runs tests/clients/tls_faults_client.py against `gate` and returns the
 /// reply codes it saw (after PROT P, in order).
-fn tls_fault(gate: &Gate, certs: &TestCerts, scenario: &str) -> Vec<u64> {
+fn tls_fault(gate: &Gate, certs: &TestCerts, scenario: &str, backend: &Vsftpd) -> Vec<u64> {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/tls_faults_client.py");
     let port = gate.addr.port().to_string();
     let ca = certs.path("ca.pem");
     let mut cmd = Command::new("python3");
     cmd.arg(script).args(["127.0.0.1", &port, USER, PASSWORD, ca.to_str().unwrap(), scenario]);
     let out = run_client(&mut cmd, Duration::from_secs(60));
-    assert_eq!(out.status, 0, "{scenario}: {}", out.stderr);
+    assert_eq!(out.status, 0, "{scenario}: {}\nvsftpd's log:\n{}", out.stderr, backend.log());
     let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
     v["codes"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).collect()
 }
@@ -373,10 +373,10 @@ fn tls_legs_abor_and_truncation() {
         s.client_tls = Some(server);
     });
     // RETR's 150 and 426, NOOP's 200, ABOR's 226, then the closing NOOP.
-    assert_eq!(tls_fault(&gate, &certs, "abor_download"), [150, 426, 200, 226, 200]);
-    assert_eq!(tls_fault(&gate, &certs, "abor_upload"), [150, 426, 226, 200]);
+    assert_eq!(tls_fault(&gate, &certs, "abor_download", &backend), [150, 426, 200, 226, 200]);
+    assert_eq!(tls_fault(&gate, &certs, "abor_upload", &backend), [150, 426, 226, 200]);
     for (scenario, name) in [("upload_cut", "cut.bin"), ("upload_reset", "reset.bin")] {
-        let codes = tls_fault(&gate, &certs, scenario);
+        let codes = tls_fault(&gate, &certs, scenario, &backend);
         assert_eq!(codes.len(), 3, "{scenario}: {codes:?}");
         assert_eq!(codes[0], 150);
         assert!(codes[1] >= 400, "{scenario}: a cut upload must not get {}", codes[1]);

@@ -115,12 +115,16 @@ impl Limit {
     }
 }
 
-/// Limits for both directions of a relay, and where it counts what passed.
+/// Limits for both directions of a relay, where it counts what passed, and
+/// how its owner stops it early.
 #[derive(Debug, Clone, Default)]
 pub struct Limits {
     pub a_to_b: Limit,
     pub b_to_a: Limit,
     pub progress: Arc<super::Progress>,
+    /// Notified to end the relay before its peers do (`RelayEnd::Cancelled`).
+    /// A permit is kept, so a stop sent before the relay starts still counts.
+    pub stop: Arc<tokio::sync::Notify>,
 }
 
 #[cfg(test)]

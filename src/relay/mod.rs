@@ -22,6 +22,9 @@ pub use limit::{Limit, Limits, TokenBucket};
 /// 16 KiB records and loopback transfers are not bounded by syscall count.
 pub const COPY_BUFFER: usize = 64 * 1024;
 
+/// How long a stopped relay gives its legs to close in order.
+const CANCEL_GRACE: Duration = Duration::from_secs(2);
+
 /// Which of the two streams passed to [`relay`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -42,6 +45,9 @@ pub enum RelayEnd {
     /// The named side sent more than its direction's cap: exactly the cap
     /// was passed on, the far side's write half was shut down.
     CapReached(Side),
+    /// The owner stopped the relay (`Limits::stop`); both write halves were
+    /// shut down in order.
+    Cancelled,
 }
 
 /// Bytes moved, per direction: `a_to_b` and `b_to_a` were written to the far
@@ -125,20 +131,34 @@ where
     let start = Instant::now();
     let last_activity = AtomicU64::new(0);
     let (a_to_b, b_to_a) = (&limits.progress.a_to_b, &limits.progress.b_to_a);
-    let ab = copy_half(&mut a_read, &mut b_write, a_to_b, &limits.a_to_b, &last_activity, start, Truncation::Fails);
-    let ba = copy_half(&mut b_read, &mut a_write, b_to_a, &limits.b_to_a, &last_activity, start, Truncation::Ends);
-    tokio::pin!(ab, ba);
-    let (end, a_still_running) = tokio::select! {
-        r = &mut ab => (end_of(Side::A, r), false),
-        r = &mut ba => (end_of(Side::B, r), true),
-        () = stall_watch(&last_activity, start, stall) => (RelayEnd::Stalled, true),
-    };
-    if matches!(end, RelayEnd::Eof(_)) && !linger.is_zero() {
-        if a_still_running {
-            let _ = tokio::time::timeout(linger, &mut ab).await;
-        } else {
-            let _ = tokio::time::timeout(linger, &mut ba).await;
+    let end = {
+        let ab = copy_half(&mut a_read, &mut b_write, a_to_b, &limits.a_to_b, &last_activity, start, Truncation::Fails);
+        let ba = copy_half(&mut b_read, &mut a_write, b_to_a, &limits.b_to_a, &last_activity, start, Truncation::Ends);
+        tokio::pin!(ab, ba);
+        let (end, a_still_running) = tokio::select! {
+            r = &mut ab => (end_of(Side::A, r), false),
+            r = &mut ba => (end_of(Side::B, r), true),
+            () = stall_watch(&last_activity, start, stall) => (RelayEnd::Stalled, true),
+            () = limits.stop.notified() => (RelayEnd::Cancelled, true),
+        };
+        if matches!(end, RelayEnd::Eof(_)) && !linger.is_zero() {
+            if a_still_running {
+                let _ = tokio::time::timeout(linger, &mut ab).await;
+            } else {
+                let _ = tokio::time::timeout(linger, &mut ba).await;
+            }
         }
+        end
+    };
+    if matches!(end, RelayEnd::Cancelled) {
+        // An orderly end on both legs (close_notify on TLS ones): a strict
+        // server (vsftpd) ends the whole session when a TLS data connection
+        // breaks off mid-stream instead.
+        let _ = tokio::time::timeout(CANCEL_GRACE, async {
+            let _ = b_write.shutdown().await;
+            let _ = a_write.shutdown().await;
+        })
+        .await;
     }
     RelayReport::new(a_to_b, b_to_a, end)
 }

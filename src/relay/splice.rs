@@ -173,6 +173,7 @@ pub async fn relay(
         r = splice_half(&a, &b, pa, a_to_b, &limits.a_to_b, &last_activity, start) => super::end_of(Side::A, r),
         r = splice_half(&b, &a, pb, b_to_a, &limits.b_to_a, &last_activity, start) => super::end_of(Side::B, r),
         () = stall_watch(&last_activity, start, stall) => RelayEnd::Stalled,
+        () = limits.stop.notified() => RelayEnd::Cancelled,
     };
     Ok(RelayReport::new(a_to_b, b_to_a, end))
 }

@@ -325,7 +325,27 @@ impl DataChannel {
     pub fn backend_accepted(&self, limits: relay::Limits) {
         self.go.send_replace(Some(limits));
     }
+
+    /// Ends the transfer early (ABOR): a running relay closes both legs in
+    /// order, with close_notify on TLS legs, since a strict server (vsftpd)
+    /// ends its whole session when a TLS data connection just breaks off. A
+    /// channel whose relay has not started is simply dropped. Returns once
+    /// the task has ended.
+    pub async fn stop(&mut self) {
+        let stop = self.go.borrow().as_ref().map(|l| std::sync::Arc::clone(&l.stop));
+        match stop {
+            Some(stop) => stop.notify_one(),
+            None => self.task.abort(),
+        }
+        if tokio::time::timeout(STOP_WAIT, &mut self.task).await.is_err() {
+            self.task.abort();
+            let _ = (&mut self.task).await;
+        }
+    }
 }
+
+/// How long a stopped data channel may take to close its legs in order.
+const STOP_WAIT: Duration = Duration::from_secs(3);
 
 impl Drop for DataChannel {
     fn drop(&mut self) {

@@ -225,9 +225,8 @@ impl Session {
         final_reply: Option<Reply>,
         delivered: bool,
     ) -> SessionResult<()> {
-        channel.task.abort();
-        // Wait until the legs are really closed before the backend hears ABOR.
-        let _ = (&mut channel.task).await;
+        // The legs are closed (in order) before the backend hears ABOR.
+        channel.stop().await;
         self.ctx.metrics.transfer(transfer_kind(cmd), if delivered { "ok" } else { "aborted" });
         info!(delivered, "transfer aborted by client");
         self.backend.send(&Command::new(Verb::Abor, None)).await?;

@@ -34,6 +34,7 @@ pub fn relay_failure(end: &RelayEnd) -> String {
         RelayEnd::Eof(_) => "data connection closed".into(),
         RelayEnd::Stalled => "no data moved within the stall timeout".into(),
         RelayEnd::CapReached(_) => "the upload passed its size limit".into(),
+        RelayEnd::Cancelled => "the transfer was aborted".into(),
         RelayEnd::Failed(Side::A, e) => format!("client data connection failed ({e})"),
         RelayEnd::Failed(Side::B, e) => format!("backend data connection failed ({e})"),
     }
