@@ -305,7 +305,8 @@ def idle_sessions_rss(binary, certs, counts):
     wait_port(bport)
     conf = os.path.join(os.path.dirname(certs), "many-sessions.toml")
     with open(conf, "w") as f:
-        f.write("[limits]\nmax_sessions = 20000\n")
+        # One client address holds them all: lift the per-address limit.
+        f.write("[limits]\nmax_sessions = 20000\nmax_sessions_per_address = 0\n")
     gport, gp = ftpgate(binary, bport, certs, extra=["--config", conf])
     results = {}
 
