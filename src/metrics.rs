@@ -216,6 +216,10 @@ impl Metrics {
         self.policy_denials_by_rule.lock().unwrap_or_else(|e| e.into_inner()).get(rule).copied().unwrap_or(0)
     }
 
+    pub fn backend_errors_for(&self, kind: &str) -> u64 {
+        self.backend_errors_by_kind.lock().unwrap_or_else(|e| e.into_inner()).get(kind).copied().unwrap_or(0)
+    }
+
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }

@@ -32,6 +32,8 @@ pub const SYNTAX_ERROR: u16 = 500;
 pub const BAD_ARGUMENT: u16 = 501;
 pub const NOT_IMPLEMENTED: u16 = 502;
 pub const BAD_SEQUENCE: u16 = 503;
+/// EPSV/EPRT with an address family ftpgate does not serve (RFC 2428).
+pub const NETWORK_PROTOCOL_NOT_SUPPORTED: u16 = 522;
 /// The data connection's TLS session did not resume the control session.
 pub const TLS_NOT_RESUMED: u16 = 522;
 pub const NOT_LOGGED_IN: u16 = 530;

@@ -2,7 +2,18 @@
 //! login bans and session counts, and the process's lifecycle. SIGHUP builds
 //! a new generation; bans, counts and the drain signal carry over.
 
-use super::*;
+use super::{feat, limits, pool, registry, throttle};
+use crate::config::{BackendTlsMode, Settings};
+use crate::metrics::Metrics;
+use crate::policy::bans::LoginGuard;
+use crate::policy::{Policy, PolicyError};
+use crate::tls::{BackendTls, ServerTls, TlsError};
+use std::io;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tracing::warn;
 
 /// Everything a session needs from the server, shared by all sessions.
 #[derive(Debug)]
@@ -34,7 +45,7 @@ pub struct SessionContext {
     /// Data transfers running per user (`max_transfers`).
     pub transfers: Arc<limits::Counts<String>>,
     /// The default backend's features, for `FEAT` before login.
-    pub backend_feat: Arc<prelogin::FeatCache>,
+    pub backend_feat: Arc<feat::FeatCache>,
     /// Where ftpgate is in its shutdown, watched by every session.
     pub closing: Arc<tokio::sync::watch::Sender<Lifecycle>>,
     /// Bans and session counts shared with other instances (`[cluster]`).

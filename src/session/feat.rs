@@ -4,6 +4,7 @@
 //! negotiation, which ftpgate terminates itself) are replaced by ftpgate's own.
 
 use crate::protocol::Reply;
+use std::sync::RwLock;
 
 /// Features ftpgate relays transparently when the backend offers them. Matched
 /// on the first word, case-insensitively.
@@ -71,5 +72,23 @@ mod tests {
     fn errors_pass() {
         let r = Reply::single(502, "no");
         assert_eq!(filter(&r, &[]), r);
+    }
+}
+
+/// The most recent `FEAT` reply of the default backend, learnt by a probe at
+/// start and on reload and refreshed by every logged-in session's `FEAT`.
+/// Before login, `FEAT` is answered from it.
+#[derive(Debug, Default)]
+pub struct FeatCache(RwLock<Option<Reply>>);
+
+impl FeatCache {
+    pub fn get(&self) -> Option<Reply> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set(&self, reply: &Reply) {
+        if reply.code == 211 {
+            *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(reply.clone());
+        }
     }
 }

@@ -1,0 +1,372 @@
+//! Each command's way in: TLS required on the listener, the policy gate (bans,
+//! session limits, rules; a denied command never reaches the backend), what
+//! ftpgate answers itself before a backend exists (the front door), and
+//! logging in, through to the backend or as a bastion user checked here.
+
+use super::*;
+use crate::policy::{Denial, SessionView, Verdict};
+
+/// `SYST` before login: what nearly every server says, and what clients
+/// expect for listing parsers; it names no software.
+const SYST_REPLY: &str = "UNIX Type: L8";
+
+impl<E: Env> Core<E> {
+    /// One command from the queue, from the top.
+    pub(super) fn run_command(&mut self, cmd: Command) {
+        debug!(command = %cmd, "client command");
+        if self.config.mode == ClientTlsMode::Required
+            && self.client_tls.is_none()
+            && !crate::protocol::command::ALLOWED_BEFORE_TLS.contains(&cmd.verb.as_str())
+        {
+            let text = format!("TLS required on this listener: send AUTH TLS before {}", cmd.verb);
+            return self.reply(codes::NOT_LOGGED_IN, &text);
+        }
+        let policy = self.env.policy();
+        if let Err(d) = policy.admit(self.config.client_peer.ip()) {
+            // A reload removed this client's network.
+            self.metrics().count_command(cmd.verb.as_str(), "denied");
+            self.deny(&cmd, &d);
+            return self.close();
+        }
+        if matches!(cmd.verb, Verb::User | Verb::Pass) {
+            let limit = policy.login.max_sessions_per_user;
+            let user = (cmd.verb == Verb::User && limit > 0).then(|| cmd.arg_str().unwrap_or("").to_string());
+            self.out.push_back(Output::CheckLogin { user });
+            self.waiting = Waiting::LoginCheck(cmd);
+            return;
+        }
+        self.evaluate(cmd);
+    }
+
+    pub(super) fn on_login_checked(&mut self, gate: LoginGate) {
+        let Waiting::LoginCheck(cmd) = std::mem::replace(&mut self.waiting, Waiting::Command) else { return };
+        if let Some(reason) = gate.refusal {
+            self.metrics().count_command(cmd.verb.as_str(), "denied");
+            self.deny(&cmd, &Denial { code: codes::NOT_AVAILABLE, rule: "login".into(), reason });
+            return self.close();
+        }
+        let limit = self.env.policy().login.max_sessions_per_user;
+        if let (Verb::User, Some(open)) = (&cmd.verb, gate.user_sessions) {
+            if limit > 0 && open >= limit {
+                let user = cmd.arg_str().unwrap_or("").to_string();
+                self.metrics().count_command(cmd.verb.as_str(), "denied");
+                let reason = format!("Too many sessions for user {user} (limit {limit})");
+                self.deny(&cmd, &Denial { code: codes::NOT_LOGGED_IN, rule: "login".into(), reason });
+                return self.resume();
+            }
+        }
+        self.evaluate(cmd);
+        self.resume_if_idle();
+    }
+
+    /// The policy's rules for `cmd`.
+    fn evaluate(&mut self, cmd: Command) {
+        let policy = self.env.policy();
+        let Ok(network) = policy.admit(self.config.client_peer.ip()) else { return self.close() };
+        let view = SessionView {
+            network,
+            tls: self.client_tls.is_some(),
+            pbsz: self.pbsz,
+            prot_private: self.prot_private,
+            client_cert: self.has_certificate(),
+            user: self.user.as_deref(),
+            logged_in: self.logged_in,
+            cwd: &self.cwd,
+            previous: self.previous.as_ref(),
+            data_ready: self.data.is_some(),
+        };
+        let denial = match policy.evaluate(&view, &cmd) {
+            Verdict::Allow => None,
+            Verdict::Deny(d) => Some(d),
+            Verdict::AllowIfNew { path, denial } if self.backend_open => {
+                // Asked with SIZE, which every server here answers with 213 for a file.
+                return self.ask_backend(
+                    Command::new(Verb::Other("SIZE".into()), Some(&path)),
+                    Pending::OverwriteCheck { cmd, denial },
+                );
+            }
+            Verdict::AllowIfNew { .. } => None,
+        };
+        match denial {
+            Some(d) => {
+                self.metrics().count_command(cmd.verb.as_str(), "denied");
+                self.deny(&cmd, &d);
+            }
+            None => {
+                self.metrics().count_command(cmd.verb.as_str(), "allowed");
+                self.allowed(cmd);
+            }
+        }
+    }
+
+    /// Answers a refused command, logs it for the audit trail and counts it.
+    pub(super) fn deny(&mut self, cmd: &Command, d: &Denial) {
+        self.metrics().count_denial(&d.rule);
+        info!(
+            target: "ftpgate::audit",
+            user = self.user.as_deref().unwrap_or("-"),
+            command = %cmd.verb,
+            rule = %d.rule,
+            code = d.code,
+            reason = %d.reason,
+            "denied"
+        );
+        let reply = Reply::single(d.code, &d.reason);
+        if cmd.verb.transfer_direction().is_some() {
+            return self.refuse_transfer(reply);
+        }
+        self.send_reply(reply);
+    }
+
+    /// A command the policy let through: answered before a backend exists,
+    /// or run.
+    pub(super) fn allowed(&mut self, cmd: Command) {
+        if cmd.verb == Verb::User && self.config.client_cert_user_match {
+            let name = cmd.arg_str().unwrap_or("");
+            if !self.matches_certificate(name) {
+                // Refused before any backend is opened for it.
+                Metrics::inc(&self.metrics().logins_refused);
+                warn!(user = %name, "user name does not match the client certificate");
+                return self
+                    .reply(codes::NOT_LOGGED_IN, "Login refused: user name does not match your client certificate");
+            }
+        }
+        if !self.backend_open {
+            match cmd.verb {
+                Verb::Auth | Verb::Pbsz | Verb::Prot | Verb::Ccc | Verb::Rein => {}
+                Verb::User if !self.is_bastion(&cmd) => {
+                    let replay = std::mem::take(&mut self.replay);
+                    self.out.push_back(Output::OpenBackend { name: self.backend_name.clone(), replay });
+                    self.waiting = Waiting::BackendOpen(AfterOpen::Command(cmd));
+                    return;
+                }
+                Verb::User => {}
+                Verb::Pass if self.bastion_pending.is_some() => {}
+                _ => return self.before_backend(cmd),
+            }
+        }
+        self.dispatch(cmd);
+    }
+
+    fn is_bastion(&self, cmd: &Command) -> bool {
+        cmd.arg_str().is_some_and(|u| self.env.policy().bastion_users.contains_key(u))
+    }
+
+    /// The front door: what ftpgate answers itself before a backend exists,
+    /// so idle or hostile connections never reach one and scanners never
+    /// learn which server sits behind ftpgate.
+    fn before_backend(&mut self, cmd: Command) {
+        match (&cmd.verb, cmd.verb.as_str()) {
+            (Verb::Quit, _) => {
+                self.backend_quit = true;
+                self.reply(codes::CLOSING, "Goodbye.");
+                self.close();
+            }
+            (Verb::Feat, _) => {
+                let reply = self.feat_reply(self.env.backend_feat());
+                self.send_reply(reply);
+            }
+            (Verb::Pass, _) => self.reply(codes::BAD_SEQUENCE, "Login with USER first."),
+            (_, "SYST") => self.reply(215, SYST_REPLY),
+            (_, "NOOP") => self.reply(codes::OK, "NOOP ok."),
+            (_, "HELP") => self.reply(214, "Log in with USER and PASS; FEAT lists the extensions offered."),
+            (_, "CLNT") => self.reply(codes::OK, "Noted."),
+            (_, "OPTS") => {
+                let arg = cmd.arg_str().unwrap_or("").to_ascii_uppercase();
+                if arg == "UTF8" || arg == "UTF8 ON" {
+                    // Replayed to the backend once it is connected.
+                    self.replay.push(cmd);
+                    self.reply(codes::OK, "Always in UTF8 mode.");
+                } else {
+                    self.reply(codes::BAD_ARGUMENT, "Option not understood before login.");
+                }
+            }
+            (_, "HOST") => {
+                if cmd.arg.as_deref().is_none_or(<[u8]>::is_empty) {
+                    self.reply(codes::BAD_ARGUMENT, "HOST needs a host name.");
+                } else {
+                    // RFC 7151: the backend's virtual host is chosen at login,
+                    // so HOST goes to the backend before USER does.
+                    self.replay.retain(|c| c.verb.as_str() != "HOST");
+                    self.replay.push(cmd);
+                    self.reply(codes::READY, "Host accepted.");
+                }
+            }
+            _ => self.reply(codes::NOT_LOGGED_IN, "Please log in with USER and PASS first."),
+        }
+    }
+
+    pub(super) fn on_backend_opened(&mut self, peer: SocketAddr, name: Option<String>) {
+        let Waiting::BackendOpen(then) = std::mem::replace(&mut self.waiting, Waiting::Command) else { return };
+        self.backend_open = true;
+        self.backend_peer = Some(peer);
+        self.backend_name = name;
+        self.backend_epsv = true;
+        match then {
+            AfterOpen::Command(cmd) => self.dispatch(cmd),
+            AfterOpen::Bastion(name) => self.bastion_backend_login(name),
+        }
+        self.resume_if_idle();
+    }
+
+    /// Runs an allowed command.
+    fn dispatch(&mut self, cmd: Command) {
+        self.previous = Some(cmd.verb.clone());
+        match cmd.verb.clone() {
+            Verb::Pasv | Verb::Epsv => self.passive(cmd),
+            Verb::Port | Verb::Eprt => self.active(&cmd),
+            v if v.transfer_direction().is_some() => {
+                let direction = v.transfer_direction().unwrap_or(TransferDirection::Download);
+                self.start_transfer(cmd, direction)
+            }
+            Verb::Feat => self.ask_backend(cmd, Pending::Feat),
+            Verb::Auth => self.auth(&cmd),
+            Verb::Pbsz => self.pbsz(&cmd),
+            Verb::Prot => self.prot(&cmd),
+            Verb::Ccc => self.reply(534, "CCC refused: ftpgate keeps the control connection encrypted"),
+            Verb::Quit => {
+                self.backend_quit = true;
+                self.ask_backend(cmd.clone(), Pending::Forward(cmd));
+            }
+            // Resetting a session that may have TLS on both legs, each set up
+            // on its own, is not something any client needs; vsftpd refuses too.
+            Verb::Rein => self.reply(codes::NOT_IMPLEMENTED, "REIN is not supported; reconnect instead"),
+            Verb::User => self.user(cmd),
+            Verb::Pass if self.bastion_pending.is_some() => {
+                let name = self.bastion_pending.take().unwrap_or_default();
+                self.bastion_password(name, &cmd);
+            }
+            Verb::Pass | Verb::Acct => self.ask_backend(cmd.clone(), Pending::Login(cmd)),
+            _ => self.ask_backend(cmd.clone(), Pending::Forward(cmd)),
+        }
+    }
+
+    fn has_certificate(&self) -> bool {
+        self.client_tls.as_ref().is_some_and(|t| t.certificate_names.is_some())
+    }
+
+    /// Whether `user` is one of the names in the client certificate. No
+    /// certificate (no TLS yet, or mutual TLS off) never matches.
+    fn matches_certificate(&self, user: &str) -> bool {
+        self.client_tls
+            .as_ref()
+            .and_then(|t| t.certificate_names.as_ref())
+            .is_some_and(|names| names.iter().any(|n| n == user))
+    }
+
+    fn user(&mut self, cmd: Command) {
+        let name = cmd.arg_str().unwrap_or("").to_string();
+        self.user = Some(name.clone());
+        self.out.push_back(Output::UserNamed(name.clone()));
+        self.bastion_pending = None;
+        let policy = self.env.policy();
+        if let Some(bu) = policy.bastion_users.get(&name) {
+            if bu.client_cert && !self.has_certificate() {
+                let d = Denial {
+                    code: codes::NOT_LOGGED_IN,
+                    rule: "bastion user".into(),
+                    reason: "Login refused: this user needs a client certificate".into(),
+                };
+                return self.deny(&cmd, &d);
+            }
+            self.bastion_pending = Some(name);
+            return self.reply(codes::NEED_PASSWORD, "Password required");
+        }
+        self.ask_backend(cmd.clone(), Pending::Login(cmd));
+    }
+
+    /// The backend's final reply to a pass-through USER/PASS/ACCT. The login
+    /// is counted (session slots, failures, bans) before the client hears of
+    /// it, so its next connection, here or on another instance, sees the count.
+    pub(super) fn on_login_reply(&mut self, cmd: Command, r: Reply) {
+        if r.code == codes::LOGGED_IN {
+            return self.logged_in(Some(r));
+        }
+        if r.code == codes::NOT_LOGGED_IN && cmd.verb == Verb::Pass {
+            self.out.push_back(Output::LoginFailed { user: self.user_name() });
+        }
+        self.send_reply(r);
+        self.resume();
+    }
+
+    /// Logged in: counted, then the working directory is learnt from the
+    /// backend so rules see paths as the backend resolves them; `then` (the
+    /// `230`) goes to the client after that.
+    fn logged_in(&mut self, then: Option<Reply>) {
+        self.logged_in = true;
+        self.out.push_back(Output::Disarm(Timer::Login));
+        self.out.push_back(Output::LoginSucceeded { user: self.user_name() });
+        self.ask_backend(Command::new(Verb::Other("PWD".into()), None), Pending::Cwd { then });
+    }
+
+    fn bastion_password(&mut self, name: String, cmd: &Command) {
+        let Some(bu) = self.env.policy().bastion_users.get(&name).cloned() else {
+            self.out.push_back(Output::LoginFailed { user: name });
+            return self.reply(codes::NOT_LOGGED_IN, "Login incorrect.");
+        };
+        let password = cmd.arg.clone().unwrap_or_default();
+        self.out.push_back(Output::VerifyPassword { hash: bu.password_hash, password });
+        self.waiting = Waiting::Password(name);
+    }
+
+    pub(super) fn on_password_checked(&mut self, ok: bool) {
+        let Waiting::Password(name) = std::mem::replace(&mut self.waiting, Waiting::Command) else { return };
+        let backend = self.env.policy().bastion_users.get(&name).map(|bu| bu.backend.clone());
+        let Some(backend) = backend.filter(|_| ok) else {
+            self.out.push_back(Output::LoginFailed { user: name });
+            self.reply(codes::NOT_LOGGED_IN, "Login incorrect.");
+            return self.resume();
+        };
+        if !self.backend_open || backend != self.backend_name {
+            let replay = std::mem::take(&mut self.replay);
+            self.out.push_back(Output::OpenBackend { name: backend, replay });
+            self.waiting = Waiting::BackendOpen(AfterOpen::Bastion(name));
+            return;
+        }
+        self.bastion_backend_login(name);
+        self.resume_if_idle();
+    }
+
+    /// Logs in on the backend with the bastion user's mapped account; the
+    /// client sees neither the account nor the backend's replies.
+    fn bastion_backend_login(&mut self, name: String) {
+        let Some(bu) = self.env.policy().bastion_users.get(&name).cloned() else {
+            return self.reply(codes::NOT_LOGGED_IN, "Login incorrect.");
+        };
+        self.ask_backend(Command::new(Verb::User, Some(bu.backend_user.as_bytes())), Pending::BastionUser(name));
+    }
+
+    pub(super) fn on_bastion_user_reply(&mut self, name: String, r: Reply) {
+        if r.code == codes::NEED_PASSWORD {
+            if let Some(bu) = self.env.policy().bastion_users.get(&name).cloned() {
+                let pass = Command::new(Verb::Pass, Some(bu.backend_password.expose().as_bytes()));
+                return self.ask_backend(pass, Pending::BastionPass(name));
+            }
+        }
+        self.on_bastion_pass_reply(name, r);
+    }
+
+    pub(super) fn on_bastion_pass_reply(&mut self, name: String, r: Reply) {
+        if r.code != codes::LOGGED_IN {
+            warn!(user = %name, reply = %r.text(), "backend refused the mapped account");
+            self.reply(codes::NOT_LOGGED_IN, "Login incorrect: the backend refused this user's account");
+            return self.resume();
+        }
+        info!(
+            target: "ftpgate::audit",
+            user = %name,
+            backend = self.backend_name.as_deref().unwrap_or("default"),
+            "bastion login mapped to a backend account"
+        );
+        self.logged_in(Some(Reply::single(codes::LOGGED_IN, "Login successful.")));
+    }
+
+    /// `FEAT` as the client sees it: the backend's features that ftpgate can
+    /// carry, plus ftpgate's own; before any backend reply is known, only
+    /// ftpgate's own.
+    pub(super) fn feat_reply(&self, backend: Option<Reply>) -> Reply {
+        let own: &[&str] = if self.config.tls_offered { &["AUTH TLS", "PBSZ", "PROT"] } else { &[] };
+        let backend = backend.unwrap_or_else(|| Reply::new(codes::FEATURES, &["Features:", "UTF8", "End"]));
+        crate::session::feat::filter(&backend, own)
+    }
+}

@@ -1,0 +1,430 @@
+//! Transfers: the limits a transfer runs under, its final reply held until
+//! the relay has delivered every byte (with 425/426/522 put in for what the
+//! backend cannot see), the upload size cap, and `ABOR` with the replies
+//! queued around it (RFC 959: the transfer's reply, then the replies of the
+//! commands sent before `ABOR`, then `ABOR`'s).
+
+use super::*;
+use crate::policy::limits::size_text;
+use crate::relay::RelayEnd;
+use crate::session::verdict;
+
+/// How long a departed client's upload may take to report its end.
+const DEPARTED_GRACE: Duration = Duration::from_secs(2);
+
+/// What an upload may still write, and what to do when it passes that.
+#[derive(Debug, Clone)]
+pub(super) struct UploadCap {
+    /// The file, as the backend resolves it; `None` for `STOU`.
+    path: Option<Vec<u8>>,
+    limit: u64,
+    /// A `STOR` that did not resume: the partial file is removed (`DELE`).
+    remove_partial: bool,
+}
+
+/// A transfer command on its way to the backend.
+#[derive(Debug)]
+pub(super) struct Starting {
+    cmd: Command,
+    direction: TransferDirection,
+    setup: DataSetup,
+    cap: Option<UploadCap>,
+    max_transfers: Option<usize>,
+}
+
+/// A transfer the backend accepted.
+#[derive(Debug)]
+pub(super) struct Running {
+    cmd: Command,
+    direction: TransferDirection,
+    cap: Option<UploadCap>,
+    pub(super) outcome: Option<DataOutcome>,
+    final_reply: Option<Reply>,
+}
+
+/// A transfer cut at the size cap, waiting for its partial file's `DELE`.
+#[derive(Debug)]
+pub(super) struct Finishing {
+    cmd: Command,
+    direction: TransferDirection,
+    cap: UploadCap,
+    outcome: DataOutcome,
+    reply: Reply,
+}
+
+/// After `ABOR` went to the backend.
+#[derive(Debug)]
+pub(super) struct Aborting {
+    /// Every byte had been delivered, in order, before `ABOR`.
+    delivered: bool,
+    /// The transfer's own final reply is still to come from the backend.
+    transfer_reply_owed: bool,
+}
+
+/// The client left during an upload that may have to be removed.
+#[derive(Debug)]
+pub(super) struct Departed {
+    cap: UploadCap,
+    pub(super) outcome: Option<DataOutcome>,
+    final_reply: Option<Reply>,
+    deleting: bool,
+}
+
+/// What the driver needs when a transfer starts (for `who` and the logs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferStart {
+    pub command: String,
+    /// The path as the backend resolves it.
+    pub path: String,
+    pub direction: TransferDirection,
+    /// The backend's 125/150 text (it may announce the size).
+    pub reply_text: String,
+}
+
+/// One ended transfer, for the transfer log and the audit line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferLog {
+    pub verb: Verb,
+    /// As the backend resolves it (the working directory for `STOU`).
+    pub path: Vec<u8>,
+    pub direction: TransferDirection,
+    /// Bytes moved, both ways.
+    pub bytes: u64,
+    pub complete: bool,
+    pub code: u16,
+    /// The result in words.
+    pub result: String,
+    pub binary: bool,
+    pub user: String,
+}
+
+/// `file` for RETR/STOR/STOU/APPE, `listing` for LIST/NLST/MLSD.
+pub fn transfer_kind(cmd: &Command) -> &'static str {
+    match cmd.verb {
+        Verb::List | Verb::Nlst | Verb::Mlsd => "listing",
+        _ => "file",
+    }
+}
+
+impl<E: Env> Core<E> {
+    fn resolve(&self, cmd: &Command) -> Vec<u8> {
+        crate::policy::path::resolve(&self.cwd, cmd.arg.as_deref().unwrap_or_default())
+    }
+
+    pub(super) fn start_transfer(&mut self, cmd: Command, direction: TransferDirection) {
+        // The policy refuses transfers without a data setup; this is the backstop.
+        let Some(setup) = self.data.take() else {
+            return self.reply(codes::BAD_SEQUENCE, &format!("Use PASV, EPSV, PORT or EPRT before {}", cmd.verb));
+        };
+        let policy = self.env.policy();
+        let limits = match policy.admit(self.config.client_peer.ip()) {
+            Ok(network) => policy.limits_for(self.user.as_deref(), network),
+            Err(_) => Default::default(),
+        };
+        let (mut cap, mut upload_cap) = (None, None);
+        if let (TransferDirection::Upload, Some(max)) = (direction, limits.max_upload_size) {
+            let path = (cmd.verb != Verb::Stou).then(|| self.resolve(&cmd));
+            let used = path.as_ref().and_then(|p| self.uploaded.get(p)).copied().unwrap_or(0);
+            cap = Some(UploadCap {
+                path,
+                limit: max,
+                remove_partial: cmd.verb == Verb::Stor && !self.rest_pending && used == 0,
+            });
+            upload_cap = Some(max.saturating_sub(used));
+        }
+        let max_transfers = limits.max_transfers;
+        self.out.push_back(Output::PlanTransfer { user: self.user_name(), direction, limits, upload_cap });
+        self.waiting = Waiting::TransferPlan(Starting { cmd, direction, setup, cap, max_transfers });
+    }
+
+    pub(super) fn on_transfer_planned(&mut self, ok: bool) {
+        let Waiting::TransferPlan(s) = std::mem::replace(&mut self.waiting, Waiting::Command) else { return };
+        if !ok {
+            let user = self.user_name();
+            let max = s.max_transfers.unwrap_or(0);
+            Metrics::inc(&self.metrics().transfers_refused_max);
+            info!(target: "ftpgate::audit", %user, max, command = %s.cmd.verb, "transfer refused: too many at once");
+            self.transfer_not_started(&s);
+            let text = format!("Too many transfers at once for {user} (limit {max}); try again when one has ended");
+            self.refuse_transfer(Reply::single(codes::ACTION_NOT_TAKEN, &text));
+            return self.resume_if_idle();
+        }
+        match s.setup {
+            DataSetup::Passive => self.send_transfer(s),
+            DataSetup::Active(_) => self.backend_passive(setup::PassivePurpose::Transfer(s)),
+        }
+    }
+
+    /// The data setup and any transfer slot are released: the command did
+    /// not start a transfer.
+    pub(super) fn transfer_not_started(&mut self, _s: &Starting) {
+        self.out.push_back(Output::DropData);
+    }
+
+    /// A transfer refused before it reached the backend: a REST the backend
+    /// accepted is cleared, so it cannot shift the next transfer (as a server
+    /// resets its offset on any transfer attempt).
+    pub(super) fn refuse_transfer(&mut self, reply: Reply) {
+        self.drop_data();
+        if self.rest_pending {
+            return self.ask_backend(Command::new(Verb::Rest, Some(b"0")), Pending::ClearRest { then: reply });
+        }
+        self.send_reply(reply);
+    }
+
+    pub(super) fn connect_active(&mut self, s: Starting, backend: SocketAddr) {
+        let DataSetup::Active(client) = s.setup else { return self.send_transfer(s) };
+        let (direction, private) = (s.direction, self.prot_private);
+        self.out.push_back(Output::ConnectActive { client, backend, direction, private });
+        self.waiting = Waiting::ActiveConnect(s);
+    }
+
+    pub(super) fn on_active_connected(&mut self, r: Result<(), String>) {
+        let Waiting::ActiveConnect(s) = std::mem::replace(&mut self.waiting, Waiting::Command) else { return };
+        match r {
+            Ok(()) => self.send_transfer(s),
+            Err(why) => {
+                self.transfer_not_started(&s);
+                self.reply(codes::CANNOT_OPEN_DATA, &format!("Cannot open data connection: {why}"));
+                self.resume();
+            }
+        }
+    }
+
+    /// The transfer command goes to the backend, which answers it only once
+    /// its data connection is up, which waits for the client's: the reply
+    /// timeout allows for both.
+    fn send_transfer(&mut self, s: Starting) {
+        self.out.push_back(Output::SetDirection(s.direction));
+        self.rest_pending = false;
+        let timeout = self.config.backend_reply + self.config.data_connect;
+        self.ask_backend_within(s.cmd.clone(), Pending::TransferStart(s), timeout);
+    }
+
+    /// 125/150: the data legs may start TLS and relay.
+    pub(super) fn transfer_accepted(&mut self, s: Starting, r: Reply) {
+        let path = String::from_utf8_lossy(&self.resolve(&s.cmd)).into_owned();
+        info!(user = self.user.as_deref().unwrap_or("-"), command = %s.cmd, "transfer started");
+        self.out.push_back(Output::StartRelay(TransferStart {
+            command: s.cmd.verb.to_string(),
+            path,
+            direction: s.direction,
+            reply_text: r.text(),
+        }));
+        self.send_reply(r);
+        self.waiting = Waiting::Transfer(Running {
+            cmd: s.cmd,
+            direction: s.direction,
+            cap: s.cap,
+            outcome: None,
+            final_reply: None,
+        });
+    }
+
+    /// The backend refused the transfer command outright.
+    pub(super) fn on_transfer_start_reply(&mut self, s: Starting, r: Reply) {
+        self.transfer_not_started(&s);
+        self.metrics().transfer(transfer_kind(&s.cmd), "failed");
+        self.send_reply(r);
+        self.resume();
+    }
+
+    pub(super) fn on_transfer_reply(&mut self, mut t: Running, r: Reply) {
+        if r.is_preliminary() {
+            self.send_reply(r);
+        } else {
+            if r.code >= 400 {
+                // The backend gave up; nothing more will move.
+                self.out.push_back(Output::AbortData);
+            }
+            self.out.push_back(Output::Disarm(Timer::BackendReply));
+            t.final_reply = Some(r);
+        }
+        self.transfer_step(t);
+    }
+
+    pub(super) fn on_data_ended(&mut self, outcome: DataOutcome) {
+        match std::mem::replace(&mut self.waiting, Waiting::Command) {
+            Waiting::Transfer(mut t) => {
+                t.outcome = Some(outcome);
+                if t.final_reply.is_none() {
+                    self.out.push_back(Output::Arm(Timer::BackendReply, self.config.backend_reply));
+                }
+                self.transfer_step(t);
+            }
+            Waiting::Departed(mut d) => {
+                d.outcome = Some(outcome);
+                self.departed_step(d);
+            }
+            other => self.waiting = other,
+        }
+    }
+
+    /// Waits for whichever of the relay's end and the final reply is missing;
+    /// with both, settles the transfer.
+    fn transfer_step(&mut self, mut t: Running) {
+        if t.outcome.is_none() || t.final_reply.is_none() {
+            self.waiting = Waiting::Transfer(t);
+            return;
+        }
+        let (Some(outcome), Some(reply)) = (t.outcome.take(), t.final_reply.take()) else { return };
+        let (written, capped) = match &outcome {
+            DataOutcome::Relayed(r) => (r.a_to_b, matches!(r.end, RelayEnd::CapReached(_))),
+            DataOutcome::Failed(_) => (0, false),
+        };
+        if let DataOutcome::Relayed(r) = &outcome {
+            let m = self.metrics();
+            Metrics::add(&m.rate_wait_upload_us, r.a_to_b_delayed.as_micros() as u64);
+            Metrics::add(&m.rate_wait_download_us, r.b_to_a_delayed.as_micros() as u64);
+        }
+        let mut over_cap = None;
+        if let Some(cap) = t.cap.take() {
+            if let Some(p) = &cap.path {
+                *self.uploaded.entry(p.clone()).or_insert(0) += written;
+            }
+            if capped {
+                Metrics::inc(&self.metrics().uploads_capped);
+                if let (true, Some(p)) = (cap.remove_partial, cap.path.clone()) {
+                    let dele = Command::new(Verb::Other("DELE".into()), Some(&p));
+                    let f = Finishing { cmd: t.cmd, direction: t.direction, cap, outcome, reply };
+                    return self.ask_backend(dele, Pending::CapDele(Box::new(f)));
+                }
+                let path = cap.path.as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+                info!(target: "ftpgate::audit", user = %self.user_name(), %path, limit = cap.limit, "upload stopped at the size limit; partial file left (append or resumed upload)");
+                over_cap = Some(cap_reply(cap.limit));
+            }
+        }
+        self.conclude(&t.cmd, t.direction, &outcome, reply, over_cap);
+    }
+
+    pub(super) fn on_cap_dele_reply(&mut self, f: Finishing, r: Reply) {
+        let path = f.cap.path.as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+        info!(target: "ftpgate::audit", user = %self.user_name(), %path, limit = f.cap.limit, removed = r.is_positive(), "upload stopped at the size limit; partial file removed");
+        self.conclude(&f.cmd, f.direction, &f.outcome, f.reply, Some(cap_reply(f.cap.limit)));
+    }
+
+    /// The client's final reply for a transfer, and its log line.
+    fn conclude(
+        &mut self,
+        cmd: &Command,
+        direction: TransferDirection,
+        outcome: &DataOutcome,
+        backend: Reply,
+        over_cap: Option<Reply>,
+    ) {
+        let backend_code = backend.code;
+        let v = verdict::transfer_verdict(outcome, backend, over_cap);
+        if v.reply.code != backend_code {
+            debug!(backend_code, code = v.reply.code, "replaced the backend's final reply");
+        }
+        self.metrics().transfer(transfer_kind(cmd), if v.complete { "ok" } else { "failed" });
+        let bytes = match outcome {
+            DataOutcome::Relayed(r) => r.a_to_b + r.b_to_a,
+            DataOutcome::Failed(_) => 0,
+        };
+        let path = if cmd.verb == Verb::Stou { self.cwd.clone() } else { self.resolve(cmd) };
+        self.out.push_back(Output::TransferEnded(Some(TransferLog {
+            verb: cmd.verb.clone(),
+            path,
+            direction,
+            bytes,
+            complete: v.complete,
+            code: v.reply.code,
+            result: v.result,
+            binary: self.binary,
+            user: self.user_name(),
+        })));
+        self.send_reply(v.reply);
+        self.resume();
+    }
+
+    /// `ABOR` during a transfer: both data legs are closed in order first
+    /// (so the backend's transfer ends even if it ignores urgent data), then
+    /// `ABOR` goes to the backend.
+    pub(super) fn abort_transfer(&mut self) {
+        let Waiting::Transfer(t) = std::mem::replace(&mut self.waiting, Waiting::Command) else { return };
+        let delivered = matches!(&t.outcome, Some(DataOutcome::Relayed(r)) if matches!(r.end, RelayEnd::Eof(_)));
+        self.out.push_back(Output::StopData);
+        self.metrics().transfer(transfer_kind(&t.cmd), if delivered { "ok" } else { "aborted" });
+        info!(delivered, "transfer aborted by client");
+        self.out.push_back(Output::TransferEnded(None));
+        let transfer_reply_owed = t.final_reply.is_none();
+        if let Some(r) = t.final_reply {
+            self.send_reply(verdict::aborted_transfer_reply(delivered, r));
+        }
+        self.ask_backend(Command::new(Verb::Abor, None), Pending::Abor(Aborting { delivered, transfer_reply_owed }));
+    }
+
+    pub(super) fn on_abor_reply(&mut self, mut a: Aborting, r: Reply) {
+        if a.transfer_reply_owed {
+            a.transfer_reply_owed = false;
+            self.send_reply(verdict::aborted_transfer_reply(a.delivered, r));
+            return self.expect_backend(Pending::Abor(a), self.config.backend_reply);
+        }
+        let abor = verdict::abor_reply(a.delivered, r);
+        // After the replies of the commands the client sent before ABOR.
+        self.queue.push_back(Queued::Reply(abor));
+        self.resume();
+    }
+
+    /// The client left during a transfer: a capped new upload's partial file
+    /// is still removed from the backend; otherwise the session just ends.
+    pub(super) fn transfer_departed(&mut self, t: Running) {
+        match t.cap {
+            Some(cap) if cap.remove_partial && t.direction == TransferDirection::Upload => {
+                if t.outcome.is_none() {
+                    self.out.push_back(Output::Arm(Timer::DepartedGrace, DEPARTED_GRACE));
+                }
+                let d = Departed { cap, outcome: t.outcome, final_reply: t.final_reply, deleting: false };
+                self.departed_step(d);
+            }
+            _ => self.close(),
+        }
+    }
+
+    fn departed_step(&mut self, mut d: Departed) {
+        let capped = match &d.outcome {
+            None => {
+                self.waiting = Waiting::Departed(d);
+                return;
+            }
+            Some(DataOutcome::Relayed(r)) => matches!(r.end, RelayEnd::CapReached(_)),
+            Some(DataOutcome::Failed(_)) => false,
+        };
+        if !capped {
+            return self.close();
+        }
+        if d.final_reply.is_none() {
+            self.out.push_back(Output::Arm(Timer::BackendReply, self.config.backend_reply));
+            self.waiting = Waiting::Departed(d);
+            return;
+        }
+        let Some(path) = d.cap.path.clone() else { return self.close() };
+        Metrics::inc(&self.metrics().uploads_capped);
+        d.deleting = true;
+        self.out.push_back(Output::Send(Command::new(Verb::Other("DELE".into()), Some(&path))));
+        self.out.push_back(Output::Arm(Timer::BackendReply, self.config.backend_reply));
+        self.waiting = Waiting::Departed(d);
+    }
+
+    pub(super) fn on_departed_reply(&mut self, mut d: Departed, r: Reply) {
+        if r.is_preliminary() {
+            self.waiting = Waiting::Departed(d);
+            return;
+        }
+        if d.deleting {
+            let path = d.cap.path.as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+            info!(target: "ftpgate::audit", user = %self.user_name(), %path, limit = d.cap.limit, removed = r.is_positive(), "upload stopped at the size limit; partial file removed");
+            return self.close();
+        }
+        d.final_reply = Some(r);
+        self.departed_step(d);
+    }
+}
+
+fn cap_reply(limit: u64) -> Reply {
+    Reply::single(
+        codes::EXCEEDED_STORAGE,
+        &format!("Exceeded storage allocation: uploads are limited to {} per file", size_text(limit)),
+    )
+}

@@ -1,0 +1,490 @@
+//! The driver of one session: it owns the sockets, the TLS streams, the data
+//! channel and the timers, feeds the sans-IO [`Core`] what happens on them,
+//! and carries out what the core asks for, in order. One `select!` per wait,
+//! over the client, the backend, the data channel, the earliest timer and
+//! the start of a drain; the drain deadline cuts through whatever runs.
+
+use super::backend::BackendSide;
+use super::control::{ClientControl, ClientEvent};
+use super::core::{self, ClientTls, ClientTlsRefused, Core, Input, LoginGate, Output, Timer};
+use super::data::{self, DataChannel, DataError, DataOutcome, DataTls};
+use super::throttle::{self, TransferPlan};
+use super::{registry, Lifecycle, SessionContext, SessionSlot, SharedStateDown, TLS_HANDSHAKE_TIMEOUT};
+use crate::cluster::leases::Counted;
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+use crate::protocol::command::TransferDirection;
+use crate::protocol::{Reply, Verb};
+use crate::tls::SessionAcceptors;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+/// How long the last words (426, 421) may take once the drain deadline passed.
+const LAST_WORDS: Duration = Duration::from_secs(1);
+
+/// The core's view of the process: the policy in force, the default
+/// backend's features, the counters.
+pub(super) struct ContextEnv(pub Arc<SessionContext>);
+
+impl core::Env for ContextEnv {
+    fn policy(&self) -> Arc<Policy> {
+        self.0.policy()
+    }
+    fn backend_feat(&self) -> Option<Reply> {
+        self.0.backend_feat.get()
+    }
+    fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+}
+
+pub(super) struct Driver {
+    pub ctx: Arc<SessionContext>,
+    pub core: Core<ContextEnv>,
+    pub client: ClientControl,
+    /// The client's control connection failed or closed; the core knows.
+    pub client_dead: bool,
+    pub backend: BackendSide,
+    pub client_peer: SocketAddr,
+    pub client_local: SocketAddr,
+    /// Data connections, like control ones, start with a PROXY protocol header.
+    pub proxy_protocol: bool,
+    /// This session's TLS server configs (control and data), if TLS is offered.
+    pub acceptor: Option<SessionAcceptors>,
+    /// The data channel set up (passive) or running.
+    pub data: Option<DataChannel>,
+    /// The running transfer's limits and slot.
+    pub plan: Option<TransferPlan>,
+    pub transfer_started: Option<Instant>,
+    pub deadlines: HashMap<Timer, tokio::time::Instant>,
+    pub drain_seen: bool,
+    /// This session's line in `ftpgate who` and `/status`.
+    pub who: registry::Registration,
+    pub _address_slot: SessionSlot<IpAddr>,
+    /// Held from a successful login on, for the per-user session limit.
+    pub user_slot: Option<SessionSlot<String>>,
+    pub user: String,
+}
+
+/// Resolves once the drain deadline has passed.
+async fn drain_deadline(closing: &tokio::sync::watch::Sender<Lifecycle>) {
+    let mut rx = closing.subscribe();
+    let _ = rx.wait_for(|l| *l == Lifecycle::DrainDeadline).await;
+}
+
+impl Driver {
+    /// Runs the session until the core closes it, or the drain deadline.
+    pub async fn run(&mut self) {
+        let closing = Arc::clone(&self.ctx.closing);
+        let cut = tokio::select! {
+            () = self.drive() => false,
+            () = drain_deadline(&closing) => true,
+        };
+        if cut {
+            self.core.handle(Input::DrainDeadline);
+            let _ = tokio::time::timeout(LAST_WORDS, self.flush()).await;
+            if !self.core.is_closed() {
+                self.close(false).await;
+            }
+        }
+    }
+
+    async fn drive(&mut self) {
+        loop {
+            self.flush().await;
+            if self.core.is_closed() {
+                return;
+            }
+            let input = self.next_input().await;
+            self.core.handle(input);
+        }
+    }
+
+    /// Carries out everything the core has asked for so far.
+    async fn flush(&mut self) {
+        while let Some(out) = self.core.poll_output() {
+            self.execute(out).await;
+        }
+    }
+
+    async fn next_input(&mut self) -> Input {
+        let next_timer = self.deadlines.iter().min_by_key(|(_, at)| **at).map(|(t, at)| (*t, *at));
+        let (timer, at) = next_timer.unwrap_or((Timer::Idle, tokio::time::Instant::now()));
+        let mut closing = self.ctx.closing.subscribe();
+        let watch_data = self.core.wants_data_end() && self.data.is_some();
+        let data = &mut self.data;
+        tokio::select! {
+            e = self.client.next(), if self.core.wants_client() && !self.client_dead => match e {
+                Ok(ClientEvent::Command(c)) => {
+                    self.who.entry.command();
+                    Input::Command(c)
+                }
+                Ok(ClientEvent::Invalid(e)) => Input::Invalid(e.to_string()),
+                Ok(ClientEvent::Closed) | Err(_) => {
+                    self.client_dead = true;
+                    Input::ClientGone
+                }
+            },
+            r = self.backend.control.next(), if self.core.backend_open() && !self.backend.dead => match r {
+                Ok(r) => Input::BackendReply(r),
+                Err(e) => {
+                    self.backend.dead = true;
+                    Input::BackendFailed { kind: e.kind(), text: e.to_string() }
+                }
+            },
+            o = async { match data.as_mut() { Some(d) => (&mut d.task).await, None => std::future::pending().await } }, if watch_data => {
+                Input::DataEnded(o.unwrap_or_else(|e| DataOutcome::Failed(DataError::Task(e.to_string()))))
+            }
+            () = tokio::time::sleep_until(at), if next_timer.is_some() => {
+                self.deadlines.remove(&timer);
+                Input::Timeout(timer)
+            }
+            () = async { let _ = closing.wait_for(|c| *c != Lifecycle::Serving).await; }, if !self.drain_seen => {
+                self.drain_seen = true;
+                Input::Drain
+            }
+        }
+    }
+
+    async fn reply(&mut self, r: &Reply) {
+        if self.client_dead {
+            return;
+        }
+        if self.client.send(r).await.is_err() {
+            self.client_dead = true;
+            self.core.handle(Input::ClientGone);
+        }
+    }
+
+    async fn execute(&mut self, out: Output) {
+        match out {
+            Output::Reply(r) => self.reply(&r).await,
+            Output::Send(cmd) => {
+                if self.backend.dead {
+                    return;
+                }
+                if let Err(e) = self.backend.control.send(&cmd).await {
+                    self.backend.dead = true;
+                    self.core.handle(Input::BackendFailed { kind: e.kind(), text: e.to_string() });
+                }
+            }
+            Output::UpgradeClient { ok } => {
+                let r = self.upgrade_client(&ok).await;
+                self.core.handle(Input::ClientTls(r));
+            }
+            Output::OpenBackend { name, replay } => self.open_backend(name, replay).await,
+            Output::CheckLogin { user } => {
+                let gate = self.check_login(user).await;
+                self.core.handle(Input::LoginChecked(gate));
+            }
+            Output::VerifyPassword { hash, password } => {
+                let ok = tokio::task::spawn_blocking(move || crate::policy::auth::verify_password(&hash, &password))
+                    .await
+                    .unwrap_or(false);
+                self.core.handle(Input::PasswordChecked(ok));
+            }
+            Output::UserNamed(user) => {
+                self.who.entry.user(&user);
+                tracing::Span::current().record("user", user.as_str());
+                self.user = user;
+            }
+            Output::LoginSucceeded { user } => self.login_succeeded(user).await,
+            Output::LoginFailed { user } => self.login_failed(&user).await,
+            Output::FeatLearned(r) => self.ctx.backend_feat.set(&r),
+            Output::OpenPassive { backend, private } => {
+                let r = self.open_passive(backend, private);
+                self.core.handle(Input::PassiveReady(r));
+            }
+            Output::DropData => {
+                self.data = None;
+                self.plan = None;
+            }
+            Output::PlanTransfer { user, direction, limits, upload_cap } => {
+                self.plan = throttle::plan(&self.ctx, &user, direction, &limits, upload_cap);
+                self.core.handle(Input::TransferPlanned(self.plan.is_some()));
+            }
+            Output::ConnectActive { client, backend, direction, private } => {
+                let r = self.connect_active(client, backend, direction, private).await;
+                self.core.handle(Input::ActiveConnected(r));
+            }
+            Output::SetDirection(d) => {
+                if let Some(data) = &self.data {
+                    data.set_direction(d);
+                }
+            }
+            Output::StartRelay(start) => self.start_relay(start),
+            Output::StopData => {
+                if let Some(data) = &mut self.data {
+                    data.stop().await;
+                }
+                self.data = None;
+            }
+            Output::AbortData => {
+                // The task ends at once; its end still reaches the core.
+                if let Some(data) = &self.data {
+                    data.task.abort();
+                }
+            }
+            Output::TransferEnded(log) => self.transfer_ended(log),
+            Output::Arm(t, d) => {
+                self.deadlines.insert(t, tokio::time::Instant::now() + d);
+            }
+            Output::Disarm(t) => {
+                self.deadlines.remove(&t);
+            }
+            Output::Close { quit_backend } => self.close(quit_backend).await,
+        }
+    }
+
+    /// `234`, then the client's TLS handshake. Anything the client pipelined
+    /// after `AUTH` is refused: it was sent in the clear.
+    async fn upgrade_client(&mut self, ok: &Reply) -> Result<ClientTls, ClientTlsRefused> {
+        if self.client.has_pending_input() {
+            return Err(ClientTlsRefused::Pipelined);
+        }
+        let Some(acceptor) = self.acceptor.clone() else { return Err(ClientTlsRefused::Failed) };
+        self.reply(ok).await;
+        if self.client_dead {
+            return Err(ClientTlsRefused::Failed);
+        }
+        let started = Instant::now();
+        let upgraded = self.client.upgrade(&acceptor.control, TLS_HANDSHAKE_TIMEOUT).await;
+        self.ctx.metrics.latency.client_tls_handshake.observe(started.elapsed().as_secs_f64());
+        match upgraded {
+            Ok(()) => {
+                Metrics::inc(&self.ctx.metrics.tls_client_control);
+                self.ctx.metrics.tls_version("client_control", self.client.tls_version());
+                Ok(client_tls(&self.client))
+            }
+            Err(e) => {
+                Metrics::inc(&self.ctx.metrics.tls_client_failures);
+                warn!(error = %e, "TLS handshake with client failed");
+                Err(ClientTlsRefused::Failed)
+            }
+        }
+    }
+
+    /// Opens the backend while still reading the client: commands it
+    /// pipelines wait in the core's queue, and a client that leaves ends the
+    /// attempt at once (so abandoned sessions hold no backend connection).
+    async fn open_backend(&mut self, name: Option<String>, replay: Vec<crate::protocol::Command>) {
+        let ctx = Arc::clone(&self.ctx);
+        let user = self.user.clone();
+        let (client_peer, client_local) = (self.client_peer, self.client_local);
+        let result = {
+            let opening = self.backend.switch(&ctx, name.as_deref(), &user, replay, client_peer, client_local);
+            tokio::pin!(opening);
+            loop {
+                tokio::select! {
+                    r = &mut opening => break Some(r),
+                    e = self.client.next(), if self.core.wants_client() && !self.client_dead => match e {
+                        Ok(ClientEvent::Command(c)) => self.core.handle(Input::Command(c)),
+                        Ok(ClientEvent::Invalid(e)) => self.core.handle(Input::Invalid(e.to_string())),
+                        Ok(ClientEvent::Closed) | Err(_) => break None,
+                    },
+                }
+            }
+        };
+        match result {
+            None => {
+                self.client_dead = true;
+                self.core.handle(Input::ClientGone);
+            }
+            Some(Ok(peer)) => {
+                let shown = match &name {
+                    Some(n) => format!("{n} ({peer})"),
+                    None => peer.to_string(),
+                };
+                self.who.entry.backend(&shown);
+                self.core.handle(Input::BackendOpened { peer, name });
+            }
+            Some(Err(e)) => {
+                self.backend.dead = true;
+                self.core.handle(Input::BackendFailed { kind: e.kind(), text: e.to_string() });
+            }
+        }
+    }
+
+    /// Bans (here or in the cluster) and, for `user`, its open sessions.
+    async fn check_login(&mut self, user: Option<String>) -> LoginGate {
+        let ip = self.client_peer.ip();
+        let refusal = match self.ctx.banned_for(ip).await {
+            Ok(None) => None,
+            Ok(Some(left)) => {
+                Metrics::inc(&self.ctx.metrics.logins_refused);
+                Some(format!("Too many failed logins from your address; try again in {} s", left.as_secs() + 1))
+            }
+            Err(SharedStateDown) => Some("Shared login state unreachable; try again later".to_string()),
+        };
+        let user_sessions = match user {
+            // Failing closed, an unreachable cluster refuses like a full one.
+            Some(u) if refusal.is_none() => Some(self.ctx.user_sessions(&u).await.unwrap_or(usize::MAX)),
+            _ => None,
+        };
+        LoginGate { refusal, user_sessions }
+    }
+
+    async fn login_succeeded(&mut self, user: String) {
+        Metrics::inc(&self.ctx.metrics.logins_ok);
+        self.ctx.login_ok(self.client_peer.ip()).await;
+        // Counted without a limit: USER checked it. A refusal here (the shared
+        // state went away, failing closed) leaves the session uncounted.
+        self.user_slot = self.ctx.take_slot(&self.ctx.per_user, user.clone(), Counted::User, 0).await.ok().flatten();
+        info!(target: "ftpgate::audit", %user, "login");
+        self.who.entry.logged_in();
+    }
+
+    async fn login_failed(&mut self, user: &str) {
+        let ip = self.client_peer.ip();
+        let policy = self.ctx.policy();
+        let banned = self.ctx.login_failed(ip, &policy.login).await;
+        Metrics::inc(&self.ctx.metrics.logins_failed);
+        info!(target: "ftpgate::audit", user = if user.is_empty() { "-" } else { user }, "login failed");
+        if let Some(length) = banned {
+            warn!(target: "ftpgate::audit", %ip, seconds = length.as_secs(), "address banned after failed logins");
+        }
+    }
+
+    /// TLS for the legs of a data connection set up now (`PROT` applies to
+    /// data connections set up after it).
+    fn data_tls(&self, private: bool) -> DataTls {
+        DataTls {
+            client: if private { self.acceptor.clone() } else { None },
+            direction: Arc::default(),
+            require_reuse: self.ctx.settings.require_session_reuse,
+            backend: self.backend.tls.clone(),
+            metrics: Arc::clone(&self.ctx.metrics),
+        }
+    }
+
+    /// Binds a passive port and starts accepting the client on it; the
+    /// backend leg is connected once the client's is in.
+    fn open_passive(&mut self, backend: SocketAddr, private: bool) -> Result<u16, String> {
+        let s = Arc::clone(&self.ctx.settings);
+        let range = s.passive_ports;
+        let Some(listener) = crate::passive::bind(self.client_local.ip().to_canonical(), range, &self.ctx.metrics)
+        else {
+            warn!(min = range.min, max = range.max, "passive port range exhausted");
+            return Err(format!(
+                "Cannot open passive port: all ports {}-{} are in use; try again later",
+                range.min, range.max
+            ));
+        };
+        let port = listener.port;
+        debug!(port, %backend, "passive data channel prepared");
+        let (client_ip, connect, metrics) = (self.client_peer.ip(), s.data_connect, Arc::clone(&self.ctx.metrics));
+        let proxy = self.proxy_protocol;
+        self.data = Some(data::spawn(
+            async move {
+                let client = match data::accept_client(listener, client_ip, connect, metrics, proxy).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        data::reset_backend(backend, connect).await;
+                        return Err(e);
+                    }
+                };
+                let backend = data::connect_backend(backend, connect).await?;
+                Ok((client, backend))
+            },
+            self.data_tls(private),
+            s.data_connect,
+            s.transfer_stall,
+        ));
+        Ok(port)
+    }
+
+    /// Both legs of an active-mode transfer; ftpgate connects out after the
+    /// command, so the direction is known before a client could start TLS.
+    async fn connect_active(
+        &mut self,
+        client_addr: SocketAddr,
+        backend_addr: SocketAddr,
+        direction: TransferDirection,
+        private: bool,
+    ) -> Result<(), String> {
+        let s = Arc::clone(&self.ctx.settings);
+        let backend = data::connect_backend(backend_addr, s.data_connect).await.map_err(|e| {
+            self.ctx.metrics.backend_error("data_connect");
+            e.to_string()
+        })?;
+        let client = data::connect_client(self.client_local.ip(), client_addr, s.data_connect)
+            .await
+            .map_err(|e| e.to_string())?;
+        let tls = self.data_tls(private);
+        let _ = tls.direction.set(direction);
+        self.data = Some(data::spawn(std::future::ready(Ok((client, backend))), tls, s.data_connect, s.transfer_stall));
+        Ok(())
+    }
+
+    fn start_relay(&mut self, start: core::TransferStart) {
+        let (Some(data), Some(plan)) = (&self.data, &self.plan) else { return };
+        data.backend_accepted(plan.limits.clone());
+        self.transfer_started = Some(Instant::now());
+        self.who.entry.transfer(Some(registry::Transfer {
+            command: start.command,
+            path: start.path,
+            direction: start.direction,
+            started: Instant::now(),
+            size: registry::announced_size(&start.reply_text),
+            progress: Arc::clone(&plan.limits.progress),
+        }));
+    }
+
+    fn transfer_ended(&mut self, log: Option<core::TransferLog>) {
+        self.who.entry.transfer(None);
+        self.data = None;
+        self.plan = None;
+        let started = self.transfer_started.take().unwrap_or_else(Instant::now);
+        let Some(log) = log else { return };
+        let secs = started.elapsed().as_secs_f64();
+        self.ctx.metrics.latency.transfer.observe(secs);
+        info!(
+            user = if log.user.is_empty() { "-" } else { log.user.as_str() },
+            command = %log.verb,
+            path = %String::from_utf8_lossy(&log.path),
+            bytes = log.bytes,
+            seconds = format!("{secs:.2}"),
+            rate = format!("{}/s", registry::human((log.bytes as f64 / secs.max(0.001)) as u64)),
+            code = log.code,
+            result = %log.result,
+            "transfer ended"
+        );
+        // One xferlog line per file transfer (listings are not file transfers).
+        let Some(xferlog) = &self.ctx.xferlog else { return };
+        if !matches!(log.verb, Verb::Retr | Verb::Stor | Verb::Appe | Verb::Stou) {
+            return;
+        }
+        xferlog.record(&crate::xferlog::TransferRecord {
+            finished: std::time::SystemTime::now(),
+            seconds: started.elapsed().as_secs(),
+            client: self.client_peer.ip(),
+            bytes: log.bytes,
+            path: log.path,
+            binary: log.binary,
+            incoming: log.direction == TransferDirection::Upload,
+            user: log.user,
+            complete: log.complete,
+        });
+    }
+
+    /// Ends the session politely towards the backend (so it frees the login
+    /// at once) and the client.
+    async fn close(&mut self, quit_backend: bool) {
+        self.data = None;
+        self.plan = None;
+        self.who.entry.transfer(None);
+        self.backend.close(quit_backend).await;
+        self.client.shutdown().await;
+    }
+}
+
+/// What the core needs to know about the client's TLS.
+pub(super) fn client_tls(client: &ClientControl) -> ClientTls {
+    let certificate_names = client
+        .peer_certificates()
+        .map(|chain| chain.first().map(|leaf| crate::tls::certificate_names(leaf.as_ref())).unwrap_or_default());
+    ClientTls { certificate_names }
+}
