@@ -3,7 +3,7 @@
 
 use crate::config::{BackendConfig, BackendTlsMode, ClientTlsMode, Config, ListenerConfig, Settings};
 use crate::metrics::Metrics;
-use crate::session::SessionContext;
+use crate::server::SessionContext;
 use crate::tls::TlsVersion;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -460,43 +460,6 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// SIGHUP: reads the configuration file again (with the same command-line
-/// overrides), with its certificates and policy, and makes it the one new
-/// sessions start with; the accept loops follow the new listener list.
-/// Running sessions keep their backend connection and settings and follow
-/// the new policy from their next command. Anything wrong keeps the old
-/// configuration in force, and the log says why.
-fn reload(live: &crate::session::LiveContext, args: &RunArgs) {
-    crate::systemd::notify("RELOADING=1");
-    let current = Arc::clone(&live.borrow());
-    let next = args.settings().and_then(|s| {
-        let metrics_moved = s.metrics != current.settings.metrics;
-        let next = current.reloaded(s)?;
-        Ok((next, metrics_moved))
-    });
-    match next {
-        Ok((next, metrics_moved)) => {
-            if metrics_moved {
-                tracing::warn!("the metrics address changed; it takes effect at the next restart");
-            }
-            Metrics::inc(&current.metrics.reloads_ok);
-            tracing::info!(
-                backend = %next.settings.backend,
-                listeners = next.settings.listeners.len(),
-                "configuration reloaded; new sessions use it"
-            );
-            let next = Arc::new(next);
-            tokio::spawn(crate::server::probe::learn_feat(Arc::clone(&next)));
-            live.send_replace(next);
-        }
-        Err(e) => {
-            Metrics::inc(&current.metrics.reloads_failed);
-            tracing::error!(error = format!("{e:#}"), "configuration reload failed; keeping the running configuration");
-        }
-    }
-    crate::systemd::notify("READY=1");
-}
-
 async fn run(settings: Settings, args: RunArgs) -> anyhow::Result<()> {
     let mut listeners = Vec::new();
     for l in &settings.listeners {
@@ -510,7 +473,7 @@ async fn run(settings: Settings, args: RunArgs) -> anyhow::Result<()> {
         None => None,
     };
     let ctx = Arc::new(SessionContext::new(settings, Metrics::new())?);
-    let live = Arc::new(crate::session::LiveContext::new(Arc::clone(&ctx)));
+    let live = Arc::new(crate::server::LiveContext::new(Arc::clone(&ctx)));
     crate::server::lifecycle::spawn_background(&live);
     if let Some(l) = metrics_listener {
         tokio::spawn(crate::exporter::serve(l, Arc::clone(&live)));
@@ -520,29 +483,9 @@ async fn run(settings: Settings, args: RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open the admin socket {} ([admin] socket)", path.display()))?;
         tokio::spawn(crate::server::admin::serve(l, Arc::clone(&live)));
     }
-    let reload_live = Arc::clone(&live);
-    tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
-        while hup.recv().await.is_some() {
-            reload(&reload_live, &args);
-        }
-    });
-    let s = &ctx.settings;
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        listeners = s.listeners.iter().map(|l| format!("{} ({:?})", l.address, l.tls)).collect::<Vec<_>>().join(", "),
-        backend = %s.backend,
-        metrics = s.metrics.map_or("off".to_string(), |m| m.to_string()),
-        policy = s.policy.as_ref().map_or("none".to_string(), |p| p.display().to_string()),
-        admin_socket = s.admin_socket.as_ref().map_or("off".to_string(), |p| p.display().to_string()),
-        cluster = s.cluster.as_ref().map_or("off".to_string(), |c| format!("{} (prefix {})", c.address, c.prefix)),
-        "ftpgate started"
-    );
-    crate::systemd::notify("READY=1");
-    crate::server::run(listeners, Arc::clone(&live), crate::server::lifecycle::shutdown_signal()).await;
-    // Listeners are closed now. Let transfers finish, then everyone gets 421.
-    crate::systemd::notify("STOPPING=1");
-    crate::server::lifecycle::drain(&live).await;
+    // SIGHUP reads the file again, with the same command-line overrides.
+    let reread = move || args.settings().map_err(|e| format!("{e:#}"));
+    crate::server::lifecycle::serve(listeners, live, reread).await;
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 //! process answers) and `/readyz` (the backend accepts connections).
 
 use crate::metrics::Metrics;
-use crate::session::{LiveContext, SessionContext};
+use crate::server::{LiveContext, SessionContext};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
@@ -261,7 +261,7 @@ pub fn render(m: &Metrics) -> String {
 }
 
 /// Per-backend series of the pool, labelled with the backend's address.
-pub fn render_pool(members: &[crate::session::pool::MemberView]) -> String {
+pub fn render_pool(members: &[crate::server::pool::MemberView]) -> String {
     let r = Registry::new();
     let up = prometheus::IntGaugeVec::new(
         Opts::new("ftpgate_backend_up", "1 while the backend passes its health checks."),
@@ -306,7 +306,7 @@ async fn handle(
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/status" => {
-            (StatusCode::OK, "text/html; charset=utf-8", crate::session::registry::render_html(&ctx.registry.rows()))
+            (StatusCode::OK, "text/html; charset=utf-8", crate::server::registry::render_html(&ctx.registry.rows()))
         }
         "/readyz" => {
             let (ready, why) = readiness(&ctx).await;
@@ -325,7 +325,7 @@ async fn handle(
 /// taking TCP connections. A load balancer takes an unready instance out of
 /// rotation.
 async fn readiness(ctx: &SessionContext) -> (bool, String) {
-    if *ctx.closing.borrow() != crate::session::Lifecycle::Serving {
+    if *ctx.closing.borrow() != crate::server::Lifecycle::Serving {
         return (false, "draining for shutdown\n".into());
     }
     let up = Metrics::get(&ctx.metrics.listeners_up);

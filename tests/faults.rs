@@ -253,6 +253,24 @@ fn idle_client_gets_421() {
     gate.assert_drained();
 }
 
+/// The idle clock stops while a command runs and starts again after it, so a
+/// logged-in client that goes quiet is closed too.
+#[test]
+fn idle_client_after_login_gets_421() {
+    let backend = Vsftpd::start();
+    let gate = Gate::start_with(backend.addr, |s| s.idle_control = Duration::from_secs(2));
+    let mut c = RawClient::connect(gate.addr);
+    c.login();
+    assert_eq!(c.cmd("PWD").0, 257);
+    let quiet = std::time::Instant::now();
+    let (code, text) = c.reply();
+    assert_eq!(code, 421, "{text}");
+    assert!(text.contains("Idle timeout (2 s)"), "{text}");
+    assert!(quiet.elapsed() >= Duration::from_millis(1500), "{:?}", quiet.elapsed());
+    assert!(c.closed());
+    gate.assert_drained();
+}
+
 #[test]
 fn session_limit_refuses_with_421() {
     let backend = Vsftpd::start();

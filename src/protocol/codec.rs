@@ -154,11 +154,11 @@ mod tests {
         let r = decode_all(b"USER a\nPASS b\r\nNOOP\r\n");
         assert_eq!(r[0], Err(CommandError::BareLf));
         assert_eq!(r[1], Err(CommandError::AfterBareLf));
-        assert_eq!(r[2].as_ref().unwrap().verb, Verb::Other("NOOP".into()));
+        assert_eq!(r[2].as_ref().unwrap().verb, Verb::Noop);
         // Every fragment up to the next CRLF is refused, not only the first.
         let r = decode_all(b"NOOP\nDELE x\nRMD y\r\nPWD\r\n");
         assert_eq!(r[..3], [Err(CommandError::BareLf), Err(CommandError::AfterBareLf), Err(CommandError::AfterBareLf)]);
-        assert_eq!(r[3].as_ref().unwrap().verb, Verb::Other("PWD".into()));
+        assert_eq!(r[3].as_ref().unwrap().verb, Verb::Pwd);
         let r = decode_all(b"USER a\rDELE x\r\n");
         assert_eq!(r, vec![Err(CommandError::BareCr)]);
     }
@@ -180,7 +180,7 @@ mod tests {
         }
         assert_eq!(out.len(), 2);
         assert_eq!(out[0], Err(CommandError::TooLong(MAX_COMMAND_LINE)));
-        assert_eq!(out[1].as_ref().unwrap().verb, Verb::Other("NOOP".into()));
+        assert_eq!(out[1].as_ref().unwrap().verb, Verb::Noop);
     }
 
     #[test]

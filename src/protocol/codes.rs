@@ -7,6 +7,11 @@ pub const TRANSFER_STARTING: u16 = 125;
 pub const OPENING_DATA: u16 = 150;
 pub const OK: u16 = 200;
 pub const FEATURES: u16 = 211;
+/// File status (SIZE's answer).
+pub const FILE_STATUS: u16 = 213;
+pub const HELP: u16 = 214;
+/// NAME system type (SYST).
+pub const SYSTEM_TYPE: u16 = 215;
 pub const READY: u16 = 220;
 pub const CLOSING: u16 = 221;
 /// ABOR with no transfer to abort.
@@ -32,11 +37,17 @@ pub const SYNTAX_ERROR: u16 = 500;
 pub const BAD_ARGUMENT: u16 = 501;
 pub const NOT_IMPLEMENTED: u16 = 502;
 pub const BAD_SEQUENCE: u16 = 503;
+/// Command not implemented for that parameter.
+pub const PARAMETER_NOT_IMPLEMENTED: u16 = 504;
 /// EPSV/EPRT with an address family ftpgate does not serve (RFC 2428).
 pub const NETWORK_PROTOCOL_NOT_SUPPORTED: u16 = 522;
 /// The data connection's TLS session did not resume the control session.
 pub const TLS_NOT_RESUMED: u16 = 522;
 pub const NOT_LOGGED_IN: u16 = 530;
+/// Request denied for policy reasons (RFC 2228; CCC).
+pub const POLICY_REFUSED: u16 = 534;
+/// Requested PROT level not supported (RFC 2228).
+pub const PROTECTION_NOT_SUPPORTED: u16 = 536;
 pub const FILE_UNAVAILABLE: u16 = 550;
 /// Exceeded storage allocation.
 pub const EXCEEDED_STORAGE: u16 = 552;

@@ -17,8 +17,8 @@ pub const MAX_VERB_LEN: usize = 8;
 /// mode and for networks that allow no plain FTP.
 pub const ALLOWED_BEFORE_TLS: &[&str] = &["AUTH", "FEAT", "HELP", "NOOP", "QUIT", "SYST"];
 
-/// The verbs ftpgate itself looks at. Everything else is carried as [`Verb::Other`]
-/// and forwarded to the backend unchanged.
+/// The verbs ftpgate itself looks at (or sends on its own). Everything else is
+/// carried as [`Verb::Other`] and forwarded to the backend unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Verb {
     User,
@@ -44,6 +44,20 @@ pub enum Verb {
     Rest,
     Abor,
     Feat,
+    Type,
+    Cwd,
+    Cdup,
+    Xcwd,
+    Xcup,
+    Pwd,
+    Size,
+    Dele,
+    Syst,
+    Noop,
+    Help,
+    Clnt,
+    Opts,
+    Host,
     Other(String),
 }
 
@@ -73,6 +87,20 @@ impl Verb {
             "REST" => Verb::Rest,
             "ABOR" => Verb::Abor,
             "FEAT" => Verb::Feat,
+            "TYPE" => Verb::Type,
+            "CWD" => Verb::Cwd,
+            "CDUP" => Verb::Cdup,
+            "XCWD" => Verb::Xcwd,
+            "XCUP" => Verb::Xcup,
+            "PWD" => Verb::Pwd,
+            "SIZE" => Verb::Size,
+            "DELE" => Verb::Dele,
+            "SYST" => Verb::Syst,
+            "NOOP" => Verb::Noop,
+            "HELP" => Verb::Help,
+            "CLNT" => Verb::Clnt,
+            "OPTS" => Verb::Opts,
+            "HOST" => Verb::Host,
             other => Verb::Other(other.to_string()),
         }
     }
@@ -102,6 +130,20 @@ impl Verb {
             Verb::Rest => "REST",
             Verb::Abor => "ABOR",
             Verb::Feat => "FEAT",
+            Verb::Type => "TYPE",
+            Verb::Cwd => "CWD",
+            Verb::Cdup => "CDUP",
+            Verb::Xcwd => "XCWD",
+            Verb::Xcup => "XCUP",
+            Verb::Pwd => "PWD",
+            Verb::Size => "SIZE",
+            Verb::Dele => "DELE",
+            Verb::Syst => "SYST",
+            Verb::Noop => "NOOP",
+            Verb::Help => "HELP",
+            Verb::Clnt => "CLNT",
+            Verb::Opts => "OPTS",
+            Verb::Host => "HOST",
             Verb::Other(s) => s,
         }
     }

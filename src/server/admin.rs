@@ -2,7 +2,7 @@
 //! `ftpgate bans list|lift` ask the running instance. One request line, one
 //! text answer, then the connection closes.
 
-use crate::session::{registry, LiveContext, SessionContext};
+use crate::server::{registry, LiveContext, SessionContext};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;

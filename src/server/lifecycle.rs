@@ -1,17 +1,17 @@
 //! The process's lifecycle around the accept loops: the tasks a running
-//! instance keeps going, the signal that stops it, and the drain.
+//! instance keeps going, SIGHUP reloads, the signal that stops it, and the
+//! drain.
 
+use crate::config::{ListenerSettings, Settings};
 use crate::metrics::Metrics;
-use crate::session::{Lifecycle, LiveContext};
+use crate::server::{Lifecycle, LiveContext};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::net::TcpListener;
 
 /// After the drain deadline, how long sessions get to tell their clients
 /// (426, 421) before the process exits.
 const DRAIN_GRACE: Duration = Duration::from_millis(1500);
-
-/// How often the drain looks whether every session has ended.
-const DRAIN_POLL: Duration = Duration::from_millis(100);
 
 /// Starts what runs beside the sessions: the pool's health checks, the
 /// backend's FEAT probe and, with `[cluster]`, the refresh of this instance's
@@ -24,6 +24,64 @@ pub fn spawn_background(live: &Arc<LiveContext>) {
     if let Some(c) = &ctx.cluster {
         tokio::spawn(Arc::clone(c).refresh_leases());
     }
+}
+
+/// Runs a started instance to its end: SIGHUP reloads (`reread` reads the
+/// configuration again), the accept loops until SIGINT or SIGTERM, then the
+/// drain, with systemd told at each step.
+pub async fn serve(
+    listeners: Vec<(TcpListener, ListenerSettings)>,
+    live: Arc<LiveContext>,
+    reread: impl Fn() -> Result<Settings, String> + Send + 'static,
+) {
+    let reload_live = Arc::clone(&live);
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            reload(&reload_live, reread());
+        }
+    });
+    crate::systemd::notify("READY=1");
+    super::run(listeners, Arc::clone(&live), shutdown_signal()).await;
+    // Listeners are closed now. Let transfers finish, then everyone gets 421.
+    crate::systemd::notify("STOPPING=1");
+    drain(&live).await;
+}
+
+/// SIGHUP: makes the configuration read again (with its certificates and
+/// policy) the one new sessions start with; the accept loops follow the new
+/// listener list. Running sessions keep their backend connection and
+/// settings and follow the new policy from their next command. Anything
+/// wrong keeps the old configuration in force, and the log says why.
+pub fn reload(live: &LiveContext, settings: Result<Settings, String>) {
+    crate::systemd::notify("RELOADING=1");
+    let current = Arc::clone(&live.borrow());
+    let next = settings.and_then(|s| {
+        let metrics_moved = s.metrics != current.settings.metrics;
+        let next = current.reloaded(s).map_err(|e| e.to_string())?;
+        Ok((next, metrics_moved))
+    });
+    match next {
+        Ok((next, metrics_moved)) => {
+            if metrics_moved {
+                tracing::warn!("the metrics address changed; it takes effect at the next restart");
+            }
+            Metrics::inc(&current.metrics.reloads_ok);
+            tracing::info!(
+                backend = %next.settings.backend,
+                listeners = next.settings.listeners.len(),
+                "configuration reloaded; new sessions use it"
+            );
+            let next = Arc::new(next);
+            tokio::spawn(super::probe::learn_feat(Arc::clone(&next)));
+            live.send_replace(next);
+        }
+        Err(e) => {
+            Metrics::inc(&current.metrics.reloads_failed);
+            tracing::error!(error = %e, "configuration reload failed; keeping the running configuration");
+        }
+    }
+    crate::systemd::notify("READY=1");
 }
 
 /// Resolves at SIGINT or SIGTERM.
@@ -39,21 +97,15 @@ pub async fn shutdown_signal() {
 /// Once the listeners are closed: lets running sessions finish within
 /// `timeouts.drain` (idle ones get 421 at once), then tells every session
 /// still open to close (426 for a transfer, then 421) and gives them
-/// `DRAIN_GRACE` to say it.
+/// `DRAIN_GRACE` to say it. Waits on the sessions' ends, not a poll.
 pub async fn drain(live: &LiveContext) {
     let ctx = Arc::clone(&live.borrow());
     ctx.closing.send_replace(Lifecycle::Draining);
-    let deadline = tokio::time::Instant::now() + ctx.settings.drain;
-    while Metrics::get(&ctx.metrics.sessions_open) > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(DRAIN_POLL).await;
+    let sessions = Arc::clone(&ctx.sessions);
+    if tokio::time::timeout(ctx.settings.drain, sessions.all_ended()).await.is_ok() {
+        return;
     }
-    let left = Metrics::get(&ctx.metrics.sessions_open);
-    if left > 0 {
-        tracing::warn!(sessions = left, "drain timeout: closing the remaining sessions");
-        ctx.closing.send_replace(Lifecycle::DrainDeadline);
-        let grace = tokio::time::Instant::now() + DRAIN_GRACE;
-        while Metrics::get(&ctx.metrics.sessions_open) > 0 && tokio::time::Instant::now() < grace {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+    tracing::warn!(sessions = sessions.count(), "drain timeout: closing the remaining sessions");
+    ctx.closing.send_replace(Lifecycle::DrainDeadline);
+    let _ = tokio::time::timeout(DRAIN_GRACE, sessions.all_ended()).await;
 }

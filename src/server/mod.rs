@@ -3,13 +3,19 @@
 //! loops to match; sessions already running are not touched.
 
 pub mod admin;
+pub mod context;
 pub mod lifecycle;
+pub mod limits;
+pub mod pool;
 pub mod probe;
+pub mod registry;
+pub mod session;
+
+pub use context::{BackendTarget, ContextError, Lifecycle, LiveContext, SessionContext};
 
 use crate::config::ListenerSettings;
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::protocol::Reply;
-use crate::session::{self, LiveContext};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;

@@ -5,8 +5,8 @@
 
 use crate::config::BackendTlsMode;
 use crate::protocol::{Command, Verb};
-use crate::session::control::{BackendControl, BackendError};
-use crate::session::SessionContext;
+use crate::server::session::control::{BackendControl, BackendError};
+use crate::server::SessionContext;
 use crate::tls::stream::BackendStream;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,7 +68,7 @@ async fn probe(ctx: &SessionContext) -> Result<(), BackendError> {
 /// as long as the process runs: every `health_interval` each member must accept a
 /// connection and greet with `220` (implicit-TLS backends: accept) within
 /// the connect timeout; one that fails gets no new sessions until it passes.
-pub async fn health_checks(live: Arc<crate::session::LiveContext>) {
+pub async fn health_checks(live: Arc<crate::server::LiveContext>) {
     loop {
         let ctx = Arc::clone(&live.borrow());
         let s = &ctx.settings;

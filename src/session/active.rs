@@ -4,7 +4,7 @@
 //! services behind the firewall (the FTP bounce attack, RFC 2577).
 
 use crate::protocol::address::{self, AddressError};
-use crate::protocol::{Command, Reply, Verb};
+use crate::protocol::{codes, Command, Reply, Verb};
 use std::net::{IpAddr, SocketAddr};
 
 /// Lowest port ftpgate will connect to for an active data connection.
@@ -19,18 +19,18 @@ pub fn check(cmd: &Command, client_ip: IpAddr) -> Result<SocketAddr, Reply> {
         _ => address::parse_eprt(arg),
     };
     let addr = parsed.map_err(|e| match e {
-        AddressError::UnsupportedProtocol(_) => Reply::single(522, &format!("{e}")),
-        _ => Reply::single(501, &format!("Syntax error in {} argument: {e}", cmd.verb)),
+        AddressError::UnsupportedProtocol(_) => Reply::single(codes::NETWORK_PROTOCOL_NOT_SUPPORTED, &format!("{e}")),
+        _ => Reply::single(codes::BAD_ARGUMENT, &format!("Syntax error in {} argument: {e}", cmd.verb)),
     })?;
     if addr.ip().to_canonical() != client_ip.to_canonical() {
         return Err(Reply::single(
-            501,
+            codes::BAD_ARGUMENT,
             &format!("{} refused: {} is not your address (FTP bounce protection)", cmd.verb, addr.ip()),
         ));
     }
     if addr.port() < MIN_ACTIVE_PORT {
         return Err(Reply::single(
-            501,
+            codes::BAD_ARGUMENT,
             &format!("{} refused: port {} is below {MIN_ACTIVE_PORT} (FTP bounce protection)", cmd.verb, addr.port()),
         ));
     }

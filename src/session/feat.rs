@@ -3,6 +3,7 @@
 //! control or data stream pass; those that need ftpgate's cooperation (TLS
 //! negotiation, which ftpgate terminates itself) are replaced by ftpgate's own.
 
+use crate::protocol::codes;
 use crate::protocol::Reply;
 use std::sync::RwLock;
 
@@ -17,7 +18,7 @@ const OWN: &[&str] = &["EPRT", "EPSV", "PASV"];
 /// Builds the client's `211` reply from the backend's. A backend error reply is
 /// returned unchanged.
 pub fn filter(backend: &Reply, extra: &[&str]) -> Reply {
-    if backend.code != 211 {
+    if backend.code != codes::FEATURES {
         return backend.clone();
     }
     let n = backend.lines.len();
@@ -87,7 +88,7 @@ impl FeatCache {
     }
 
     pub fn set(&self, reply: &Reply) {
-        if reply.code == 211 {
+        if reply.code == codes::FEATURES {
             *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(reply.clone());
         }
     }

@@ -12,7 +12,7 @@
 //! a transfer the client did not fully get is `426`, and `ABOR`'s own reply
 //! says a transfer was aborted (`226`, not "no transfer" `225`).
 
-use super::data::{DataError, DataOutcome};
+use super::outcome::{DataError, DataOutcome};
 use crate::protocol::codes;
 use crate::protocol::Reply;
 use crate::relay::{RelayEnd, Side};

@@ -11,7 +11,7 @@ pub use proftpd::*;
 
 use ftpgate::config::{BackendTlsMode, ClientTlsMode, ListenerSettings, PortRange, Settings};
 use ftpgate::metrics::Metrics;
-use ftpgate::session::SessionContext;
+use ftpgate::server::SessionContext;
 use ftpgate::tls::{BackendTlsOptions, BackendVerify, ServerTlsOptions, TlsVersion};
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -240,7 +240,7 @@ pub struct Gate {
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
     /// What SIGHUP swaps in the binary; tests reload through it directly.
-    pub live: Arc<ftpgate::session::LiveContext>,
+    pub live: Arc<ftpgate::server::LiveContext>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -270,7 +270,7 @@ impl Gate {
         let metrics = Metrics::new();
         let ctx = Arc::new(SessionContext::new(s, Arc::clone(&metrics)).expect("TLS setup"));
         let settings = Arc::clone(&ctx.settings);
-        let live = Arc::new(ftpgate::session::LiveContext::new(ctx));
+        let live = Arc::new(ftpgate::server::LiveContext::new(ctx));
         let live_for_gate = Arc::clone(&live);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {

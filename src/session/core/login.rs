@@ -80,10 +80,8 @@ impl<E: Env> Core<E> {
             Verdict::Deny(d) => Some(d),
             Verdict::AllowIfNew { path, denial } if self.backend_open => {
                 // Asked with SIZE, which every server here answers with 213 for a file.
-                return self.ask_backend(
-                    Command::new(Verb::Other("SIZE".into()), Some(&path)),
-                    Pending::OverwriteCheck { cmd, denial },
-                );
+                return self
+                    .ask_backend(Command::new(Verb::Size, Some(&path)), Pending::OverwriteCheck { cmd, denial });
             }
             Verdict::AllowIfNew { .. } => None,
         };
@@ -156,22 +154,22 @@ impl<E: Env> Core<E> {
     /// so idle or hostile connections never reach one and scanners never
     /// learn which server sits behind ftpgate.
     fn before_backend(&mut self, cmd: Command) {
-        match (&cmd.verb, cmd.verb.as_str()) {
-            (Verb::Quit, _) => {
+        match cmd.verb {
+            Verb::Quit => {
                 self.backend_quit = true;
                 self.reply(codes::CLOSING, "Goodbye.");
                 self.close();
             }
-            (Verb::Feat, _) => {
+            Verb::Feat => {
                 let reply = self.feat_reply(self.env.backend_feat());
                 self.send_reply(reply);
             }
-            (Verb::Pass, _) => self.reply(codes::BAD_SEQUENCE, "Login with USER first."),
-            (_, "SYST") => self.reply(215, SYST_REPLY),
-            (_, "NOOP") => self.reply(codes::OK, "NOOP ok."),
-            (_, "HELP") => self.reply(214, "Log in with USER and PASS; FEAT lists the extensions offered."),
-            (_, "CLNT") => self.reply(codes::OK, "Noted."),
-            (_, "OPTS") => {
+            Verb::Pass => self.reply(codes::BAD_SEQUENCE, "Login with USER first."),
+            Verb::Syst => self.reply(codes::SYSTEM_TYPE, SYST_REPLY),
+            Verb::Noop => self.reply(codes::OK, "NOOP ok."),
+            Verb::Help => self.reply(codes::HELP, "Log in with USER and PASS; FEAT lists the extensions offered."),
+            Verb::Clnt => self.reply(codes::OK, "Noted."),
+            Verb::Opts => {
                 let arg = cmd.arg_str().unwrap_or("").to_ascii_uppercase();
                 if arg == "UTF8" || arg == "UTF8 ON" {
                     // Replayed to the backend once it is connected.
@@ -181,13 +179,13 @@ impl<E: Env> Core<E> {
                     self.reply(codes::BAD_ARGUMENT, "Option not understood before login.");
                 }
             }
-            (_, "HOST") => {
+            Verb::Host => {
                 if cmd.arg.as_deref().is_none_or(<[u8]>::is_empty) {
                     self.reply(codes::BAD_ARGUMENT, "HOST needs a host name.");
                 } else {
                     // RFC 7151: the backend's virtual host is chosen at login,
                     // so HOST goes to the backend before USER does.
-                    self.replay.retain(|c| c.verb.as_str() != "HOST");
+                    self.replay.retain(|c| c.verb != Verb::Host);
                     self.replay.push(cmd);
                     self.reply(codes::READY, "Host accepted.");
                 }
@@ -223,7 +221,9 @@ impl<E: Env> Core<E> {
             Verb::Auth => self.auth(&cmd),
             Verb::Pbsz => self.pbsz(&cmd),
             Verb::Prot => self.prot(&cmd),
-            Verb::Ccc => self.reply(534, "CCC refused: ftpgate keeps the control connection encrypted"),
+            Verb::Ccc => {
+                self.reply(codes::POLICY_REFUSED, "CCC refused: ftpgate keeps the control connection encrypted")
+            }
             Verb::Quit => {
                 self.backend_quit = true;
                 self.ask_backend(cmd.clone(), Pending::Forward(cmd));
@@ -296,7 +296,7 @@ impl<E: Env> Core<E> {
         self.logged_in = true;
         self.out.push_back(Output::Disarm(Timer::Login));
         self.out.push_back(Output::LoginSucceeded { user: self.user_name() });
-        self.ask_backend(Command::new(Verb::Other("PWD".into()), None), Pending::Cwd { then });
+        self.ask_backend(Command::new(Verb::Pwd, None), Pending::Cwd { then });
     }
 
     fn bastion_password(&mut self, name: String, cmd: &Command) {

@@ -358,20 +358,19 @@ impl<E: Env> Core<E> {
                     self.metrics().count_command("OTHER", "invalid");
                     warn!(error = %e, "refused command line");
                     self.reply(codes::SYNTAX_ERROR, &format!("Syntax error: {e}; command refused"));
-                    self.out.push_back(Output::Arm(Timer::Idle, self.config.idle));
                 }
                 Some(Queued::Command(cmd)) => {
+                    // The idle clock stops while a command runs.
                     self.out.push_back(Output::Disarm(Timer::Idle));
                     self.run_command(cmd);
-                    if matches!(self.waiting, Waiting::Command) {
-                        self.out.push_back(Output::Arm(Timer::Idle, self.config.idle));
-                    }
                 }
                 None => {
                     if self.draining {
                         self.reply(codes::NOT_AVAILABLE, "Service shutting down; please reconnect later");
-                        self.close();
+                        return self.close();
                     }
+                    // Nothing left to do: the idle clock starts again.
+                    self.out.push_back(Output::Arm(Timer::Idle, self.config.idle));
                     return;
                 }
             }
@@ -429,7 +428,7 @@ impl<E: Env> Core<E> {
             Pending::Forward(cmd) => self.on_forwarded(cmd, r),
             Pending::Login(cmd) => self.on_login_reply(cmd, r),
             Pending::OverwriteCheck { cmd, denial } => {
-                if r.code == 213 {
+                if r.code == codes::FILE_STATUS {
                     self.deny(&cmd, &denial);
                 } else {
                     self.metrics().count_command(cmd.verb.as_str(), "allowed");
@@ -479,13 +478,13 @@ impl<E: Env> Core<E> {
                 self.send_reply(r);
                 return self.close();
             }
-            Verb::Other(v) if v == "TYPE" && positive => {
+            Verb::Type if positive => {
                 let t = cmd.arg_str().unwrap_or("").to_ascii_uppercase();
                 self.binary = t.starts_with('I') || t.starts_with('L');
             }
-            Verb::Other(v) if positive && matches!(v.as_str(), "CWD" | "CDUP" | "XCWD" | "XCUP") => {
+            Verb::Cwd | Verb::Cdup | Verb::Xcwd | Verb::Xcup if positive => {
                 self.send_reply(r);
-                return self.ask_backend(Command::new(Verb::Other("PWD".into()), None), Pending::Cwd { then: None });
+                return self.ask_backend(Command::new(Verb::Pwd, None), Pending::Cwd { then: None });
             }
             _ => {}
         }

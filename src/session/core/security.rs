@@ -21,7 +21,7 @@ impl<E: Env> Core<E> {
         let private = match mechanism.as_str() {
             "TLS" | "TLS-C" => false,
             "SSL" | "TLS-P" => true,
-            _ => return self.reply(504, "AUTH mechanism not supported; use AUTH TLS"),
+            _ => return self.reply(codes::PARAMETER_NOT_IMPLEMENTED, "AUTH mechanism not supported; use AUTH TLS"),
         };
         if !self.queue.is_empty() {
             return self.refuse_pipelined();
@@ -75,8 +75,10 @@ impl<E: Env> Core<E> {
                 self.prot_private = false;
                 self.reply(codes::OK, "Protection level set to Clear: data connections are plain");
             }
-            Some("S") | Some("E") => self.reply(536, "Protection level not supported; use P or C"),
-            _ => self.reply(504, "PROT takes C or P"),
+            Some("S") | Some("E") => {
+                self.reply(codes::PROTECTION_NOT_SUPPORTED, "Protection level not supported; use P or C")
+            }
+            _ => self.reply(codes::PARAMETER_NOT_IMPLEMENTED, "PROT takes C or P"),
         }
     }
 }

@@ -209,6 +209,19 @@ fn active_mode_connects_both_legs_before_the_command_goes_out() {
 }
 
 #[test]
+fn the_idle_clock_stops_during_a_command_and_starts_again_after() {
+    let mut h = logged_in();
+    let out = h.cmd("SIZE a");
+    assert!(out.iter().any(|o| matches!(o, Output::Disarm(Timer::Idle))), "{out:?}");
+    assert!(!out.iter().any(|o| matches!(o, Output::Arm(Timer::Idle, _))), "{out:?}");
+    let out = h.backend(213, "10");
+    assert!(matches!(out.last(), Some(Output::Arm(Timer::Idle, d)) if d.as_secs() == 300), "{out:?}");
+    // A timer that fires while a command runs (a late delivery) does nothing.
+    h.cmd("SIZE b");
+    assert!(h.input(Input::Timeout(Timer::Idle)).is_empty());
+}
+
+#[test]
 fn idle_timeout_says_421_and_closes() {
     let mut h = logged_in();
     let out = h.input(Input::Timeout(Timer::Idle));

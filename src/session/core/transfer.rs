@@ -285,7 +285,7 @@ impl<E: Env> Core<E> {
             if capped {
                 Metrics::inc(&self.metrics().uploads_capped);
                 if let (true, Some(p)) = (cap.remove_partial, cap.path.clone()) {
-                    let dele = Command::new(Verb::Other("DELE".into()), Some(&p));
+                    let dele = Command::new(Verb::Dele, Some(&p));
                     let f = Finishing { cmd: t.cmd, direction: t.direction, cap, outcome, reply };
                     return self.ask_backend(dele, Pending::CapDele(Box::new(f)));
                 }
@@ -402,7 +402,7 @@ impl<E: Env> Core<E> {
         let Some(path) = d.cap.path.clone() else { return self.close() };
         Metrics::inc(&self.metrics().uploads_capped);
         d.deleting = true;
-        self.out.push_back(Output::Send(Command::new(Verb::Other("DELE".into()), Some(&path))));
+        self.out.push_back(Output::Send(Command::new(Verb::Dele, Some(&path))));
         self.out.push_back(Output::Arm(Timer::BackendReply, self.config.backend_reply));
         self.waiting = Waiting::Departed(d);
     }

@@ -2,10 +2,11 @@
 //! concurrent-transfer count. (The upload size cap, counted per file per
 //! session, is the core's.)
 
-use super::{limits, SessionContext};
 use crate::policy::limits::TransferLimits;
 use crate::protocol::command::TransferDirection;
 use crate::relay::{Limit, Limits, TokenBucket};
+use crate::server::context::SessionContext;
+use crate::server::limits;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 

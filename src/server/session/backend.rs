@@ -5,10 +5,12 @@
 //! ftpgate greets it itself.
 
 use super::control::{BackendControl, BackendError};
-use super::{pool, SessionContext, TLS_HANDSHAKE_TIMEOUT};
+use super::TLS_HANDSHAKE_TIMEOUT;
 use crate::config::{BackendTlsMode, Settings};
 use crate::metrics::Metrics;
-use crate::protocol::{Command, Verb};
+use crate::protocol::{codes, Command, Verb};
+use crate::server::context::SessionContext;
+use crate::server::pool;
 use crate::tls::stream::BackendStream;
 use crate::tls::BackendSessionTls;
 use std::io;
@@ -127,7 +129,7 @@ impl BackendSide {
         }
         loop {
             let greeting = self.control.next_within(s.backend_reply).await?;
-            if greeting.code == 220 {
+            if greeting.code == codes::READY {
                 return self.secure(ctx).await;
             }
             if !greeting.is_preliminary() {

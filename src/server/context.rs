@@ -2,11 +2,13 @@
 //! login bans and session counts, and the process's lifecycle. SIGHUP builds
 //! a new generation; bans, counts and the drain signal carry over.
 
-use super::{feat, limits, pool, registry, throttle};
+use super::session::RateBuckets;
+use super::{limits, pool, registry};
 use crate::config::{BackendTlsMode, Settings};
 use crate::metrics::Metrics;
 use crate::policy::bans::LoginGuard;
 use crate::policy::{Policy, PolicyError};
+use crate::session::feat;
 use crate::tls::{BackendTls, ServerTls, TlsError};
 use std::io;
 use std::net::IpAddr;
@@ -41,15 +43,62 @@ pub struct SessionContext {
     /// Every session now, for `ftpgate who` and `/status`.
     pub registry: Arc<registry::Registry>,
     /// Each user's shared rate buckets (`download_rate`, `upload_rate`).
-    pub rate_buckets: Arc<throttle::RateBuckets>,
+    pub rate_buckets: Arc<RateBuckets>,
     /// Data transfers running per user (`max_transfers`).
     pub transfers: Arc<limits::Counts<String>>,
     /// The default backend's features, for `FEAT` before login.
     pub backend_feat: Arc<feat::FeatCache>,
     /// Where ftpgate is in its shutdown, watched by every session.
     pub closing: Arc<tokio::sync::watch::Sender<Lifecycle>>,
+    /// The sessions running now, whichever generation started them.
+    pub sessions: Arc<OpenSessions>,
     /// Bans and session counts shared with other instances (`[cluster]`).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+}
+
+/// The sessions running now: the drain waits for their end instead of
+/// polling a gauge.
+#[derive(Debug, Default)]
+pub struct OpenSessions {
+    count: std::sync::atomic::AtomicUsize,
+    all_ended: tokio::sync::Notify,
+}
+
+/// One running session; dropping it (however the session ends) counts it out.
+#[derive(Debug)]
+pub struct OpenSession(Arc<OpenSessions>);
+
+impl OpenSessions {
+    pub fn enter(self: &Arc<Self>) -> OpenSession {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        OpenSession(Arc::clone(self))
+    }
+
+    pub fn count(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves once no session is running.
+    pub async fn all_ended(&self) {
+        loop {
+            let ended = self.all_ended.notified();
+            tokio::pin!(ended);
+            // Registered before the count is read, so an end in between is not missed.
+            ended.as_mut().enable();
+            if self.count() == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
+}
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.0.all_ended.notify_waiters();
+        }
+    }
 }
 
 /// Where the process stands in its lifecycle. Sessions between commands
@@ -158,6 +207,7 @@ impl SessionContext {
             cluster,
             xferlog,
             closing: Arc::new(tokio::sync::watch::Sender::new(Lifecycle::Serving)),
+            sessions: Arc::default(),
             backend_feat: Arc::default(),
             rate_buckets: Arc::default(),
             registry: Arc::default(),
@@ -188,6 +238,7 @@ impl SessionContext {
         next.per_user = Arc::clone(&self.per_user);
         next.started = self.started;
         next.closing = Arc::clone(&self.closing);
+        next.sessions = Arc::clone(&self.sessions);
         next.rate_buckets = Arc::clone(&self.rate_buckets);
         next.registry = Arc::clone(&self.registry);
         next.transfers = Arc::clone(&self.transfers);

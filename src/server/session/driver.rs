@@ -6,15 +6,17 @@
 
 use super::backend::BackendSide;
 use super::control::{ClientControl, ClientEvent};
-use super::core::{self, ClientTls, ClientTlsRefused, Core, Input, LoginGate, Output, Timer};
 use super::data::{self, DataChannel, DataError, DataOutcome, DataTls};
 use super::throttle::{self, TransferPlan};
-use super::{registry, Lifecycle, SessionContext, SessionSlot, SharedStateDown, TLS_HANDSHAKE_TIMEOUT};
+use super::TLS_HANDSHAKE_TIMEOUT;
 use crate::cluster::leases::Counted;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::protocol::command::TransferDirection;
 use crate::protocol::{Reply, Verb};
+use crate::server::context::{Lifecycle, SessionContext, SessionSlot, SharedStateDown};
+use crate::server::registry;
+use crate::session::core::{self, ClientTls, ClientTlsRefused, Core, Input, LoginGate, Output, Timer};
 use crate::tls::SessionAcceptors;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -23,7 +23,7 @@ use tokio_rustls::LazyConfigAcceptor;
 /// can make a peer discard the end of a transfer.
 const TLS_LINGER: Duration = Duration::from_secs(5);
 
-pub use super::outcome::{DataError, DataOutcome};
+pub use crate::session::outcome::{DataError, DataOutcome};
 
 /// TLS to put on each leg of one data connection.
 #[derive(Clone)]

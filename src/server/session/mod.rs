@@ -1,0 +1,174 @@
+//! One client session, from the server's side: the admission checks at
+//! connect, implicit TLS, then the [`driver`] that runs the sans-IO
+//! `session::core` over the real connections.
+//!
+//! Commands go to the backend and replies come back verbatim, except for what
+//! ftpgate must own: data-channel setup (`PASV`, `EPSV`, `PORT`, `EPRT`), which
+//! ftpgate answers itself so every data connection runs through its own ports;
+//! the transfer commands, whose final reply is held until the data relay has
+//! delivered every byte; `ABOR`; and `FEAT`, filtered to what ftpgate carries.
+
+pub mod control;
+pub mod data;
+
+mod backend;
+mod driver;
+mod throttle;
+
+pub use throttle::RateBuckets;
+
+use super::context::{SessionContext, SharedStateDown};
+use super::limits;
+use crate::cluster::leases::Counted;
+use crate::config::{ClientTlsMode, ListenerSettings};
+use crate::metrics::{GaugeGuard, Metrics};
+use crate::protocol::{codes, Reply};
+use crate::session::core;
+use crate::tls::stream::ClientStream;
+use control::ClientControl;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn, Instrument};
+
+/// Bound on any TLS handshake on a control connection.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Runs one client session to its end. Never panics on peer input; every exit
+/// path closes both control connections and any data channel.
+/// `proxied` is the client's address from a PROXY protocol header, if the
+/// listener takes one.
+pub async fn run(
+    client: TcpStream,
+    listener: ListenerSettings,
+    ctx: Arc<SessionContext>,
+    id: u64,
+    proxied: Option<SocketAddr>,
+) {
+    let mode = listener.tls;
+    let Some(client_peer) = proxied.or_else(|| client.peer_addr().ok()) else { return };
+    let Ok(client_local) = client.local_addr() else { return };
+    // `user` is filled in at USER, so every later line of the session names it.
+    let span = tracing::info_span!("session", id, client = %client_peer, user = tracing::field::Empty);
+    async move {
+        let _open = GaugeGuard::new(&ctx.metrics, |m| &m.sessions_open);
+        let _running = ctx.sessions.enter();
+        let tls_label = match mode {
+            ClientTlsMode::Off => "off",
+            ClientTlsMode::Explicit => "explicit",
+            ClientTlsMode::Required => "required",
+            ClientTlsMode::Implicit => "implicit",
+        };
+        ctx.metrics.session_opened(listener.address, tls_label);
+        let _ = client.set_nodelay(true);
+        // Clients send ABOR as urgent data (Python's ftplib sends the whole line
+        // with MSG_OOB); inline delivery keeps that byte in the command stream
+        // instead of losing the line's LF.
+        let _ = socket2::SockRef::from(&client).set_out_of_band_inline(true);
+        // One acceptor per session: its session cache binds data connections to
+        // this control connection.
+        let acceptor = match (mode, &ctx.client_tls) {
+            (ClientTlsMode::Off, _) | (_, None) => None,
+            (_, Some(t)) => match t.for_session() {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    warn!(error = %e, "cannot set up TLS for the session");
+                    return;
+                }
+            },
+        };
+        let mut client = ClientControl::new(ClientStream::Plain(client));
+        let policy = ctx.policy();
+        let per_address =
+            limits::combined(ctx.settings.max_sessions_per_address, policy.login.max_sessions_per_address);
+        let ip = client_peer.ip();
+        let (refusal, reason, address_slot) = match (policy.admit(ip), ctx.banned_for(ip).await) {
+            (Err(d), _) => (Some(d.reason), "policy", None),
+            (Ok(_), Err(SharedStateDown)) => {
+                (Some("shared login state unreachable; try again later".to_string()), "cluster", None)
+            }
+            (Ok(_), Ok(Some(left))) => {
+                // Its login is refused before it can try.
+                Metrics::inc(&ctx.metrics.logins_refused);
+                let why = format!("too many failed logins from your address; try again in {} s", left.as_secs() + 1);
+                (Some(why), "banned", None)
+            }
+            (Ok(_), Ok(None)) => {
+                match ctx.take_slot(&ctx.per_address, ip.to_canonical(), Counted::Address, per_address).await {
+                    Ok(slot) => (None, "address_limit", slot),
+                    Err(SharedStateDown) => {
+                        (Some("shared login state unreachable; try again later".to_string()), "cluster", None)
+                    }
+                }
+            }
+        };
+        let Some(address_slot) = address_slot else {
+            let why = refusal.unwrap_or_else(|| format!("too many sessions from your address (limit {per_address})"));
+            ctx.metrics.count_denial("connect");
+            ctx.metrics.session_refused(reason);
+            info!(target: "ftpgate::audit", why, "connection refused");
+            // Implicit-TLS clients expect a handshake first; they get a plain close.
+            if mode != ClientTlsMode::Implicit {
+                let _ =
+                    client.send(&Reply::single(codes::NOT_AVAILABLE, &format!("Service not available: {why}"))).await;
+            }
+            client.shutdown().await;
+            return;
+        };
+        if mode == ClientTlsMode::Implicit {
+            let Some(acceptor) = &acceptor else { return };
+            let started = Instant::now();
+            let upgraded = client.upgrade(&acceptor.control, TLS_HANDSHAKE_TIMEOUT).await;
+            ctx.metrics.latency.client_tls_handshake.observe(started.elapsed().as_secs_f64());
+            if let Err(e) = upgraded {
+                Metrics::inc(&ctx.metrics.tls_client_failures);
+                warn!(error = %e, "implicit TLS handshake with client failed");
+                return;
+            }
+            Metrics::inc(&ctx.metrics.tls_client_control);
+            ctx.metrics.tls_version("client_control", client.tls_version());
+        }
+        let client_tls = client.is_tls().then(|| driver::client_tls(&client));
+        let s = &ctx.settings;
+        let config = core::CoreConfig {
+            mode,
+            tls_offered: acceptor.is_some(),
+            client_peer,
+            client_local,
+            public_address: s.public_address,
+            banner: s.banner.clone(),
+            idle: s.idle_control,
+            login_timeout: s.login_timeout,
+            backend_reply: s.backend_reply,
+            data_connect: s.data_connect,
+            client_cert_user_match: s.client_cert_user_match,
+        };
+        let mut session = driver::Driver {
+            core: core::Core::new(driver::ContextEnv(Arc::clone(&ctx)), config, client_tls),
+            ctx: Arc::clone(&ctx),
+            client,
+            client_dead: false,
+            backend: backend::BackendSide::detached(),
+            client_peer,
+            client_local,
+            proxy_protocol: listener.proxy_protocol,
+            acceptor,
+            data: None,
+            plan: None,
+            transfer_started: None,
+            deadlines: Default::default(),
+            drain_seen: false,
+            who: ctx.registry.register(id, client_peer),
+            _address_slot: address_slot,
+            user_slot: None,
+            user: String::new(),
+        };
+        info!(tls = ?mode, "session opened");
+        session.run().await;
+        debug!("session closed");
+        info!("session ended");
+    }
+    .instrument(span)
+    .await
+}
