@@ -18,7 +18,6 @@ use crate::server::context::{Lifecycle, SessionContext, SessionSlot, SharedState
 use crate::server::registry;
 use crate::session::core::{self, ClientTls, ClientTlsRefused, Core, Input, LoginGate, Output, Timer};
 use crate::tls::SessionAcceptors;
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,7 +60,9 @@ pub(super) struct Driver {
     /// The running transfer's limits and slot.
     pub plan: Option<TransferPlan>,
     pub transfer_started: Option<Instant>,
-    pub deadlines: HashMap<Timer, tokio::time::Instant>,
+    /// When each armed timer fires, indexed by `Timer as usize` (no heap:
+    /// idle sessions are most sessions).
+    pub deadlines: [Option<tokio::time::Instant>; Timer::ALL.len()],
     pub drain_seen: bool,
     /// This session's line in `ftpgate who` and `/status`.
     pub who: registry::Registration,
@@ -113,7 +114,8 @@ impl Driver {
     }
 
     async fn next_input(&mut self) -> Input {
-        let next_timer = self.deadlines.iter().min_by_key(|(_, at)| **at).map(|(t, at)| (*t, *at));
+        let next_timer =
+            Timer::ALL.iter().filter_map(|&t| self.deadlines[t as usize].map(|at| (t, at))).min_by_key(|&(_, at)| at);
         let (timer, at) = next_timer.unwrap_or((Timer::Idle, tokio::time::Instant::now()));
         let mut closing = self.ctx.closing.subscribe();
         let watch_data = self.core.wants_data_end() && self.data.is_some();
@@ -141,7 +143,7 @@ impl Driver {
                 Input::DataEnded(o.unwrap_or_else(|e| DataOutcome::Failed(DataError::Task(e.to_string()))))
             }
             () = tokio::time::sleep_until(at), if next_timer.is_some() => {
-                self.deadlines.remove(&timer);
+                self.deadlines[timer as usize] = None;
                 Input::Timeout(timer)
             }
             () = async { let _ = closing.wait_for(|c| *c != Lifecycle::Serving).await; }, if !self.drain_seen => {
@@ -231,12 +233,8 @@ impl Driver {
                 }
             }
             Output::TransferEnded(log) => self.transfer_ended(log),
-            Output::Arm(t, d) => {
-                self.deadlines.insert(t, tokio::time::Instant::now() + d);
-            }
-            Output::Disarm(t) => {
-                self.deadlines.remove(&t);
-            }
+            Output::Arm(t, d) => self.deadlines[t as usize] = Some(tokio::time::Instant::now() + d),
+            Output::Disarm(t) => self.deadlines[t as usize] = None,
             Output::Close { quit_backend } => self.close(quit_backend).await,
         }
     }

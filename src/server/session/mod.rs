@@ -157,7 +157,7 @@ pub async fn run(
             data: None,
             plan: None,
             transfer_started: None,
-            deadlines: Default::default(),
+            deadlines: [None; core::Timer::ALL.len()],
             drain_seen: false,
             who: ctx.registry.register(id, client_peer),
             _address_slot: address_slot,

@@ -70,6 +70,7 @@ pub struct LoginGate {
 
 /// Timers the core arms; the driver reports each one's expiry once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(usize)]
 pub enum Timer {
     /// No command within `idle` while waiting for one.
     Idle,
@@ -79,6 +80,10 @@ pub enum Timer {
     BackendReply,
     /// A departed client's upload may still report its end.
     DepartedGrace,
+}
+
+impl Timer {
+    pub const ALL: [Timer; 4] = [Timer::Idle, Timer::Login, Timer::BackendReply, Timer::DepartedGrace];
 }
 
 #[derive(Debug)]

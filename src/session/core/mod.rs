@@ -221,7 +221,12 @@ impl<E: Env> Core<E> {
 
     /// The next thing for the driver to do.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        let next = self.out.pop_front();
+        if next.is_none() && self.out.capacity() > 0 {
+            // Idle sessions are most sessions: they keep no buffer.
+            self.out = VecDeque::new();
+        }
+        next
     }
 
     pub fn is_closed(&self) -> bool {
@@ -365,6 +370,9 @@ impl<E: Env> Core<E> {
                     self.run_command(cmd);
                 }
                 None => {
+                    if self.queue.capacity() > 0 {
+                        self.queue = VecDeque::new();
+                    }
                     if self.draining {
                         self.reply(codes::NOT_AVAILABLE, "Service shutting down; please reconnect later");
                         return self.close();
