@@ -120,9 +120,11 @@ fn refused_transfers_do_not_spend_vsftpd_tls12_resumption() {
 }
 
 /// ProFTPD over TLS 1.3: the 20 refusals cost nothing. Its mixed run is
-/// capped at TLS 1.2: over TLS 1.3 ProFTPD refuses (425) a data connection
-/// resumed with a ticket from an earlier data connection after a few
-/// transfers (see the note on issue 9).
+/// capped at TLS 1.2: over TLS 1.3 ProFTPD sends no session ticket on upload
+/// data connections (OpenSSL sends them when the server writes), rustls uses
+/// each ticket once, so after two uploads the next data connection finds none
+/// left and ProFTPD refuses the full handshake (425); see
+/// docs/troubleshooting.md.
 #[test]
 fn refused_transfers_do_not_spend_proftpd_resumption() {
     let certs = TestCerts::new();

@@ -97,6 +97,16 @@ impl DataTls {
             } else {
                 &self.metrics.tls_backend_data_full
             });
+            if !resumed && tls.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
+                // TLS 1.3 tickets are single-use in rustls; a server that sends
+                // none on upload data connections (OpenSSL-based ProFTPD) runs
+                // the session's supply dry, and strict servers refuse this one.
+                tracing::warn!(
+                    "backend data connection could not resume the control session over TLS 1.3 (no session \
+                     ticket left); a server that requires session reuse will refuse it: set [backend] \
+                     max_tls_version = \"1.2\" for this backend (see docs/troubleshooting.md)"
+                );
+            }
             Ok(BackendStream::Tls(Box::new(tls)))
         };
         let (client, backend) =
