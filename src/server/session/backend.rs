@@ -1,23 +1,22 @@
-//! The backend control connection, from the driver's side: opened at login
-//! (never before), greeted, secured as configured (implicit FTPS, or
-//! ftpgate's own `AUTH TLS`/`PBSZ 0`/`PROT P`, hidden from the client), and
-//! told what the client said before login. None of this reaches the client:
-//! ftpgate greets it itself.
+//! The backend control connection, from the driver's side: connected at
+//! login (never before), with the PROXY header and implicit TLS as
+//! configured, and taken to TLS when the core's `AUTH TLS` is accepted. The
+//! greeting and the rest of the opening sequence are the core's.
 
 use super::control::{BackendControl, BackendError};
 use super::TLS_HANDSHAKE_TIMEOUT;
 use crate::config::{BackendTlsMode, Settings};
 use crate::metrics::Metrics;
-use crate::protocol::{codes, Command, Verb};
+use crate::protocol::{Command, Verb};
 use crate::server::context::SessionContext;
 use crate::server::pool;
+use crate::session::core::BackendSecurity;
 use crate::tls::stream::BackendStream;
 use crate::tls::BackendSessionTls;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
-use tracing::{debug, info};
 
 /// Opens a backend control connection within the connect timeout and, if
 /// configured, starts it with a PROXY protocol header naming the client and
@@ -60,18 +59,18 @@ impl BackendSide {
         }
     }
 
-    /// Moves this session to the backend `name` (`None`: the default pool):
-    /// connect, TLS as configured, greeting, `replay`; an earlier backend
-    /// connection is closed. Returns the new control connection's peer.
-    pub async fn switch(
+    /// Connects this session to the backend `name` (`None`: the default
+    /// pool): TCP, the PROXY header, implicit TLS as configured; an earlier
+    /// backend connection is closed. The greeting and explicit TLS are the
+    /// core's (`session::core::backend`).
+    pub async fn connect(
         &mut self,
         ctx: &SessionContext,
         name: Option<&str>,
         user: &str,
-        replay: Vec<Command>,
         client: SocketAddr,
         local: SocketAddr,
-    ) -> Result<SocketAddr, BackendError> {
+    ) -> Result<(SocketAddr, BackendSecurity), BackendError> {
         let pool = match name {
             Some(n) => ctx.named_backends.get(n),
             None => Some(&ctx.pool),
@@ -103,66 +102,30 @@ impl BackendSide {
             let _ = old.send(&Command::new(Verb::Quit, None)).await;
             old.shutdown().await;
         }
+        self.dead = false;
         self.peer = Some(peer);
         self.tls = target.tls.as_ref().map(|t| t.for_session());
         self.slot = Some(slot);
-        self.greet(ctx).await?;
-        for cmd in replay {
-            self.control.send(&cmd).await?;
-            let r = self.final_reply(s.backend_reply).await?;
-            debug!(command = %cmd.verb, code = r.code, "replayed to the backend");
-        }
-        info!(backend = %peer, name = name.unwrap_or("default"), "backend control connection open");
-        Ok(peer)
+        let security = match (&self.tls, s.backend_tls) {
+            (None, _) => BackendSecurity::Plain,
+            (Some(_), BackendTlsMode::Implicit) => {
+                self.upgrade(ctx).await?;
+                BackendSecurity::ImplicitTls
+            }
+            (Some(_), _) => BackendSecurity::ExplicitTls,
+        };
+        Ok((peer, security))
     }
 
-    /// Takes a fresh connection to where commands can flow: implicit TLS, the
-    /// greeting, explicit TLS. A refusing greeting (`421`, or anything but
-    /// `220` after any `120`) ends the session with `421` and the reason.
-    async fn greet(&mut self, ctx: &SessionContext) -> Result<(), BackendError> {
-        let s = &ctx.settings;
-        if let (Some(tls), BackendTlsMode::Implicit) = (&self.tls, s.backend_tls) {
-            let started = Instant::now();
-            self.control.upgrade(tls, TLS_HANDSHAKE_TIMEOUT).await?;
-            ctx.metrics.tls_version("backend_control", self.control.tls_version());
-            ctx.metrics.latency.backend_tls_handshake.observe(started.elapsed().as_secs_f64());
-        }
-        loop {
-            let greeting = self.control.next_within(s.backend_reply).await?;
-            if greeting.code == codes::READY {
-                return self.secure(ctx).await;
-            }
-            if !greeting.is_preliminary() {
-                return Err(BackendError::Refused { command: "a session", reply: greeting.text() });
-            }
-        }
-    }
-
-    /// Explicit FTPS towards the backend, on ftpgate's own initiative and
-    /// hidden from the client: `AUTH TLS`, handshake, `PBSZ 0`, `PROT P`.
-    async fn secure(&mut self, ctx: &SessionContext) -> Result<(), BackendError> {
-        let Some(tls) = self.tls.clone() else { return Ok(()) };
-        let t = ctx.settings.backend_reply;
-        if !self.control.is_tls() {
-            self.control.exchange(&Command::new(Verb::Auth, Some(b"TLS")), 234, t).await?;
-            let started = Instant::now();
-            self.control.upgrade(&tls, TLS_HANDSHAKE_TIMEOUT).await?;
-            ctx.metrics.tls_version("backend_control", self.control.tls_version());
-            ctx.metrics.latency.backend_tls_handshake.observe(started.elapsed().as_secs_f64());
-        }
-        self.control.exchange(&Command::new(Verb::Pbsz, Some(b"0")), 200, t).await?;
-        self.control.exchange(&Command::new(Verb::Prot, Some(b"P")), 200, t).await?;
-        debug!("backend control connection secured");
+    /// Takes the control connection to TLS (implicit FTPS at connect, or
+    /// after the backend's `234`).
+    pub async fn upgrade(&mut self, ctx: &SessionContext) -> Result<(), BackendError> {
+        let Some(tls) = self.tls.clone() else { return Err(BackendError::Closed) };
+        let started = Instant::now();
+        self.control.upgrade(&tls, TLS_HANDSHAKE_TIMEOUT).await?;
+        ctx.metrics.tls_version("backend_control", self.control.tls_version());
+        ctx.metrics.latency.backend_tls_handshake.observe(started.elapsed().as_secs_f64());
         Ok(())
-    }
-
-    async fn final_reply(&mut self, timeout: Duration) -> Result<crate::protocol::Reply, BackendError> {
-        loop {
-            let r = self.control.next_within(timeout).await?;
-            if !r.is_preliminary() {
-                return Ok(r);
-            }
-        }
     }
 
     /// Ends the backend session politely (so it frees the login at once).

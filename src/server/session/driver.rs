@@ -132,7 +132,7 @@ impl Driver {
                     Input::ClientGone
                 }
             },
-            r = self.backend.control.next(), if self.core.backend_open() && !self.backend.dead => match r {
+            r = self.backend.control.next(), if self.core.reads_backend() && !self.backend.dead => match r {
                 Ok(r) => Input::BackendReply(r),
                 Err(e) => {
                     self.backend.dead = true;
@@ -179,7 +179,11 @@ impl Driver {
                 let r = self.upgrade_client(&ok).await;
                 self.core.handle(Input::ClientTls(r));
             }
-            Output::OpenBackend { name, replay } => self.open_backend(name, replay).await,
+            Output::ConnectBackend { name } => self.connect_backend(name).await,
+            Output::UpgradeBackend => {
+                let r = self.backend.upgrade(&self.ctx).await.map_err(|e| e.to_string());
+                self.core.handle(Input::BackendTls(r));
+            }
             Output::CheckLogin { user } => {
                 let gate = self.check_login(user).await;
                 self.core.handle(Input::LoginChecked(gate));
@@ -267,15 +271,15 @@ impl Driver {
         }
     }
 
-    /// Opens the backend while still reading the client: commands it
+    /// Connects the backend while still reading the client: commands it
     /// pipelines wait in the core's queue, and a client that leaves ends the
     /// attempt at once (so abandoned sessions hold no backend connection).
-    async fn open_backend(&mut self, name: Option<String>, replay: Vec<crate::protocol::Command>) {
+    async fn connect_backend(&mut self, name: Option<String>) {
         let ctx = Arc::clone(&self.ctx);
         let user = self.user.clone();
         let (client_peer, client_local) = (self.client_peer, self.client_local);
         let result = {
-            let opening = self.backend.switch(&ctx, name.as_deref(), &user, replay, client_peer, client_local);
+            let opening = self.backend.connect(&ctx, name.as_deref(), &user, client_peer, client_local);
             tokio::pin!(opening);
             loop {
                 tokio::select! {
@@ -293,13 +297,13 @@ impl Driver {
                 self.client_dead = true;
                 self.core.handle(Input::ClientGone);
             }
-            Some(Ok(peer)) => {
+            Some(Ok((peer, security))) => {
                 let shown = match &name {
                     Some(n) => format!("{n} ({peer})"),
                     None => peer.to_string(),
                 };
                 self.who.entry.backend(&shown);
-                self.core.handle(Input::BackendOpened { peer, name });
+                self.core.handle(Input::BackendConnected { peer, name, security });
             }
             Some(Err(e)) => {
                 self.backend.dead = true;

@@ -2,7 +2,7 @@
 //! outputs it asks the driver to carry out, the settings it runs under and
 //! what it reads from the rest of the process.
 
-use super::{DataOutcome, TransferLog, TransferStart};
+use super::{BackendSecurity, DataOutcome, TransferLog, TransferStart};
 use crate::config::ClientTlsMode;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -99,12 +99,16 @@ pub enum Input {
         kind: &'static str,
         text: String,
     },
-    /// The backend connection asked for with [`Output::OpenBackend`] is
-    /// greeted, secured and ready; `peer` is its control address.
-    BackendOpened {
+    /// The backend connection asked for with [`Output::ConnectBackend`] is
+    /// connected (and TLS already, for implicit FTPS); `peer` is its control
+    /// address. Its greeting comes next.
+    BackendConnected {
         peer: SocketAddr,
         name: Option<String>,
+        security: BackendSecurity,
     },
+    /// The backend control connection's TLS handshake after `AUTH TLS`.
+    BackendTls(Result<(), String>),
     ClientTls(Result<ClientTls, ClientTlsRefused>),
     LoginChecked(LoginGate),
     PasswordChecked(bool),
@@ -133,13 +137,15 @@ pub enum Output {
     UpgradeClient {
         ok: Reply,
     },
-    /// Open (or switch to) the backend named (`None`: the default pool):
-    /// connect, greeting, TLS as configured, then `replay` (said before login,
-    /// already answered). Answer with [`Input::BackendOpened`].
-    OpenBackend {
+    /// Connect to (or switch to) the backend named (`None`: the default
+    /// pool): TCP, the PROXY header and implicit TLS as configured. Answer
+    /// with [`Input::BackendConnected`].
+    ConnectBackend {
         name: Option<String>,
-        replay: Vec<Command>,
     },
+    /// The backend said `234` to ftpgate's `AUTH TLS`: take its control
+    /// connection to TLS. Answer with [`Input::BackendTls`].
+    UpgradeBackend,
     /// Ask for bans (and, with `user`, that user's open sessions); answer with
     /// [`Input::LoginChecked`].
     CheckLogin {

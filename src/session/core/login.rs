@@ -133,10 +133,7 @@ impl<E: Env> Core<E> {
             match cmd.verb {
                 Verb::Auth | Verb::Pbsz | Verb::Prot | Verb::Ccc | Verb::Rein => {}
                 Verb::User if !self.is_bastion(&cmd) => {
-                    let replay = std::mem::take(&mut self.replay);
-                    self.out.push_back(Output::OpenBackend { name: self.backend_name.clone(), replay });
-                    self.waiting = Waiting::BackendOpen(AfterOpen::Command(cmd));
-                    return;
+                    return self.open_backend(self.backend_name.clone(), AfterOpen::Command(cmd));
                 }
                 Verb::User => {}
                 Verb::Pass if self.bastion_pending.is_some() => {}
@@ -194,21 +191,8 @@ impl<E: Env> Core<E> {
         }
     }
 
-    pub(super) fn on_backend_opened(&mut self, peer: SocketAddr, name: Option<String>) {
-        let Waiting::BackendOpen(then) = std::mem::replace(&mut self.waiting, Waiting::Command) else { return };
-        self.backend_open = true;
-        self.backend_peer = Some(peer);
-        self.backend_name = name;
-        self.backend_epsv = true;
-        match then {
-            AfterOpen::Command(cmd) => self.dispatch(cmd),
-            AfterOpen::Bastion(name) => self.bastion_backend_login(name),
-        }
-        self.resume_if_idle();
-    }
-
     /// Runs an allowed command.
-    fn dispatch(&mut self, cmd: Command) {
+    pub(super) fn dispatch(&mut self, cmd: Command) {
         self.previous = Some(cmd.verb.clone());
         match cmd.verb.clone() {
             Verb::Pasv | Verb::Epsv => self.passive(cmd),
@@ -318,10 +302,7 @@ impl<E: Env> Core<E> {
             return self.resume();
         };
         if !self.backend_open || backend != self.backend_name {
-            let replay = std::mem::take(&mut self.replay);
-            self.out.push_back(Output::OpenBackend { name: backend, replay });
-            self.waiting = Waiting::BackendOpen(AfterOpen::Bastion(name));
-            return;
+            return self.open_backend(backend, AfterOpen::Bastion(name));
         }
         self.bastion_backend_login(name);
         self.resume_if_idle();
@@ -329,7 +310,7 @@ impl<E: Env> Core<E> {
 
     /// Logs in on the backend with the bastion user's mapped account; the
     /// client sees neither the account nor the backend's replies.
-    fn bastion_backend_login(&mut self, name: String) {
+    pub(super) fn bastion_backend_login(&mut self, name: String) {
         let Some(bu) = self.env.policy().bastion_users.get(&name).cloned() else {
             return self.reply(codes::NOT_LOGGED_IN, "Login incorrect.");
         };

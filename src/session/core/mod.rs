@@ -18,6 +18,7 @@
 //! `setup` (PASV/EPSV/PORT/EPRT and the backend's passive port), `transfer`
 //! (the held final reply, ABOR and its order).
 
+mod backend;
 mod interface;
 mod login;
 mod security;
@@ -31,6 +32,7 @@ mod tests_flow;
 #[cfg(test)]
 mod tests_prop;
 
+pub use backend::BackendSecurity;
 pub use interface::{ClientTls, ClientTlsRefused, CoreConfig, Env, Input, LoginGate, Output, Timer};
 pub use setup::DataSetup;
 pub use transfer::{TransferLog, TransferStart};
@@ -85,6 +87,8 @@ enum Pending {
     CapDele(Box<transfer::Finishing>),
     /// The transfer's and then ABOR's own final reply.
     Abor(transfer::Aborting),
+    /// A step of opening the backend connection.
+    Opening(backend::OpenStep),
 }
 
 /// What to do once the backend is open.
@@ -105,8 +109,10 @@ enum Waiting {
     },
     /// A final reply from the backend.
     BackendReply(Pending),
-    /// The backend connection to be opened.
-    BackendOpen(AfterOpen),
+    /// The backend connection to be made (the continuation is in `opening`).
+    BackendConnect,
+    /// The backend control connection's TLS handshake after `AUTH TLS`.
+    BackendTls,
     /// Bans and session counts for a USER or PASS.
     LoginCheck(Command),
     /// A bastion user's password hash check.
@@ -148,7 +154,12 @@ pub struct Core<E: Env> {
     pbsz: bool,
     /// `PROT P`: client data connections are TLS.
     prot_private: bool,
+    /// Replies are read from the backend (its connection exists).
+    backend_connected: bool,
+    /// The backend connection is greeted, secured and takes commands.
     backend_open: bool,
+    /// A backend connection on its way to `backend_open`.
+    opening: Option<backend::Opening>,
     backend_peer: Option<SocketAddr>,
     /// The named backend in use; `None`: the default.
     backend_name: Option<String>,
@@ -192,7 +203,9 @@ impl<E: Env> Core<E> {
             client_tls,
             pbsz: false,
             prot_private: false,
+            backend_connected: false,
             backend_open: false,
+            opening: None,
             backend_peer: None,
             backend_name: None,
             backend_epsv: true,
@@ -248,9 +261,9 @@ impl<E: Env> Core<E> {
         }
     }
 
-    /// Whether backend replies are read: once the backend is open.
-    pub fn backend_open(&self) -> bool {
-        self.backend_open && !self.is_closed()
+    /// Whether backend replies are read: once a backend is connected.
+    pub fn reads_backend(&self) -> bool {
+        self.backend_connected && !self.is_closed()
     }
 
     /// Whether a transfer is running (for the registry and the deadline).
@@ -268,7 +281,8 @@ impl<E: Env> Core<E> {
             Input::ClientGone => self.on_client_gone(),
             Input::BackendReply(r) => self.on_backend_reply(r),
             Input::BackendFailed { kind, text } => self.backend_failed(kind, &text),
-            Input::BackendOpened { peer, name } => self.on_backend_opened(peer, name),
+            Input::BackendConnected { peer, name, security } => self.on_backend_connected(peer, name, security),
+            Input::BackendTls(r) => self.on_backend_tls(r),
             Input::ClientTls(r) => self.on_client_tls(r),
             Input::LoginChecked(gate) => self.on_login_checked(gate),
             Input::PasswordChecked(ok) => self.on_password_checked(ok),
@@ -317,7 +331,7 @@ impl<E: Env> Core<E> {
     }
 
     fn close(&mut self) {
-        let quit_backend = self.backend_open && !self.backend_quit;
+        let quit_backend = self.backend_connected && !self.backend_quit;
         self.out.push_back(Output::Close { quit_backend });
         self.waiting = Waiting::Closed;
     }
@@ -474,6 +488,7 @@ impl<E: Env> Core<E> {
             Pending::BastionPass(name) => self.on_bastion_pass_reply(name, r),
             Pending::CapDele(f) => self.on_cap_dele_reply(*f, r),
             Pending::Abor(a) => self.on_abor_reply(a, r),
+            Pending::Opening(step) => self.on_opening_reply(step, r),
         }
     }
 

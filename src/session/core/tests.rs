@@ -129,14 +129,28 @@ impl Harness {
         self.input(Input::BackendReply(Reply::single(code, text)))
     }
 
+    /// The backend connection the core asked for is up and greets: what
+    /// follows the greeting.
+    pub fn connected(&mut self) -> Vec<Output> {
+        let out = self.input(Input::BackendConnected {
+            peer: BACKEND.parse().unwrap(),
+            name: None,
+            security: BackendSecurity::Plain,
+        });
+        assert!(sent(&out).is_empty() && codes_of(&out).is_empty(), "nothing before the greeting: {out:?}");
+        let out = self.backend(220, "vsftpd 3.0.3");
+        assert!(codes_of(&out).is_empty(), "the backend's greeting is not the client's: {out:?}");
+        out
+    }
+
     /// USER and PASS through to the backend, with the checks the core asks
     /// for answered as a quiet world would.
     pub fn login(&mut self) {
         let out = self.cmd("USER alice");
         assert!(out.iter().any(|o| matches!(o, Output::CheckLogin { .. })), "{out:?}");
         let out = self.input(Input::LoginChecked(LoginGate::default()));
-        assert!(out.iter().any(|o| matches!(o, Output::OpenBackend { .. })), "{out:?}");
-        let out = self.input(Input::BackendOpened { peer: BACKEND.parse().unwrap(), name: None });
+        assert!(out.iter().any(|o| matches!(o, Output::ConnectBackend { .. })), "{out:?}");
+        let out = self.connected();
         assert_eq!(sent(&out), ["USER alice"]);
         assert_eq!(codes_of(&self.backend(331, "Password please")), [331]);
         let out = self.cmd("PASS secret");
@@ -199,7 +213,7 @@ fn front_door_answers_without_a_backend() {
         let out = h.cmd(line);
         assert_eq!(codes_of(&out), [code], "{line}");
         assert!(sent(&out).is_empty());
-        assert!(!out.iter().any(|o| matches!(o, Output::OpenBackend { .. })));
+        assert!(!out.iter().any(|o| matches!(o, Output::ConnectBackend { .. })));
     }
     let out = h.cmd("FEAT");
     let feat = match &out[..] {
@@ -222,11 +236,75 @@ fn replays_what_was_said_before_login_when_the_backend_opens() {
     h.cmd("OPTS UTF8 ON");
     h.cmd("USER alice");
     let out = h.input(Input::LoginChecked(LoginGate::default()));
-    let replay = out.iter().find_map(|o| match o {
-        Output::OpenBackend { replay, .. } => Some(replay.iter().map(|c| c.to_string()).collect::<Vec<_>>()),
-        _ => None,
+    assert!(out.iter().any(|o| matches!(o, Output::ConnectBackend { name: None })), "{out:?}");
+    let out = h.connected();
+    assert_eq!(sent(&out), ["HOST ftp.example.com"], "HOST first: it picks the virtual host");
+    let out = h.backend(220, "Host accepted");
+    assert_eq!(sent(&out), ["OPTS UTF8 ON"]);
+    assert!(codes_of(&out).is_empty(), "the client had its replies already");
+    let out = h.backend(200, "Always in UTF8 mode.");
+    assert_eq!(sent(&out), ["USER alice"]);
+}
+
+#[test]
+fn explicit_tls_towards_the_backend_is_hidden_from_the_client() {
+    let mut h = harness();
+    h.cmd("USER alice");
+    h.input(Input::LoginChecked(LoginGate::default()));
+    let out = h.input(Input::BackendConnected {
+        peer: BACKEND.parse().unwrap(),
+        name: None,
+        security: BackendSecurity::ExplicitTls,
     });
-    assert_eq!(replay.unwrap(), ["HOST ftp.example.com", "OPTS UTF8 ON"]);
+    assert!(sent(&out).is_empty());
+    // A 120 before the 220 is waited out.
+    let out = h.backend(120, "Ready in a moment");
+    assert!(sent(&out).is_empty() && codes_of(&out).is_empty(), "{out:?}");
+    assert_eq!(sent(&h.backend(220, "ready")), ["AUTH TLS"]);
+    let out = h.backend(234, "Proceed");
+    assert!(matches!(out.last(), Some(Output::UpgradeBackend)), "{out:?}");
+    assert_eq!(sent(&h.input(Input::BackendTls(Ok(())))), ["PBSZ 0"]);
+    assert_eq!(sent(&h.backend(200, "PBSZ=0")), ["PROT P"]);
+    let out = h.backend(200, "Protection set to Private");
+    assert_eq!(sent(&out), ["USER alice"]);
+    assert!(codes_of(&out).is_empty(), "nothing of this reached the client");
+    assert_eq!(codes_of(&h.backend(331, "Password please")), [331]);
+}
+
+#[test]
+fn a_backend_that_refuses_the_session_or_its_tls_gets_the_client_a_421() {
+    for (security, replies, want) in [
+        (BackendSecurity::Plain, &[(421, "Too many users")][..], "backend refused a session: Too many users"),
+        (BackendSecurity::ExplicitTls, &[(220, "ready"), (500, "AUTH not understood")][..], "backend refused AUTH TLS"),
+        (BackendSecurity::ImplicitTls, &[(220, "ready"), (200, "PBSZ=0"), (534, "no")][..], "backend refused PROT P"),
+    ] {
+        let mut h = harness();
+        h.cmd("USER alice");
+        h.input(Input::LoginChecked(LoginGate::default()));
+        h.input(Input::BackendConnected { peer: BACKEND.parse().unwrap(), name: None, security });
+        let mut out = vec![];
+        for (code, text) in replies {
+            out = h.backend(*code, text);
+        }
+        assert_eq!(codes_of(&out), [421], "{security:?}: {out:?}");
+        assert!(text_of(&out, 421).contains(want), "{security:?}: {}", text_of(&out, 421));
+        assert!(closes(&out));
+        assert_eq!(h.metrics.backend_errors_for("refused"), 1);
+    }
+    let mut h = harness();
+    h.cmd("USER alice");
+    h.input(Input::LoginChecked(LoginGate::default()));
+    h.input(Input::BackendConnected {
+        peer: BACKEND.parse().unwrap(),
+        name: None,
+        security: BackendSecurity::ExplicitTls,
+    });
+    h.backend(220, "ready");
+    h.backend(234, "Proceed");
+    let out = h.input(Input::BackendTls(Err("TLS handshake failed: unknown issuer".into())));
+    assert_eq!(codes_of(&out), [421]);
+    assert!(text_of(&out, 421).contains("unknown issuer"));
+    assert_eq!(h.metrics.backend_errors_for("tls"), 1);
 }
 
 #[test]
@@ -242,7 +320,7 @@ fn failed_login_is_counted_then_answered() {
     let mut h = harness();
     h.cmd("USER alice");
     h.input(Input::LoginChecked(LoginGate::default()));
-    h.input(Input::BackendOpened { peer: BACKEND.parse().unwrap(), name: None });
+    h.connected();
     h.backend(331, "Password please");
     h.cmd("PASS wrong");
     h.input(Input::LoginChecked(LoginGate::default()));
@@ -259,7 +337,7 @@ fn banned_address_gets_421_and_nothing_reaches_a_backend() {
     let out = h.input(Input::LoginChecked(LoginGate { refusal: Some("banned for 60 s".into()), user_sessions: None }));
     assert_eq!(codes_of(&out), [421]);
     assert!(closes(&out));
-    assert!(!out.iter().any(|o| matches!(o, Output::OpenBackend { .. } | Output::Send(_))));
+    assert!(!out.iter().any(|o| matches!(o, Output::ConnectBackend { .. } | Output::Send(_))));
     assert_eq!(h.metrics.denials_for("login"), 1);
 }
 
@@ -273,7 +351,7 @@ fn user_session_limit_refuses_user_with_530() {
     let out = h.input(Input::LoginChecked(LoginGate { refusal: None, user_sessions: Some(2) }));
     assert_eq!(codes_of(&out), [530]);
     assert!(text_of(&out, 530).contains("limit 2"));
-    assert!(!closes(&out) && !out.iter().any(|o| matches!(o, Output::OpenBackend { .. })));
+    assert!(!closes(&out) && !out.iter().any(|o| matches!(o, Output::ConnectBackend { .. })));
 }
 
 #[test]
@@ -332,12 +410,12 @@ fn certificate_names_must_match_the_user() {
     h.cmd("USER bob");
     let out = h.input(Input::LoginChecked(LoginGate::default()));
     assert_eq!(codes_of(&out), [530]);
-    assert!(!out.iter().any(|o| matches!(o, Output::OpenBackend { .. } | Output::Send(_))), "{out:?}");
+    assert!(!out.iter().any(|o| matches!(o, Output::ConnectBackend { .. } | Output::Send(_))), "{out:?}");
     assert_eq!(Metrics::get(&h.metrics.logins_refused), 1);
     h.cmd("USER alice");
     let out = h.input(Input::LoginChecked(LoginGate::default()));
-    assert!(out.iter().any(|o| matches!(o, Output::OpenBackend { .. })), "{out:?}");
-    let out = h.input(Input::BackendOpened { peer: BACKEND.parse().unwrap(), name: None });
+    assert!(out.iter().any(|o| matches!(o, Output::ConnectBackend { .. })), "{out:?}");
+    let out = h.connected();
     assert_eq!(sent(&out), ["USER alice"]);
 }
 
@@ -362,13 +440,13 @@ fn bastion_login_hides_the_backend_account_and_replies() {
     h.cmd("USER ann");
     let out = h.input(Input::LoginChecked(LoginGate::default()));
     assert_eq!(codes_of(&out), [331], "ftpgate asks for the password itself");
-    assert!(!out.iter().any(|o| matches!(o, Output::OpenBackend { .. })), "no backend before the password");
+    assert!(!out.iter().any(|o| matches!(o, Output::ConnectBackend { .. })), "no backend before the password");
     h.cmd("PASS pw");
     let out = h.input(Input::LoginChecked(LoginGate::default()));
     assert!(matches!(&out[..], [.., Output::VerifyPassword { password, .. }] if password == b"pw"), "{out:?}");
     let out = h.input(Input::PasswordChecked(true));
-    assert!(out.iter().any(|o| matches!(o, Output::OpenBackend { name: None, .. })));
-    let out = h.input(Input::BackendOpened { peer: BACKEND.parse().unwrap(), name: None });
+    assert!(out.iter().any(|o| matches!(o, Output::ConnectBackend { name: None, .. })));
+    let out = h.connected();
     assert_eq!(sent(&out), ["USER svc"]);
     let out = h.backend(331, "Password required for svc");
     assert_eq!(sent(&out), ["PASS ****"]);
@@ -390,7 +468,7 @@ fn bastion_wrong_password_is_counted_and_refused() {
     let out = h.input(Input::PasswordChecked(false));
     assert!(out.iter().any(|o| matches!(o, Output::LoginFailed { user } if user == "ann")));
     assert_eq!(codes_of(&out), [530]);
-    assert!(!out.iter().any(|o| matches!(o, Output::OpenBackend { .. })));
+    assert!(!out.iter().any(|o| matches!(o, Output::ConnectBackend { .. })));
 }
 
 #[test]

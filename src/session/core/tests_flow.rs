@@ -235,7 +235,7 @@ fn login_timeout_waits_for_a_pending_reply_then_closes() {
     let mut h = harness();
     h.cmd("USER alice");
     h.input(Input::LoginChecked(LoginGate::default()));
-    h.input(Input::BackendOpened { peer: BACKEND.parse().unwrap(), name: None });
+    h.connected();
     let out = h.input(Input::Timeout(Timer::Login));
     assert!(out.is_empty(), "the USER's reply is still owed: {out:?}");
     let out = h.backend(331, "Password please");

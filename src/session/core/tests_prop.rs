@@ -115,9 +115,16 @@ impl World {
                         self.quit_sent |= c.verb == Verb::Quit;
                     }
                     Output::CheckLogin { .. } => follow.push_back(Input::LoginChecked(LoginGate::default())),
-                    Output::OpenBackend { .. } => {
-                        follow.push_back(Input::BackendOpened { peer: BACKEND.parse().unwrap(), name: None })
+                    Output::ConnectBackend { .. } => {
+                        // The new connection owes its greeting.
+                        self.owed += 1;
+                        follow.push_back(Input::BackendConnected {
+                            peer: BACKEND.parse().unwrap(),
+                            name: None,
+                            security: BackendSecurity::ExplicitTls,
+                        })
                     }
+                    Output::UpgradeBackend => follow.push_back(Input::BackendTls(Ok(()))),
                     Output::VerifyPassword { .. } => follow.push_back(Input::PasswordChecked(true)),
                     Output::OpenPassive { .. } => follow.push_back(Input::PassiveReady(Ok(50000))),
                     Output::PlanTransfer { .. } => {
