@@ -14,12 +14,16 @@
 //! in the order the commands were sent (RFC 959).
 //!
 //! One file per concern: `login` (USER/PASS, bastion users, the policy gate,
-//! what is answered before a backend exists), `security` (AUTH/PBSZ/PROT),
-//! `setup` (PASV/EPSV/PORT/EPRT and the backend's passive port), `transfer`
-//! (the held final reply, ABOR and its order).
+//! what is answered before a backend exists), `backend` (the backend's
+//! greeting, ftpgate's own FTPS towards it, the replay), `security`
+//! (AUTH/PBSZ/PROT), `setup` (PASV/EPSV/PORT/EPRT and the backend's passive
+//! port), `transfer` (the held final reply, ABOR and its order), `lifecycle`
+//! (timers, failures, the drain deadline); `interface` holds the inputs and
+//! outputs.
 
 mod backend;
 mod interface;
+mod lifecycle;
 mod login;
 mod security;
 mod setup;
@@ -520,80 +524,6 @@ impl<E: Env> Core<E> {
         if matches!(self.waiting, Waiting::Command) {
             self.resume();
         }
-    }
-
-    fn on_timeout(&mut self, timer: Timer) {
-        match (timer, &self.waiting) {
-            (Timer::Idle, Waiting::Command) => {
-                let secs = self.config.idle.as_secs();
-                self.reply(codes::NOT_AVAILABLE, &format!("Idle timeout ({secs} s); closing control connection"));
-                self.close();
-            }
-            (Timer::Login, _) if !self.logged_in => {
-                self.login_overdue = true;
-                if matches!(self.waiting, Waiting::Command) {
-                    self.login_timeout();
-                }
-            }
-            (Timer::BackendReply, Waiting::BackendReply(_) | Waiting::Transfer(_)) => {
-                let secs = self.config.backend_reply.as_secs();
-                self.backend_failed("timeout", &format!("backend did not reply within {secs} s"));
-            }
-            (Timer::BackendReply | Timer::DepartedGrace, Waiting::Departed(_)) => self.close(),
-            _ => {}
-        }
-    }
-
-    fn login_timeout(&mut self) {
-        self.metrics().session_refused("login_timeout");
-        info!(target: "ftpgate::audit", "no login within the login timeout");
-        let secs = self.config.login_timeout.as_secs();
-        self.reply(
-            codes::NOT_AVAILABLE,
-            &format!("Login timeout ({secs} s): log in sooner; closing control connection"),
-        );
-        self.close();
-    }
-
-    /// The backend is gone or broke its protocol: the client hears why, with
-    /// `421`, which answers whatever command was waiting (RFC 959 allows it
-    /// as the reply to any command), a running transfer's included.
-    fn backend_failed(&mut self, kind: &'static str, text: &str) {
-        self.metrics().backend_error(kind);
-        warn!(error = text, "closing session: backend failed");
-        if matches!(self.waiting, Waiting::Departed(_)) {
-            return self.close();
-        }
-        if self.transferring() {
-            self.out.push_back(Output::AbortData);
-            self.out.push_back(Output::TransferEnded(None));
-        }
-        self.reply(codes::NOT_AVAILABLE, &format!("Service not available: {text}"));
-        self.backend_quit = true;
-        self.close();
-    }
-
-    fn on_client_gone(&mut self) {
-        debug!("client control connection lost");
-        match std::mem::replace(&mut self.waiting, Waiting::Command) {
-            Waiting::Transfer(t) => self.transfer_departed(t),
-            _ => self.close(),
-        }
-    }
-
-    fn on_drain_deadline(&mut self) {
-        if matches!(self.waiting, Waiting::Departed(_)) {
-            return self.close();
-        }
-        if self.transferring() {
-            // The client must not wait for a 226 that cannot come.
-            self.out.push_back(Output::AbortData);
-            self.reply(codes::TRANSFER_ABORTED, "Transfer aborted: ftpgate is shutting down");
-            self.out.push_back(Output::TransferEnded(None));
-        }
-        self.reply(codes::NOT_AVAILABLE, "Service shutting down; please reconnect later");
-        info!("session closed at the drain deadline");
-        self.close();
     }
 }
 
