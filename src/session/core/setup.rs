@@ -122,8 +122,8 @@ impl<E: Env> Core<E> {
 
     /// The backend would not give a passive port: the client hears its reply.
     fn passive_refused(&mut self, purpose: PassivePurpose, reply: Reply) {
-        if let PassivePurpose::Transfer(s) = purpose {
-            self.transfer_not_started(&s);
+        if let PassivePurpose::Transfer(_) = purpose {
+            self.release_data_setup();
         }
         self.send_reply(reply);
         self.resume();

@@ -144,7 +144,7 @@ impl<E: Env> Core<E> {
             let max = s.max_transfers.unwrap_or(0);
             Metrics::inc(&self.metrics().transfers_refused_max);
             info!(target: "ftpgate::audit", %user, max, command = %s.cmd.verb, "transfer refused: too many at once");
-            self.transfer_not_started(&s);
+            self.release_data_setup();
             let text = format!("Too many transfers at once for {user} (limit {max}); try again when one has ended");
             self.refuse_transfer(Reply::single(codes::ACTION_NOT_TAKEN, &text));
             return self.resume_if_idle();
@@ -155,9 +155,9 @@ impl<E: Env> Core<E> {
         }
     }
 
-    /// The data setup and any transfer slot are released: the command did
-    /// not start a transfer.
-    pub(super) fn transfer_not_started(&mut self, _s: &Starting) {
+    /// The command did not start a transfer: its data setup (and any
+    /// transfer slot taken for it) is released.
+    pub(super) fn release_data_setup(&mut self) {
         self.out.push_back(Output::DropData);
     }
 
@@ -184,7 +184,7 @@ impl<E: Env> Core<E> {
         match r {
             Ok(()) => self.send_transfer(s),
             Err(why) => {
-                self.transfer_not_started(&s);
+                self.release_data_setup();
                 self.reply(codes::CANNOT_OPEN_DATA, &format!("Cannot open data connection: {why}"));
                 self.resume();
             }
@@ -223,7 +223,7 @@ impl<E: Env> Core<E> {
 
     /// The backend refused the transfer command outright.
     pub(super) fn on_transfer_start_reply(&mut self, s: Starting, r: Reply) {
-        self.transfer_not_started(&s);
+        self.release_data_setup();
         self.metrics().transfer(transfer_kind(&s.cmd), "failed");
         self.send_reply(r);
         self.resume();
