@@ -100,6 +100,12 @@ pub fn render(m: &Metrics) -> String {
         "Command lines refused before the backend (syntax, length, NUL, bare CR/LF).",
         g(&m.commands_rejected),
     );
+    counter(
+        &r,
+        "ftpgate_session_panics_total",
+        "Sessions ended by an internal error (a panic; the client got 421). Any value above 0 is a bug.",
+        g(&m.session_panics),
+    );
     counter(&r, "ftpgate_active_mode_refused_total", "PORT/EPRT refused by bounce protection.", g(&m.active_refused));
     gauge(&r, "ftpgate_passive_listeners_open", "Client-facing passive ports in use.", g(&m.passive_listeners_open));
     gauge(&r, "ftpgate_listeners_up", "Client listeners accepting connections now.", g(&m.listeners_up));

@@ -20,6 +20,7 @@ pub mod relay;
 pub mod server;
 pub mod session;
 pub mod systemd;
+pub mod text;
 pub mod tls;
 pub mod tls_options;
 pub mod xferlog;

@@ -135,6 +135,8 @@ pub struct Metrics {
     pub tls_backend_data_full: AtomicU64,
     /// Failed TLS handshakes with clients (control or data).
     pub tls_client_failures: AtomicU64,
+    /// Sessions ended by a panic inside them (a bug: the client got 421).
+    pub session_panics: AtomicU64,
 }
 
 impl Metrics {

@@ -271,9 +271,14 @@ impl LiveBytes {
 
 /// A running data channel. Dropping it aborts the task, closing whatever legs
 /// are open, so an abandoned PASV or an ended session leaks nothing.
+///
+/// The task's handle is taken out of its slot the moment the task's outcome
+/// is read, so an ended task can never be polled again (tokio panics on
+/// `JoinHandle polled after completion`): a channel whose outcome was
+/// delivered is inert, and stopping or aborting it does nothing.
 #[derive(Debug)]
 pub struct DataChannel {
-    pub task: JoinHandle<DataOutcome>,
+    task: Option<JoinHandle<DataOutcome>>,
     direction: Arc<OnceLock<TransferDirection>>,
     go: tokio::sync::watch::Sender<Option<relay::Limits>>,
 }
@@ -291,20 +296,45 @@ impl DataChannel {
         self.go.send_replace(Some(limits));
     }
 
+    /// Resolves with the task's outcome, once; afterwards it never resolves
+    /// (the outcome was delivered). Cancel-safe: dropped before the end, the
+    /// handle stays in its slot.
+    pub async fn ended(&mut self) -> DataOutcome {
+        let Some(task) = self.task.as_mut() else { return std::future::pending().await };
+        let outcome = task.await;
+        // Taken in the same poll that saw the end.
+        self.task = None;
+        outcome.unwrap_or_else(|e| DataOutcome::Failed(DataError::Task(e.to_string())))
+    }
+
+    /// Whether the task's outcome is still to be read.
+    pub fn running(&self) -> bool {
+        self.task.is_some()
+    }
+
+    /// Ends the task at once, legs and all; its outcome (`Failed`, the task
+    /// was cancelled) still reaches [`ended`](Self::ended).
+    pub fn abort(&self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+
     /// Ends the transfer early (ABOR): a running relay closes both legs in
     /// order, with close_notify on TLS legs, since a strict server (vsftpd)
     /// ends its whole session when a TLS data connection just breaks off. A
     /// channel whose relay has not started is simply dropped. Returns once
     /// the task has ended.
     pub async fn stop(&mut self) {
+        let Some(mut task) = self.task.take() else { return };
         let stop = self.go.borrow().as_ref().map(|l| std::sync::Arc::clone(&l.stop));
         match stop {
             Some(stop) => stop.notify_one(),
-            None => self.task.abort(),
+            None => task.abort(),
         }
-        if tokio::time::timeout(STOP_WAIT, &mut self.task).await.is_err() {
-            self.task.abort();
-            let _ = (&mut self.task).await;
+        if tokio::time::timeout(STOP_WAIT, &mut task).await.is_err() {
+            task.abort();
+            let _ = task.await;
         }
     }
 }
@@ -314,7 +344,7 @@ const STOP_WAIT: Duration = Duration::from_secs(3);
 
 impl Drop for DataChannel {
     fn drop(&mut self) {
-        self.task.abort();
+        self.abort();
     }
 }
 
@@ -379,5 +409,5 @@ where
         counted.publish(&progress, &metrics);
         DataOutcome::Relayed(report)
     });
-    DataChannel { task, direction, go }
+    DataChannel { task: Some(task), direction, go }
 }

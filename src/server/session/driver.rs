@@ -6,7 +6,7 @@
 
 use super::backend::BackendSide;
 use super::control::{ClientControl, ClientEvent};
-use super::data::{self, DataChannel, DataError, DataOutcome, DataTls};
+use super::data::{self, DataChannel, DataTls};
 use super::throttle::{self, TransferPlan};
 use super::TLS_HANDSHAKE_TIMEOUT;
 use crate::cluster::leases::Counted;
@@ -118,11 +118,13 @@ impl Driver {
             Timer::ALL.iter().filter_map(|&t| self.deadlines[t as usize].map(|at| (t, at))).min_by_key(|&(_, at)| at);
         let (timer, at) = next_timer.unwrap_or((Timer::Idle, tokio::time::Instant::now()));
         let mut closing = self.ctx.closing.subscribe();
-        let watch_data = self.core.wants_data_end() && self.data.is_some();
+        let watch_data = self.core.wants_data_end() && self.data.as_ref().is_some_and(DataChannel::running);
         let data = &mut self.data;
         tokio::select! {
             e = self.client.next(), if self.core.wants_client() && !self.client_dead => match e {
                 Ok(ClientEvent::Command(c)) => {
+                    #[cfg(debug_assertions)]
+                    super::unwind::injected_fault(c.verb.as_str());
                     self.who.entry.command();
                     Input::Command(c)
                 }
@@ -139,8 +141,8 @@ impl Driver {
                     Input::BackendFailed { kind: e.kind(), text: e.to_string() }
                 }
             },
-            o = async { match data.as_mut() { Some(d) => (&mut d.task).await, None => std::future::pending().await } }, if watch_data => {
-                Input::DataEnded(o.unwrap_or_else(|e| DataOutcome::Failed(DataError::Task(e.to_string()))))
+            o = async { match data.as_mut() { Some(d) => d.ended().await, None => std::future::pending().await } }, if watch_data => {
+                Input::DataEnded(o)
             }
             () = tokio::time::sleep_until(at), if next_timer.is_some() => {
                 self.deadlines[timer as usize] = None;
@@ -233,7 +235,7 @@ impl Driver {
             Output::AbortData => {
                 // The task ends at once; its end still reaches the core.
                 if let Some(data) = &self.data {
-                    data.task.abort();
+                    data.abort();
                 }
             }
             Output::TransferEnded(log) => self.transfer_ended(log),
@@ -472,6 +474,24 @@ impl Driver {
             user: log.user,
             complete: log.complete,
         });
+    }
+
+    /// After a panic in this session: the client hears `421` (unless it
+    /// left), the data channel, backend connection and slots are released.
+    /// Every step is bounded: the state may be half-updated.
+    pub async fn after_panic(&mut self) {
+        self.data = None;
+        self.plan = None;
+        self.who.entry.transfer(None);
+        if !self.client_dead {
+            let bye = Reply::single(
+                crate::protocol::codes::NOT_AVAILABLE,
+                "Service not available: internal error in this session; please reconnect",
+            );
+            let _ = tokio::time::timeout(LAST_WORDS, self.client.send(&bye)).await;
+        }
+        self.backend.close(false).await;
+        let _ = tokio::time::timeout(LAST_WORDS, self.client.shutdown()).await;
     }
 
     /// Ends the session politely towards the backend (so it frees the login

@@ -14,6 +14,7 @@ pub mod data;
 mod backend;
 mod driver;
 mod throttle;
+mod unwind;
 
 pub use throttle::RateBuckets;
 
@@ -165,7 +166,12 @@ pub async fn run(
             user: String::new(),
         };
         info!(tls = ?mode, "session opened");
-        session.run().await;
+        let ran = unwind::CatchUnwind::new(session.run()).await;
+        if let Err(panic) = ran {
+            Metrics::inc(&ctx.metrics.session_panics);
+            tracing::error!(panic = %unwind::message(panic.as_ref()), "session failed with an internal error (a bug); closing it");
+            session.after_panic().await;
+        }
         debug!("session closed");
         info!("session ended");
     }
