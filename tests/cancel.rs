@@ -176,7 +176,7 @@ fn a_panic_in_one_session_says_421_and_the_others_go_on() {
     assert!(text.contains("internal error"), "{text}");
     assert!(victim.closed(), "the session ends after its 421");
     assert_eq!(other.cmd("NOOP").0, 200, "the other session goes on");
-    let out = curl(&["-s", &format!("{}/a.txt", format!("ftp://{USER}:{PASSWORD}@{addr}"))]);
+    let out = curl(&["-s", &format!("ftp://{USER}:{PASSWORD}@{addr}/a.txt")]);
     assert_eq!(out.stdout, "still here\n", "new sessions are served: {}", out.stderr);
     assert_eq!(scrape(metrics, "ftpgate_session_panics_total"), 1);
     let text = std::fs::read_to_string(&log).unwrap();

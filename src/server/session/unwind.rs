@@ -65,7 +65,7 @@ mod tests {
     #[tokio::test]
     async fn a_panic_becomes_an_error_with_its_message() {
         let r = CatchUnwind::new(async { panic!("boom {}", 7) }).await;
-        let payload = r.err().expect("the panic is caught");
+        let Err(payload) = r else { panic!("the panic is caught") };
         assert_eq!(message(payload.as_ref()), "boom 7");
         let ok = CatchUnwind::new(async { 5 }).await;
         assert_eq!(ok.ok(), Some(5));
@@ -82,6 +82,7 @@ mod tests {
         assert!(!task.is_finished());
         tx.send(()).expect("still waiting");
         let r = task.await.expect("the task itself does not panic");
-        assert_eq!(message(r.err().expect("caught").as_ref()), "after the wait");
+        let Err(payload) = r else { panic!("caught") };
+        assert_eq!(message(payload.as_ref()), "after the wait");
     }
 }
