@@ -187,6 +187,10 @@ pub struct RunArgs {
     /// Every listener expects a PROXY protocol header (from a load balancer).
     #[arg(long)]
     pub proxy_protocol: bool,
+    /// A load balancer (CIDR; repeat for several) whose PROXY headers are
+    /// believed; required with --proxy-protocol.
+    #[arg(long, value_name = "CIDR")]
+    pub proxy_from: Vec<ipnet::IpNet>,
     /// Log format on standard error.
     #[arg(long, value_enum)]
     pub log_format: Option<crate::config::LogFormat>,
@@ -281,14 +285,21 @@ impl RunArgs {
                 }
             };
             let proxy_protocol = config.listeners.iter().all(|l| l.proxy_protocol) && !config.listeners.is_empty();
-            config.listeners =
-                self.listen.iter().map(|&address| ListenerConfig { address, tls, proxy_protocol }).collect();
+            let proxy_from = config.listeners.first().map(|l| l.proxy_from.clone()).unwrap_or_default();
+            config.listeners = self
+                .listen
+                .iter()
+                .map(|&address| ListenerConfig { address, tls, proxy_protocol, proxy_from: proxy_from.clone() })
+                .collect();
         }
         if let Some(mode) = self.client_tls {
             config.listeners.iter_mut().for_each(|l| l.tls = mode);
         }
         if self.proxy_protocol {
             config.listeners.iter_mut().for_each(|l| l.proxy_protocol = true);
+        }
+        if !self.proxy_from.is_empty() {
+            config.listeners.iter_mut().for_each(|l| l.proxy_from = self.proxy_from.clone());
         }
         if !self.backend.is_empty() {
             match &mut config.backend {
@@ -464,7 +475,7 @@ async fn run(settings: Settings, args: RunArgs) -> anyhow::Result<()> {
     let mut listeners = Vec::new();
     for l in &settings.listeners {
         let bound = crate::server::bind(l.address).await.with_context(|| format!("cannot listen on {}", l.address))?;
-        listeners.push((bound, *l));
+        listeners.push((bound, l.clone()));
     }
     let metrics_listener = match settings.metrics {
         Some(a) => {

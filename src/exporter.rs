@@ -109,11 +109,13 @@ pub fn render(m: &Metrics) -> String {
     counter(&r, "ftpgate_active_mode_refused_total", "PORT/EPRT refused by bounce protection.", g(&m.active_refused));
     gauge(&r, "ftpgate_passive_listeners_open", "Client-facing passive ports in use.", g(&m.passive_listeners_open));
     gauge(&r, "ftpgate_listeners_up", "Client listeners accepting connections now.", g(&m.listeners_up));
-    counter(
+    from_map(
         &r,
         "ftpgate_proxy_header_errors_total",
-        "Connections on PROXY protocol listeners (control or passive) without a valid header.",
-        g(&m.proxy_header_errors),
+        "Connections on PROXY protocol listeners (control or passive) refused, by reason (untrusted: not from a \
+         proxy_from sender; invalid; timeout).",
+        &["reason"],
+        lock(&m.proxy_header_errors_by_reason).iter().map(|(k, n)| (vec![k.to_string()], *n)),
     );
     counter(
         &r,

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod exporter;
+pub mod log_limit;
 pub mod metrics;
 pub mod passive;
 pub mod policy;

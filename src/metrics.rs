@@ -49,8 +49,10 @@ impl Default for Latencies {
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub latency: Latencies,
-    /// Connections on PROXY protocol listeners without a valid header.
+    /// Connections on PROXY protocol listeners (control or passive) refused:
+    /// all, and by reason (`untrusted` sender, `invalid` header, `timeout`).
     pub proxy_header_errors: AtomicU64,
+    pub proxy_header_errors_by_reason: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// Client sessions open now.
     pub sessions_open: AtomicU64,
     pub sessions_total: AtomicU64,
@@ -183,6 +185,16 @@ impl Metrics {
 
     pub fn tls_versions_for(&self, leg: &'static str, version: &'static str) -> u64 {
         self.tls_versions.lock().unwrap_or_else(|e| e.into_inner()).get(&(leg, version)).copied().unwrap_or(0)
+    }
+
+    pub fn proxy_header_error(&self, reason: &'static str) {
+        Metrics::inc(&self.proxy_header_errors);
+        let mut m = self.proxy_header_errors_by_reason.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(reason).or_insert(0) += 1;
+    }
+
+    pub fn proxy_header_errors_for(&self, reason: &str) -> u64 {
+        self.proxy_header_errors_by_reason.lock().unwrap_or_else(|e| e.into_inner()).get(reason).copied().unwrap_or(0)
     }
 
     pub fn session_refused(&self, reason: &'static str) {

@@ -30,6 +30,34 @@ pub enum ProxyError {
     Io(#[from] std::io::Error),
 }
 
+impl ProxyError {
+    /// The reason label in `ftpgate_proxy_header_errors_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ProxyError::Timeout(_) => "timeout",
+            _ => "invalid",
+        }
+    }
+}
+
+/// Connections from senders not named in `proxy_from` are logged once per
+/// address per minute (they may come in floods).
+static UNTRUSTED_LOGGED: std::sync::LazyLock<crate::log_limit::PerKey<std::net::IpAddr>> =
+    std::sync::LazyLock::new(|| crate::log_limit::PerKey::new(Duration::from_secs(60)));
+
+/// Refuses (counts, and logs once per address per minute) a connection to a
+/// PROXY protocol port from a sender the configuration does not name.
+pub fn refuse_untrusted(peer: SocketAddr, port: u16, metrics: &crate::metrics::Metrics) {
+    metrics.proxy_header_error("untrusted");
+    if UNTRUSTED_LOGGED.allow(&peer.ip().to_canonical()) {
+        tracing::warn!(
+            %peer, port,
+            "closed a connection to a PROXY protocol port from a sender not in proxy_from (further ones from \
+             this address are counted in ftpgate_proxy_header_errors_total, not logged, for a minute)"
+        );
+    }
+}
+
 /// Reads the header off the front of `stream` without consuming anything
 /// after it (peek, then read exactly the header), so no client byte is lost.
 /// `Ok(None)`: a header without an address (health checks, `LOCAL`).

@@ -280,6 +280,9 @@ fn two_instances_behind_haproxy_share_bans_and_limits() {
             "--listen",
             &listen.to_string(),
             "--proxy-protocol",
+            // HAProxy's connections to 127.0.0.2 and .3 come from 127.0.0.1 (lo's source address).
+            "--proxy-from",
+            "127.0.0.1/32",
             "--passive-ports",
             &ports,
             "--public-address",

@@ -100,7 +100,7 @@ fn metrics_move_with_real_transfers_and_pass_promtool() {
     // the first keeps serving, but the instance is not ready.
     let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut wanted = (*gate.settings).clone();
-    let mut extra = wanted.listeners[0];
+    let mut extra = wanted.listeners[0].clone();
     extra.address = squatter.local_addr().unwrap();
     wanted.listeners.push(extra);
     let next = gate.live.borrow().reloaded(wanted).unwrap();

@@ -4,6 +4,7 @@
 
 mod common;
 use common::*;
+use ftpgate::config::ProxySenders;
 use ftpgate::metrics::Metrics;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -22,6 +23,7 @@ fn header_address_drives_policy_and_data_checks() {
     backend.put("p.bin", &payload(300_000, 6));
     let gate = Gate::start_with(backend.addr, move |s| {
         s.listeners[0].proxy_protocol = true;
+        s.listeners[0].proxy_from = ProxySenders::new(&["127.0.0.1/32".parse().unwrap()]);
         s.policy = Some(policy);
     });
     let port = gate.addr.port();
@@ -101,6 +103,7 @@ fn backend_receives_the_client_address_in_a_proxy_header() {
         wait_for_port(format!("127.0.0.1:{front}").parse().unwrap());
         let gate = Gate::start_with(format!("127.0.0.1:{front}").parse().unwrap(), move |s| {
             s.listeners[0].proxy_protocol = true;
+            s.listeners[0].proxy_from = ProxySenders::new(&["127.0.0.1/32".parse().unwrap()]);
             s.backend_proxy_protocol = Some(version);
         });
         let port = gate.addr.port();
@@ -119,4 +122,62 @@ fn backend_receives_the_client_address_in_a_proxy_header() {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
+}
+
+/// Headers are believed only from `proxy_from`: a client that reaches the
+/// listener directly and claims another address is closed unanswered, on
+/// the control port and on a passive port, so it can neither pick its
+/// address nor take another client's download.
+#[test]
+fn headers_from_senders_not_in_proxy_from_are_refused() {
+    let backend = Vsftpd::start();
+    backend.put("secret.bin", &payload(200_000, 8));
+    // The "load balancer" is 127.0.0.2; clients reaching ftpgate directly come from 127.0.0.1.
+    let gate = Gate::start_with(backend.addr, move |s| {
+        s.listeners[0].proxy_protocol = true;
+        s.listeners[0].proxy_from = ProxySenders::new(&["127.0.0.2/32".parse().unwrap()]);
+    });
+    let port = gate.addr.port();
+    // Control: a spoofed header from an untrusted sender gets no greeting.
+    let mut spoof = RawClient::connect(gate.addr);
+    spoof.send_raw(format!("PROXY TCP4 198.51.100.9 127.0.0.1 40000 {port}\r\n").as_bytes());
+    assert!(spoof.closed(), "no reply to an untrusted sender");
+    assert_eq!(gate.metrics.proxy_header_errors_for("untrusted"), 1);
+
+    // The victim, through the balancer.
+    let mut victim = connect_from("127.0.0.2", gate.addr);
+    victim.send_raw(format!("PROXY TCP4 198.51.100.9 127.0.0.1 40001 {port}\r\n").as_bytes());
+    victim.login();
+    let (code, text) = victim.cmd("EPSV");
+    assert_eq!(code, 229);
+    let data_port = epsv_port(&text);
+    // The thief connects to the victim's passive port first, claiming the victim's address.
+    let mut thief = TcpStream::connect(("127.0.0.1", data_port)).unwrap();
+    thief.write_all(format!("PROXY TCP4 198.51.100.9 127.0.0.1 40002 {data_port}\r\n").as_bytes()).unwrap();
+    thief.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let mut stolen = Vec::new();
+    let _ = thief.read_to_end(&mut stolen);
+    assert!(stolen.is_empty(), "the thief got {} bytes", stolen.len());
+    let mut d = connect_from("127.0.0.2", ("127.0.0.1".parse::<std::net::IpAddr>().unwrap(), data_port).into()).stream;
+    d.write_all(format!("PROXY TCP4 198.51.100.9 127.0.0.1 40003 {data_port}\r\n").as_bytes()).unwrap();
+    assert_eq!(victim.cmd("RETR secret.bin").0, 150);
+    let mut got = Vec::new();
+    d.read_to_end(&mut got).unwrap();
+    assert_eq!(victim.reply().0, 226);
+    assert_eq!(sha256(&got), sha256(&payload(200_000, 8)), "the victim gets the whole file");
+    assert_eq!(gate.metrics.proxy_header_errors_for("untrusted"), 2, "control and passive");
+    let (_, text) = scrape_opt(gate.metrics_addr, "ftpgate_proxy_header_errors_total");
+    assert!(text.contains("ftpgate_proxy_header_errors_total{reason=\"untrusted\"} 2"), "{text}");
+    assert_eq!(victim.cmd("QUIT").0, 221);
+}
+
+/// A PROXY listener without proxy_from does not start, and says why.
+#[test]
+fn proxy_protocol_without_proxy_from_is_refused_at_start() {
+    let text =
+        "[[listener]]\naddress = \"127.0.0.1:2121\"\nproxy_protocol = true\n\n[backend]\naddress = \"127.0.0.1:21\"\n";
+    let err = ftpgate::config::Config::from_toml(text, "t.toml").unwrap().validate().unwrap_err().to_string();
+    assert!(err.contains("proxy_from") && err.contains("claim any address"), "{err}");
+    let ok = text.replace("proxy_protocol = true", "proxy_protocol = true\nproxy_from = [\"10.0.0.5/32\"]");
+    assert!(ftpgate::config::Config::from_toml(&ok, "t.toml").unwrap().validate().is_ok());
 }

@@ -138,6 +138,13 @@ pub struct ListenerConfig {
     /// and data, from a load balancer; its address is the client's.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// The load balancers (CIDRs) whose PROXY headers are believed, on this
+    /// listener and on the passive ports of its sessions. A header decides
+    /// the client's address for the policy, bans, limits and the data
+    /// connection check, so a connection from anywhere else is closed
+    /// unanswered. Required with `proxy_protocol = true`.
+    #[serde(default)]
+    pub proxy_from: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -363,11 +370,30 @@ impl PortRange {
 }
 
 /// A client listener after validation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerSettings {
     pub address: SocketAddr,
     pub tls: ClientTlsMode,
     pub proxy_protocol: bool,
+    /// Senders whose PROXY headers are believed (never empty with
+    /// `proxy_protocol`).
+    pub proxy_from: ProxySenders,
+}
+
+/// The load balancers allowed to send PROXY protocol headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxySenders(std::sync::Arc<[ipnet::IpNet]>);
+
+impl ProxySenders {
+    pub fn new(nets: &[ipnet::IpNet]) -> ProxySenders {
+        ProxySenders(nets.into())
+    }
+
+    /// Whether a connection from `peer` may speak for a client.
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.0.iter().any(|n| n.contains(&peer))
+    }
 }
 
 /// Configuration after validation, in the types the server uses.
@@ -486,6 +512,20 @@ impl Config {
             (None, None, true) => BackendVerify::Insecure,
             _ => return Err(invalid("backend", "set at most one of ca, fingerprint, insecure_skip_verify")),
         };
+        for l in &self.listeners {
+            if l.proxy_protocol && l.proxy_from.is_empty() {
+                return Err(invalid(
+                    "listener.proxy_from",
+                    format!(
+                        "listener {} has proxy_protocol = true but no proxy_from: name the load balancers \
+                         (CIDRs, or --proxy-from) whose PROXY headers are believed; from anyone else a header \
+                         would let a client claim any address (another network's policy, a way around bans \
+                         and limits, another client's data connection)",
+                        l.address
+                    ),
+                ));
+            }
+        }
         let passive_ports = PortRange::parse(&self.passive.ports).map_err(|m| invalid("passive.ports", m))?;
         let t = &self.timeouts;
         for (field, v) in [
@@ -510,7 +550,12 @@ impl Config {
             listeners: self
                 .listeners
                 .iter()
-                .map(|l| ListenerSettings { address: l.address, tls: l.tls, proxy_protocol: l.proxy_protocol })
+                .map(|l| ListenerSettings {
+                    address: l.address,
+                    tls: l.tls,
+                    proxy_protocol: l.proxy_protocol,
+                    proxy_from: ProxySenders::new(&l.proxy_from),
+                })
                 .collect(),
             backend: pool[0].clone(),
             backend_pool: pool.clone(),

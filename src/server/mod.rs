@@ -77,8 +77,12 @@ struct AcceptLoops {
 impl AcceptLoops {
     fn start(&mut self, addr: SocketAddr, listener: Arc<TcpListener>, settings: ListenerSettings) {
         info!(%addr, tls = ?settings.tls, proxy_protocol = settings.proxy_protocol, "accepting FTP clients");
-        let task =
-            tokio::spawn(accept_loop(Arc::clone(&listener), settings, Arc::clone(&self.live), Arc::clone(&self.ids)));
+        let task = tokio::spawn(accept_loop(
+            Arc::clone(&listener),
+            settings.clone(),
+            Arc::clone(&self.live),
+            Arc::clone(&self.ids),
+        ));
         self.running.insert(addr, (listener, settings, task));
     }
 
@@ -103,10 +107,10 @@ impl AcceptLoops {
                 }
                 Some((listener, _, task)) => {
                     task.abort();
-                    self.start(l.address, listener, *l);
+                    self.start(l.address, listener, l.clone());
                 }
                 None => match bind(l.address).await {
-                    Ok(listener) => self.start(l.address, Arc::new(listener), *l),
+                    Ok(listener) => self.start(l.address, Arc::new(listener), l.clone()),
                     Err(e) => error!(addr = %l.address, error = %e, "cannot listen on a newly configured address"),
                 },
             }
@@ -155,13 +159,20 @@ async fn accept_loop(
                     tokio::spawn(refuse(stream, max));
                     continue;
                 }
+                if settings.proxy_protocol && !settings.proxy_from.trusts(peer.ip()) {
+                    // Closed before a byte is read or answered: its header
+                    // would choose its own address.
+                    crate::proxy_protocol::refuse_untrusted(peer, settings.address.port(), &ctx.metrics);
+                    continue;
+                }
                 let id = ids.fetch_add(1, Ordering::Relaxed);
+                let settings = settings.clone();
                 tokio::spawn(async move {
                     let client = if settings.proxy_protocol {
                         match crate::proxy_protocol::read_header(&stream, PROXY_HEADER_TIMEOUT).await {
                             Ok(addr) => addr,
                             Err(e) => {
-                                Metrics::inc(&ctx.metrics.proxy_header_errors);
+                                ctx.metrics.proxy_header_error(e.label());
                                 warn!(%peer, error = %e, "refused connection without a valid PROXY protocol header");
                                 return;
                             }

@@ -198,7 +198,12 @@ pub fn settings(backend: SocketAddr, listen: SocketAddr) -> Settings {
         policy: None,
         metrics: None,
         xferlog: None,
-        listeners: vec![ListenerSettings { address: listen, tls: ClientTlsMode::Off, proxy_protocol: false }],
+        listeners: vec![ListenerSettings {
+            address: listen,
+            tls: ClientTlsMode::Off,
+            proxy_protocol: false,
+            proxy_from: Default::default(),
+        }],
         backend: backend.to_string(),
         named_backends: Default::default(),
         client_tls: None,
@@ -266,7 +271,7 @@ impl Gate {
         let addr = std_listener.local_addr().unwrap();
         let mut s = settings(backend, addr);
         tweak(&mut s);
-        let mode = s.listeners[0];
+        let mode = s.listeners[0].clone();
         let metrics = Metrics::new();
         let ctx = Arc::new(SessionContext::new(s, Arc::clone(&metrics)).expect("TLS setup"));
         let settings = Arc::clone(&ctx.settings);

@@ -155,6 +155,9 @@ async fn wait_for_go(mut go: Go) -> relay::Limits {
     }
 }
 
+/// Data connections whose PROXY header is still awaited, per passive port.
+const MAX_PENDING_HEADERS: usize = 64;
+
 /// Accepts the client's data connection on `passive`, refusing (and counting)
 /// connections from any address but the client's own.
 /// With `proxy`, each connection starts with a PROXY protocol header whose
@@ -165,7 +168,7 @@ pub async fn accept_client(
     client_ip: IpAddr,
     timeout: Duration,
     metrics: Arc<Metrics>,
-    proxy: bool,
+    proxy: Option<crate::config::ProxySenders>,
 ) -> Result<TcpStream, DataError> {
     let refuse = |peer: SocketAddr| {
         Metrics::inc(&metrics.data_connections_refused);
@@ -178,7 +181,16 @@ pub async fn accept_client(
             tokio::select! {
                 accepted = passive.listener.accept() => {
                     let (stream, peer) = accepted.map_err(DataError::ClientAccept)?;
-                    if proxy {
+                    if let Some(senders) = &proxy {
+                        if !senders.trusts(peer.ip()) {
+                            // Its header could name this session's client.
+                            crate::proxy_protocol::refuse_untrusted(peer, passive.port, &metrics);
+                            continue;
+                        }
+                        if headers.len() >= MAX_PENDING_HEADERS {
+                            metrics.proxy_header_error("overload");
+                            continue;
+                        }
                         headers.spawn(async move {
                             let header = crate::proxy_protocol::read_header(&stream, timeout).await;
                             (stream, peer, header)
@@ -198,7 +210,7 @@ pub async fn accept_client(
                         refuse(peer);
                     }
                     Err(e) => {
-                        Metrics::inc(&metrics.proxy_header_errors);
+                        metrics.proxy_header_error(e.label());
                         tracing::warn!(%peer, error = %e, "refused data connection without a valid PROXY protocol header");
                     }
                 },

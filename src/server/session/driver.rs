@@ -51,8 +51,9 @@ pub(super) struct Driver {
     pub backend: BackendSide,
     pub client_peer: SocketAddr,
     pub client_local: SocketAddr,
-    /// Data connections, like control ones, start with a PROXY protocol header.
-    pub proxy_protocol: bool,
+    /// Data connections, like control ones, start with a PROXY protocol
+    /// header, believed only from these senders.
+    pub proxy_from: Option<crate::config::ProxySenders>,
     /// This session's TLS server configs (control and data), if TLS is offered.
     pub acceptor: Option<SessionAcceptors>,
     /// The data channel set up (passive) or running.
@@ -382,7 +383,7 @@ impl Driver {
         let port = listener.port;
         debug!(port, %backend, "passive data channel prepared");
         let (client_ip, connect, metrics) = (self.client_peer.ip(), s.data_connect, Arc::clone(&self.ctx.metrics));
-        let proxy = self.proxy_protocol;
+        let proxy = self.proxy_from.clone();
         self.data = Some(data::spawn(
             async move {
                 let client = match data::accept_client(listener, client_ip, connect, metrics, proxy).await {

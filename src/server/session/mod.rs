@@ -153,7 +153,7 @@ pub async fn run(
             backend: backend::BackendSide::detached(),
             client_peer,
             client_local,
-            proxy_protocol: listener.proxy_protocol,
+            proxy_from: listener.proxy_protocol.then(|| listener.proxy_from.clone()),
             acceptor,
             data: None,
             plan: None,
