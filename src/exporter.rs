@@ -185,8 +185,15 @@ pub fn render(m: &Metrics) -> String {
     );
     from_map(
         &r,
+        "ftpgate_bad_commands_total",
+        "Malformed (invalid), unknown and denied commands from clients, by kind.",
+        &["kind"],
+        lock(&m.bad_commands_by_kind).iter().map(|(k, n)| (vec![k.to_string()], *n)),
+    );
+    from_map(
+        &r,
         "ftpgate_session_refusals_total",
-        "Sessions refused or closed by the front door, by reason (address_limit, banned, policy, cluster, login_timeout).",
+        "Sessions refused or closed by the front door, by reason (address_limit, banned, policy, cluster, login_timeout, bad_commands).",
         &["reason"],
         lock(&m.session_refusals_by_reason).iter().map(|(k, n)| (vec![k.to_string()], *n)),
     );

@@ -137,6 +137,8 @@ pub struct Metrics {
     pub tls_backend_data_full: AtomicU64,
     /// Failed TLS handshakes with clients (control or data).
     pub tls_client_failures: AtomicU64,
+    /// Malformed, unknown and denied commands, by kind.
+    pub bad_commands_by_kind: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// Sessions ended by a panic inside them (a bug: the client got 421).
     pub session_panics: AtomicU64,
 }
@@ -185,6 +187,15 @@ impl Metrics {
 
     pub fn tls_versions_for(&self, leg: &'static str, version: &'static str) -> u64 {
         self.tls_versions.lock().unwrap_or_else(|e| e.into_inner()).get(&(leg, version)).copied().unwrap_or(0)
+    }
+
+    pub fn bad_command(&self, kind: &'static str) {
+        let mut m = self.bad_commands_by_kind.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(kind).or_insert(0) += 1;
+    }
+
+    pub fn bad_commands_for(&self, kind: &str) -> u64 {
+        self.bad_commands_by_kind.lock().unwrap_or_else(|e| e.into_inner()).get(kind).copied().unwrap_or(0)
     }
 
     pub fn proxy_header_error(&self, reason: &'static str) {

@@ -326,6 +326,21 @@ pub struct Limits {
     /// Also bounds the passive ports one address can hold (one per session).
     #[serde(default = "default_max_sessions_per_address")]
     pub max_sessions_per_address: usize,
+    /// Malformed, unknown or denied commands a client may send before
+    /// login; one more and it hears `421` and is closed. 0: no limit.
+    #[serde(default = "default_max_bad_commands")]
+    pub max_bad_commands: u32,
+    /// The same after login (counted afresh from login on).
+    #[serde(default = "default_max_bad_commands_after_login")]
+    pub max_bad_commands_after_login: u32,
+}
+
+fn default_max_bad_commands() -> u32 {
+    10
+}
+
+fn default_max_bad_commands_after_login() -> u32 {
+    100
 }
 
 fn default_max_sessions_per_address() -> usize {
@@ -338,7 +353,12 @@ fn default_max_sessions() -> usize {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_sessions: default_max_sessions(), max_sessions_per_address: default_max_sessions_per_address() }
+        Limits {
+            max_sessions: default_max_sessions(),
+            max_sessions_per_address: default_max_sessions_per_address(),
+            max_bad_commands: default_max_bad_commands(),
+            max_bad_commands_after_login: default_max_bad_commands_after_login(),
+        }
     }
 }
 
@@ -426,6 +446,9 @@ pub struct Settings {
     pub max_sessions: usize,
     /// 0: no limit.
     pub max_sessions_per_address: usize,
+    /// Bad commands before and after login (0: no limit).
+    pub max_bad_commands: u32,
+    pub max_bad_commands_after_login: u32,
     pub login_timeout: Duration,
     /// ftpgate's `220` text.
     pub banner: String,
@@ -589,6 +612,8 @@ impl Config {
             drain: Duration::from_secs(t.drain),
             max_sessions: self.limits.max_sessions,
             max_sessions_per_address: self.limits.max_sessions_per_address,
+            max_bad_commands: self.limits.max_bad_commands,
+            max_bad_commands_after_login: self.limits.max_bad_commands_after_login,
             login_timeout: Duration::from_secs(t.login),
             banner: self.server.banner.clone().unwrap_or_else(|| DEFAULT_BANNER.to_string()),
             admin_socket: self.admin.socket.clone(),

@@ -226,6 +226,8 @@ pub fn settings(backend: SocketAddr, listen: SocketAddr) -> Settings {
         drain: Duration::from_secs(5),
         max_sessions: 1000,
         max_sessions_per_address: 50,
+        max_bad_commands: 10,
+        max_bad_commands_after_login: 100,
         login_timeout: Duration::from_secs(60),
         banner: ftpgate::config::DEFAULT_BANNER.to_string(),
         admin_socket: None,

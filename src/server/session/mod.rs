@@ -144,6 +144,8 @@ pub async fn run(
             backend_reply: s.backend_reply,
             data_connect: s.data_connect,
             client_cert_user_match: s.client_cert_user_match,
+            max_bad_commands: s.max_bad_commands,
+            max_bad_commands_after_login: s.max_bad_commands_after_login,
         };
         let mut session = driver::Driver {
             core: core::Core::new(driver::ContextEnv(Arc::clone(&ctx)), config, client_tls),

@@ -38,6 +38,10 @@ pub struct CoreConfig {
     pub data_connect: Duration,
     /// USER must be one of the client certificate's names.
     pub client_cert_user_match: bool,
+    /// Malformed, unknown or denied commands tolerated before login, and
+    /// after it; past them `421`. 0: no limit.
+    pub max_bad_commands: u32,
+    pub max_bad_commands_after_login: u32,
 }
 
 /// The client's TLS on the control connection, once it is up.

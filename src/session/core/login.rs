@@ -100,6 +100,17 @@ impl<E: Env> Core<E> {
     /// Answers a refused command, logs it for the audit trail and counts it.
     pub(super) fn deny(&mut self, cmd: &Command, d: &Denial) {
         self.metrics().count_denial(&d.rule);
+        if self.note_bad(super::bad_input::BadCommand::Denied) {
+            self.log_denial(cmd, d);
+        }
+        let reply = Reply::single(d.code, &d.reason);
+        if cmd.verb.transfer_direction().is_some() {
+            return self.refuse_transfer(reply);
+        }
+        self.send_reply(reply);
+    }
+
+    fn log_denial(&self, cmd: &Command, d: &Denial) {
         info!(
             target: "ftpgate::audit",
             user = self.user.as_deref().unwrap_or("-"),
@@ -109,11 +120,6 @@ impl<E: Env> Core<E> {
             reason = %d.reason,
             "denied"
         );
-        let reply = Reply::single(d.code, &d.reason);
-        if cmd.verb.transfer_direction().is_some() {
-            return self.refuse_transfer(reply);
-        }
-        self.send_reply(reply);
     }
 
     /// A command the policy let through: answered before a backend exists,
@@ -278,6 +284,7 @@ impl<E: Env> Core<E> {
     /// `230`) goes to the client after that.
     fn logged_in(&mut self, then: Option<Reply>) {
         self.logged_in = true;
+        self.reset_bad_count();
         self.out.push_back(Output::Disarm(Timer::Login));
         self.out.push_back(Output::LoginSucceeded { user: self.user_name() });
         self.ask_backend(Command::new(Verb::Pwd, None), Pending::Cwd { then });

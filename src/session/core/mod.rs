@@ -22,6 +22,7 @@
 //! outputs.
 
 mod backend;
+mod bad_input;
 mod interface;
 mod lifecycle;
 mod login;
@@ -193,6 +194,8 @@ pub struct Core<E: Env> {
     previous: Option<Verb>,
     /// Bytes uploaded per file in this session, for `max_upload_size`.
     uploaded: HashMap<Vec<u8>, u64>,
+    /// Malformed, unknown and denied commands: counted, logged sparingly.
+    bad: bad_input::BadInput,
 }
 
 impl<E: Env> Core<E> {
@@ -227,6 +230,7 @@ impl<E: Env> Core<E> {
             cwd: b"/".to_vec(),
             previous: None,
             uploaded: HashMap::new(),
+            bad: Default::default(),
             config,
         };
         let banner = core.config.banner.clone();
@@ -335,6 +339,9 @@ impl<E: Env> Core<E> {
     }
 
     fn close(&mut self) {
+        if !self.is_closed() {
+            self.log_bad_summary();
+        }
         let quit_backend = self.backend_connected && !self.backend_quit;
         self.out.push_back(Output::Close { quit_backend });
         self.waiting = Waiting::Closed;
@@ -373,13 +380,18 @@ impl<E: Env> Core<E> {
             if self.login_overdue && !self.logged_in {
                 return self.login_timeout();
             }
+            if self.too_many_bad_commands() {
+                return;
+            }
             match self.queue.pop_front() {
                 Some(Queued::Reply(r)) => self.send_reply(r),
                 Some(Queued::Invalid(e)) => {
                     self.out.push_back(Output::Disarm(Timer::Idle));
                     Metrics::inc(&self.metrics().commands_rejected);
                     self.metrics().count_command("OTHER", "invalid");
-                    warn!(error = %e, "refused command line");
+                    if self.note_bad(bad_input::BadCommand::Invalid) {
+                        warn!(error = %e, "refused command line");
+                    }
                     self.reply(codes::SYNTAX_ERROR, &format!("Syntax error: {e}; command refused"));
                 }
                 Some(Queued::Command(cmd)) => {
@@ -504,6 +516,9 @@ impl<E: Env> Core<E> {
             Verb::Quit => {
                 self.send_reply(r);
                 return self.close();
+            }
+            Verb::Other(_) if matches!(r.code, codes::SYNTAX_ERROR | codes::NOT_IMPLEMENTED) => {
+                self.note_bad(bad_input::BadCommand::Unknown);
             }
             Verb::Type if positive => {
                 let t = cmd.arg_str().unwrap_or("").to_ascii_uppercase();

@@ -40,6 +40,8 @@ pub(super) fn config() -> CoreConfig {
         backend_reply: Duration::from_secs(30),
         data_connect: Duration::from_secs(10),
         client_cert_user_match: false,
+        max_bad_commands: 10,
+        max_bad_commands_after_login: 100,
     }
 }
 
