@@ -184,6 +184,37 @@ fn per_user_session_limit() {
     }
 }
 
+/// Eight sessions of one user each send USER before any sends PASS (all
+/// pass the courtesy check at USER): the slot taken at login decides, so
+/// exactly the limit (3) get 230 and the rest 421, whatever the interleaving.
+#[test]
+fn per_user_limit_holds_when_logins_interleave() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = customer_policy(dir.path(), "[login]\nmax_sessions_per_user = 3\n");
+    let backend = Vsftpd::start();
+    let gate = Gate::start_with(backend.addr, |s| s.policy = Some(policy));
+    let mut clients: Vec<RawClient> = (0..8).map(|_| RawClient::connect(gate.addr)).collect();
+    for c in &mut clients {
+        assert_eq!(c.reply().0, 220);
+        assert_eq!(c.cmd(&format!("USER {USER}")).0, 331);
+    }
+    for c in &mut clients {
+        c.send_raw(format!("PASS {PASSWORD}\r\n").as_bytes());
+    }
+    let codes: Vec<u16> = clients.iter_mut().map(|c| c.reply().0).collect();
+    let mut sorted = codes.clone();
+    sorted.sort();
+    assert_eq!(sorted, [230, 230, 230, 421, 421, 421, 421, 421]);
+    assert_eq!(gate.metrics.refusals_for("user_limit"), 5);
+    for (c, code) in clients.iter_mut().zip(codes) {
+        if code == 230 {
+            assert_eq!(c.cmd("NOOP").0, 200, "the three logged in work");
+        } else {
+            assert!(c.closed(), "refused sessions end");
+        }
+    }
+}
+
 #[test]
 fn sighup_reload_keeps_old_policy_when_the_new_one_is_broken() {
     use std::process::Command;

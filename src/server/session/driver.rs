@@ -337,9 +337,21 @@ impl Driver {
     async fn login_succeeded(&mut self, user: String) {
         Metrics::inc(&self.ctx.metrics.logins_ok);
         self.ctx.login_ok(self.client_peer.ip()).await;
-        // Counted without a limit: USER checked it. A refusal here (the shared
-        // state went away, failing closed) leaves the session uncounted.
-        self.user_slot = self.ctx.take_slot(&self.ctx.per_user, user.clone(), Counted::User, 0).await.ok().flatten();
+        // The slot is taken with the limit at the moment of login (atomically,
+        // here and in the cluster): USER's check is only a courtesy, and
+        // sessions that each sent USER before any sent PASS all passed it.
+        let limit = self.ctx.policy().login.max_sessions_per_user;
+        match self.ctx.take_slot(&self.ctx.per_user, user.clone(), Counted::User, limit).await {
+            Ok(Some(slot)) => self.user_slot = Some(slot),
+            Ok(None) => {
+                let why = format!("Too many sessions for user {user} (limit {limit}); try again later");
+                return self.core.handle(Input::LoginOverLimit(why));
+            }
+            Err(SharedStateDown) => {
+                let why = "Service not available: shared login state unreachable; try again later".to_string();
+                return self.core.handle(Input::LoginOverLimit(why));
+            }
+        }
         info!(target: "ftpgate::audit", %user, "login");
         self.who.entry.logged_in();
     }

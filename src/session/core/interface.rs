@@ -115,6 +115,10 @@ pub enum Input {
     BackendTls(Result<(), String>),
     ClientTls(Result<ClientTls, ClientTlsRefused>),
     LoginChecked(LoginGate),
+    /// The login succeeded on the backend but the user's session slot,
+    /// taken atomically at that moment, was refused (the per-user limit is
+    /// full, or the shared state is unreachable and fails closed): why.
+    LoginOverLimit(String),
     PasswordChecked(bool),
     /// The passive port asked for, or why none could be opened.
     PassiveReady(Result<u16, String>),

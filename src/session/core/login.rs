@@ -290,6 +290,16 @@ impl<E: Env> Core<E> {
         self.ask_backend(Command::new(Verb::Pwd, None), Pending::Cwd { then });
     }
 
+    /// Two logins of one user raced past the check at USER: the slot taken
+    /// at login decides, so exactly the limit get in. The backend session
+    /// is ended (QUIT) and the client hears `421` instead of `230`.
+    pub(super) fn on_login_over_limit(&mut self, why: &str) {
+        self.metrics().session_refused("user_limit");
+        info!(target: "ftpgate::audit", user = %self.user_name(), why, "login refused at the session limit");
+        self.reply(codes::NOT_AVAILABLE, why);
+        self.close();
+    }
+
     fn bastion_password(&mut self, name: String, cmd: &Command) {
         let Some(bu) = self.env.policy().bastion_users.get(&name).cloned() else {
             self.out.push_back(Output::LoginFailed { user: name });

@@ -293,6 +293,7 @@ impl<E: Env> Core<E> {
             Input::BackendTls(r) => self.on_backend_tls(r),
             Input::ClientTls(r) => self.on_client_tls(r),
             Input::LoginChecked(gate) => self.on_login_checked(gate),
+            Input::LoginOverLimit(why) => self.on_login_over_limit(&why),
             Input::PasswordChecked(ok) => self.on_password_checked(ok),
             Input::PassiveReady(r) => self.on_passive_ready(r),
             Input::TransferPlanned(ok) => self.on_transfer_planned(ok),
