@@ -127,8 +127,8 @@ impl<E: Env> Core<E> {
         );
         self.waiting = Waiting::Command;
         match opening.then {
-            AfterOpen::Command(cmd) => self.dispatch(cmd),
             AfterOpen::Bastion(name) => self.bastion_backend_login(name),
+            AfterOpen::Login(pass) => self.deferred_login(pass),
         }
         self.resume_if_idle();
     }

@@ -138,19 +138,15 @@ impl<E: Env> Core<E> {
         if !self.backend_open {
             match cmd.verb {
                 Verb::Auth | Verb::Pbsz | Verb::Prot | Verb::Ccc | Verb::Rein => {}
-                Verb::User if !self.is_bastion(&cmd) => {
-                    return self.open_backend(self.backend_name.clone(), AfterOpen::Command(cmd));
-                }
                 Verb::User => {}
                 Verb::Pass if self.bastion_pending.is_some() => {}
+                Verb::Pass if self.deferred_user.is_some() => {
+                    return self.open_backend(self.backend_name.clone(), AfterOpen::Login(cmd));
+                }
                 _ => return self.before_backend(cmd),
             }
         }
         self.dispatch(cmd);
-    }
-
-    fn is_bastion(&self, cmd: &Command) -> bool {
-        cmd.arg_str().is_some_and(|u| self.env.policy().bastion_users.contains_key(u))
     }
 
     /// The front door: what ftpgate answers itself before a backend exists,
@@ -249,6 +245,7 @@ impl<E: Env> Core<E> {
         self.user = Some(name.clone());
         self.out.push_back(Output::UserNamed(name.clone()));
         self.bastion_pending = None;
+        self.deferred_user = None;
         let policy = self.env.policy();
         if let Some(bu) = policy.bastion_users.get(&name) {
             if bu.client_cert && !self.has_certificate() {
@@ -262,7 +259,30 @@ impl<E: Env> Core<E> {
             self.bastion_pending = Some(name);
             return self.reply(codes::NEED_PASSWORD, "Password required");
         }
+        if !self.backend_open {
+            // Answered here; the backend hears USER once PASS comes.
+            self.deferred_user = Some(cmd);
+            return self.reply(codes::NEED_PASSWORD, "Password required.");
+        }
         self.ask_backend(cmd.clone(), Pending::Login(cmd));
+    }
+
+    /// The backend is open for a deferred login: USER goes first.
+    pub(super) fn deferred_login(&mut self, pass: Command) {
+        match self.deferred_user.take() {
+            Some(user) => self.ask_backend(user, Pending::DeferredUser(pass)),
+            None => self.reply(codes::BAD_SEQUENCE, "Login with USER first."),
+        }
+    }
+
+    /// The backend's reply to the deferred USER: `331` sends the PASS;
+    /// anything else is the answer to the client's PASS (`230`: no password
+    /// needed; `530`: refused, a failed login).
+    pub(super) fn on_deferred_user_reply(&mut self, pass: Command, r: Reply) {
+        if r.code == codes::NEED_PASSWORD {
+            return self.ask_backend(pass.clone(), Pending::Login(pass));
+        }
+        self.on_login_reply(pass, r);
     }
 
     /// The backend's final reply to a pass-through USER/PASS/ACCT. The login

@@ -64,6 +64,9 @@ enum Pending {
     Forward(Command),
     /// USER/PASS/ACCT of a pass-through login.
     Login(Command),
+    /// The USER that ftpgate answered itself, sent once PASS came and the
+    /// backend opened; the PASS follows (its reply is the client's).
+    DeferredUser(Command),
     /// `SIZE` asked to see whether an upload would overwrite a file.
     OverwriteCheck {
         cmd: Command,
@@ -99,8 +102,9 @@ enum Pending {
 /// What to do once the backend is open.
 #[derive(Debug)]
 enum AfterOpen {
-    Command(Command),
     Bastion(String),
+    /// A pass-through login: the deferred USER, then this PASS.
+    Login(Command),
 }
 
 /// What the session waits for.
@@ -177,6 +181,9 @@ pub struct Core<E: Env> {
     user: Option<String>,
     /// A bastion user sent USER; its PASS is checked by ftpgate.
     bastion_pending: Option<String>,
+    /// A pass-through USER answered `331` by ftpgate: the backend is opened
+    /// only when PASS comes, so a client that never sends one holds none.
+    deferred_user: Option<Command>,
     logged_in: bool,
     /// The login deadline passed while the session was busy.
     login_overdue: bool,
@@ -220,6 +227,7 @@ impl<E: Env> Core<E> {
             replay: Vec::new(),
             user: None,
             bastion_pending: None,
+            deferred_user: None,
             logged_in: false,
             login_overdue: false,
             draining: false,
@@ -466,6 +474,7 @@ impl<E: Env> Core<E> {
         match pending {
             Pending::Forward(cmd) => self.on_forwarded(cmd, r),
             Pending::Login(cmd) => self.on_login_reply(cmd, r),
+            Pending::DeferredUser(pass) => self.on_deferred_user_reply(pass, r),
             Pending::OverwriteCheck { cmd, denial } => {
                 if r.code == codes::FILE_STATUS {
                     self.deny(&cmd, &denial);

@@ -145,19 +145,31 @@ impl Harness {
         out
     }
 
+    /// USER (answered by ftpgate) and PASS, with the checks answered as a
+    /// quiet world would: what follows PASS's check (the backend is asked for).
+    pub fn user_and_pass(&mut self, user: &str) -> Vec<Output> {
+        self.cmd(&format!("USER {user}"));
+        self.input(Input::LoginChecked(LoginGate::default()));
+        self.cmd("PASS secret");
+        self.input(Input::LoginChecked(LoginGate::default()))
+    }
+
     /// USER and PASS through to the backend, with the checks the core asks
     /// for answered as a quiet world would.
     pub fn login(&mut self) {
         let out = self.cmd("USER alice");
         assert!(out.iter().any(|o| matches!(o, Output::CheckLogin { .. })), "{out:?}");
         let out = self.input(Input::LoginChecked(LoginGate::default()));
-        assert!(out.iter().any(|o| matches!(o, Output::ConnectBackend { .. })), "{out:?}");
-        let out = self.connected();
-        assert_eq!(sent(&out), ["USER alice"]);
-        assert_eq!(codes_of(&self.backend(331, "Password please")), [331]);
+        assert_eq!(codes_of(&out), [331], "ftpgate answers USER itself: {out:?}");
+        assert!(!out.iter().any(|o| matches!(o, Output::ConnectBackend { .. })), "no backend before PASS: {out:?}");
         let out = self.cmd("PASS secret");
         assert!(sent(&out).is_empty(), "the ban check comes first: {out:?}");
         let out = self.input(Input::LoginChecked(LoginGate::default()));
+        assert!(out.iter().any(|o| matches!(o, Output::ConnectBackend { .. })), "{out:?}");
+        let out = self.connected();
+        assert_eq!(sent(&out), ["USER alice"]);
+        let out = self.backend(331, "Password please");
+        assert!(codes_of(&out).is_empty(), "the backend's 331 is ftpgate's business: {out:?}");
         assert_eq!(sent(&out), ["PASS ****"]);
         let out = self.backend(230, "Welcome");
         assert!(out.iter().any(|o| matches!(o, Output::LoginSucceeded { .. })));
@@ -236,8 +248,7 @@ fn replays_what_was_said_before_login_when_the_backend_opens() {
     let mut h = harness();
     h.cmd("HOST ftp.example.com");
     h.cmd("OPTS UTF8 ON");
-    h.cmd("USER alice");
-    let out = h.input(Input::LoginChecked(LoginGate::default()));
+    let out = h.user_and_pass("alice");
     assert!(out.iter().any(|o| matches!(o, Output::ConnectBackend { name: None })), "{out:?}");
     let out = h.connected();
     assert_eq!(sent(&out), ["HOST ftp.example.com"], "HOST first: it picks the virtual host");
@@ -251,8 +262,7 @@ fn replays_what_was_said_before_login_when_the_backend_opens() {
 #[test]
 fn explicit_tls_towards_the_backend_is_hidden_from_the_client() {
     let mut h = harness();
-    h.cmd("USER alice");
-    h.input(Input::LoginChecked(LoginGate::default()));
+    h.user_and_pass("alice");
     let out = h.input(Input::BackendConnected {
         peer: BACKEND.parse().unwrap(),
         name: None,
@@ -270,7 +280,7 @@ fn explicit_tls_towards_the_backend_is_hidden_from_the_client() {
     let out = h.backend(200, "Protection set to Private");
     assert_eq!(sent(&out), ["USER alice"]);
     assert!(codes_of(&out).is_empty(), "nothing of this reached the client");
-    assert_eq!(codes_of(&h.backend(331, "Password please")), [331]);
+    assert_eq!(sent(&h.backend(331, "Password please")), ["PASS ****"]);
 }
 
 #[test]
@@ -281,8 +291,7 @@ fn a_backend_that_refuses_the_session_or_its_tls_gets_the_client_a_421() {
         (BackendSecurity::ImplicitTls, &[(220, "ready"), (200, "PBSZ=0"), (534, "no")][..], "backend refused PROT P"),
     ] {
         let mut h = harness();
-        h.cmd("USER alice");
-        h.input(Input::LoginChecked(LoginGate::default()));
+        h.user_and_pass("alice");
         h.input(Input::BackendConnected { peer: BACKEND.parse().unwrap(), name: None, security });
         let mut out = vec![];
         for (code, text) in replies {
@@ -294,8 +303,7 @@ fn a_backend_that_refuses_the_session_or_its_tls_gets_the_client_a_421() {
         assert_eq!(h.metrics.backend_errors_for("refused"), 1);
     }
     let mut h = harness();
-    h.cmd("USER alice");
-    h.input(Input::LoginChecked(LoginGate::default()));
+    h.user_and_pass("alice");
     h.input(Input::BackendConnected {
         peer: BACKEND.parse().unwrap(),
         name: None,
@@ -320,12 +328,9 @@ fn pass_through_login_counts_before_the_client_hears() {
 #[test]
 fn failed_login_is_counted_then_answered() {
     let mut h = harness();
-    h.cmd("USER alice");
-    h.input(Input::LoginChecked(LoginGate::default()));
+    h.user_and_pass("alice");
     h.connected();
     h.backend(331, "Password please");
-    h.cmd("PASS wrong");
-    h.input(Input::LoginChecked(LoginGate::default()));
     let out = h.backend(530, "Login incorrect.");
     let failed = out.iter().position(|o| matches!(o, Output::LoginFailed { .. })).expect("counted");
     let reply = out.iter().position(|o| matches!(o, Output::Reply(r) if r.code == 530)).expect("answered");
@@ -414,8 +419,7 @@ fn certificate_names_must_match_the_user() {
     assert_eq!(codes_of(&out), [530]);
     assert!(!out.iter().any(|o| matches!(o, Output::ConnectBackend { .. } | Output::Send(_))), "{out:?}");
     assert_eq!(Metrics::get(&h.metrics.logins_refused), 1);
-    h.cmd("USER alice");
-    let out = h.input(Input::LoginChecked(LoginGate::default()));
+    let out = h.user_and_pass("alice");
     assert!(out.iter().any(|o| matches!(o, Output::ConnectBackend { .. })), "{out:?}");
     let out = h.connected();
     assert_eq!(sent(&out), ["USER alice"]);

@@ -233,13 +233,13 @@ fn idle_timeout_says_421_and_closes() {
 #[test]
 fn login_timeout_waits_for_a_pending_reply_then_closes() {
     let mut h = harness();
-    h.cmd("USER alice");
-    h.input(Input::LoginChecked(LoginGate::default()));
+    h.user_and_pass("alice");
     h.connected();
     let out = h.input(Input::Timeout(Timer::Login));
-    assert!(out.is_empty(), "the USER's reply is still owed: {out:?}");
-    let out = h.backend(331, "Password please");
-    assert_eq!(codes_of(&out), [331, 421]);
+    assert!(out.is_empty(), "the PASS's reply is still owed: {out:?}");
+    h.backend(331, "Password please");
+    let out = h.backend(530, "Login incorrect.");
+    assert_eq!(codes_of(&out), [530, 421]);
     assert!(closes(&out));
     assert_eq!(h.metrics.refusals_for("login_timeout"), 1);
 }
@@ -340,4 +340,41 @@ fn cwd_refreshes_the_directory_rules_see() {
     assert_eq!(sent(&out), ["PWD"]);
     h.backend(257, "\"/srv/in\" is the current directory");
     assert_eq!(h.core.cwd, b"/srv/in");
+}
+
+/// USER is answered by ftpgate; the backend opens only at PASS, so a client
+/// that never sends one holds no backend connection. The backend's answer
+/// to the deferred USER, when final, is the answer to PASS.
+#[test]
+fn the_backend_opens_at_pass_and_its_user_reply_answers_pass() {
+    let mut h = harness();
+    h.cmd("USER alice");
+    let out = h.input(Input::LoginChecked(LoginGate::default()));
+    assert_eq!(codes_of(&out), [331]);
+    assert!(!out.iter().any(|o| matches!(o, Output::ConnectBackend { .. })));
+    // A second USER before PASS replaces the first.
+    h.cmd("USER bob");
+    h.input(Input::LoginChecked(LoginGate::default()));
+    h.cmd("PASS pw");
+    h.input(Input::LoginChecked(LoginGate::default()));
+    assert_eq!(sent(&h.connected()), ["USER bob"]);
+    // A server that needs no password: its 230 answers PASS.
+    let out = h.backend(230, "Welcome");
+    assert!(out.iter().any(|o| matches!(o, Output::LoginSucceeded { .. })), "{out:?}");
+    assert_eq!(sent(&out), ["PWD"]);
+    assert_eq!(codes_of(&h.backend(257, "\"/\"")), [230]);
+
+    // A server that refuses the user outright: its 530 answers PASS, a failed login.
+    let mut h = harness();
+    h.user_and_pass("mallory");
+    h.connected();
+    let out = h.backend(530, "Not allowed");
+    assert!(out.iter().any(|o| matches!(o, Output::LoginFailed { .. })), "{out:?}");
+    assert_eq!(codes_of(&out), [530]);
+    // PASS without USER is still a sequence error, and opens nothing.
+    let mut h = harness();
+    h.cmd("PASS x");
+    let out = h.input(Input::LoginChecked(LoginGate::default()));
+    assert_eq!(codes_of(&out), [503]);
+    assert!(!out.iter().any(|o| matches!(o, Output::ConnectBackend { .. })));
 }
