@@ -200,7 +200,8 @@ fn examples_document_every_setting() {
             concat!(
                 include_str!("../src/config/mod.rs"),
                 include_str!("../src/config/backend.rs"),
-                include_str!("../src/config/cluster.rs")
+                include_str!("../src/config/cluster.rs"),
+                include_str!("../src/config/limits.rs")
             ),
             include_str!("../deploy/ftpgate.toml"),
             "deploy/ftpgate.toml",

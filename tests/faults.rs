@@ -127,7 +127,9 @@ fn multiline_reply_split_across_segments_arrives_whole() {
     let gate = Gate::start(addr);
     let mut c = RawClient::connect(gate.addr);
     assert_eq!(c.reply().0, 220);
-    let (code, text) = c.cmd("USER u");
+    assert_eq!(c.cmd("USER u").0, 331, "ftpgate answers USER; the backend opens at PASS");
+    // A backend that logs USER in without a password: its 230 answers PASS.
+    let (code, text) = c.cmd("PASS p");
     assert_eq!(code, 230);
     assert_eq!(text, "230-Welcome\r\n230-200 inner line that looks like a code\r\n230-\r\n230 Done\r\n");
     assert_eq!(c.cmd("QUIT").0, 221);
@@ -181,7 +183,8 @@ fn silent_backend_times_out_with_421() {
     let gate = Gate::start_with(addr, |s| s.backend_reply = Duration::from_secs(1));
     let mut c = RawClient::connect(gate.addr);
     assert_eq!(c.reply().0, 220);
-    let (code, text) = c.cmd("USER u");
+    assert_eq!(c.cmd("USER u").0, 331);
+    let (code, text) = c.cmd("PASS p");
     assert_eq!(code, 421);
     assert!(text.contains("did not reply within 1 s"), "{text}");
     assert!(c.closed());
@@ -199,7 +202,8 @@ fn malformed_backend_reply_gives_421() {
     let gate = Gate::start(addr);
     let mut c = RawClient::connect(gate.addr);
     assert_eq!(c.reply().0, 220);
-    let (code, text) = c.cmd("USER u");
+    assert_eq!(c.cmd("USER u").0, 331);
+    let (code, text) = c.cmd("PASS p");
     assert_eq!(code, 421);
     assert!(text.contains("malformed reply"), "{text}");
     assert!(c.closed());
@@ -229,9 +233,10 @@ fn unreachable_backend_gives_421() {
     let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let gate = Gate::start(closed);
     let mut c = RawClient::connect(gate.addr);
-    // ftpgate greets itself; the backend is needed only at USER.
+    // ftpgate greets itself and answers USER; the backend is needed only at PASS.
     assert_eq!(c.reply().0, 220);
-    let (code, text) = c.cmd("USER u");
+    assert_eq!(c.cmd("USER u").0, 331);
+    let (code, text) = c.cmd("PASS p");
     assert_eq!(code, 421);
     assert!(text.contains("backend unreachable"), "{text}");
     assert!(!text.contains(&closed.port().to_string()), "the backend's address is not told to clients: {text}");

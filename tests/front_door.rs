@@ -128,7 +128,7 @@ fn per_address_limit_without_a_policy_file() {
     again.login();
 }
 
-/// A backend that accepts and never greets: the client sends USER, gives up
+/// A backend that accepts and never greets: the client sends USER and PASS, gives up
 /// and leaves; its session ends within a second and the backend connection
 /// is closed, long before `backend_reply` (60 s).
 #[test]
@@ -138,7 +138,10 @@ fn client_leaving_while_the_backend_is_silent_is_noticed() {
     let gate = Gate::start_with(addr, |s| s.backend_reply = Duration::from_secs(60));
     let mut c = RawClient::connect(gate.addr);
     assert_eq!(c.reply().0, 220);
-    c.send_raw(b"USER someone\r\n");
+    // USER alone opens no backend connection: ftpgate answers it.
+    assert_eq!(c.cmd("USER someone").0, 331);
+    assert_eq!(Metrics::get(&gate.metrics.backend_connections), 0);
+    c.send_raw(b"PASS secret\r\n");
     let (session_side, _) = l.accept().unwrap();
     wait_until("the session's backend connection", Duration::from_secs(5), || {
         Metrics::get(&gate.metrics.backend_connections) == 1

@@ -185,6 +185,47 @@ fn appe_and_rest_cannot_dodge_the_cap() {
     assert_eq!(Metrics::get(&gate.metrics.uploads_capped), 2);
 }
 
+/// Bytes of an upload cut by ABOR count too, and APPE starts from the
+/// file's size on the backend: four rounds of APPE of 900 KiB cut by ABOR
+/// leave the file within the 1 MiB cap. A second STOR of the same name and a
+/// STOU cut at the cap leave no partial file.
+#[test]
+fn aborted_appends_count_and_no_partial_file_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = policy(&dir, "[defaults]\nmax_upload_size = \"1MiB\"\n");
+    let backend = Vsftpd::start();
+    let gate = Gate::start_with(backend.addr, move |s| s.policy = Some(p));
+    let mut c = RawClient::connect(gate.addr);
+    c.login();
+    assert_eq!(c.cmd("TYPE I").0, 200);
+    for round in 0..4 {
+        let mut d = c.epsv_data();
+        assert_eq!(c.cmd("APPE grow.bin").0, 150, "round {round}");
+        let _ = d.write_all(&payload(900 * 1024, 40 + round));
+        c.send_raw(b"ABOR\r\nNOOP\r\n");
+        drop(d);
+        let mut codes = Vec::new();
+        while codes.last() != Some(&200) {
+            codes.push(c.reply().0);
+            assert!(codes.len() <= 4, "round {round}: {codes:?}");
+        }
+        let len = std::fs::metadata(backend.root.join("grow.bin")).map(|m| m.len()).unwrap_or(0);
+        assert!(len <= MIB as u64, "round {round}: the file grew to {len} bytes past the 1 MiB cap ({codes:?})");
+    }
+    // A second STOR of one name overwrites: cut at the cap, it is removed.
+    assert_eq!(upload(&mut c, "STOR twice.bin", &payload(500 * 1024, 50)).0, 226);
+    let (code, text) = upload(&mut c, "STOR twice.bin", &payload(3 * MIB, 51));
+    assert_eq!(code, 552, "{text}");
+    assert!(!backend.root.join("twice.bin").exists(), "the second STOR's partial file was left");
+    // STOU: the name the backend chose is removed.
+    let before: Vec<_> = std::fs::read_dir(&backend.root).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let (code, text) = upload(&mut c, "STOU", &payload(3 * MIB, 52));
+    assert_eq!(code, 552, "{text}");
+    let after: Vec<_> = std::fs::read_dir(&backend.root).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(before, after, "STOU's partial file was left");
+    assert_eq!(c.cmd("NOOP").0, 200);
+}
+
 /// `max_transfers = 1`: a second transfer while one runs gets 450 and its
 /// data connection is closed, not used.
 #[test]

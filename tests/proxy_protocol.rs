@@ -181,3 +181,32 @@ fn proxy_protocol_without_proxy_from_is_refused_at_start() {
     let ok = text.replace("proxy_protocol = true", "proxy_protocol = true\nproxy_from = [\"10.0.0.5/32\"]");
     assert!(ftpgate::config::Config::from_toml(&ok, "t.toml").unwrap().validate().is_ok());
 }
+
+/// IPv6 clients count per /64 (`[limits] ipv6_prefix`): three addresses of
+/// one /64 (named by a trusted balancer) are one client for the
+/// per-address limit; another /64 is another client.
+#[test]
+fn ipv6_addresses_of_one_prefix_share_the_per_address_limit() {
+    let backend = Vsftpd::start();
+    let gate = Gate::start_with(backend.addr, move |s| {
+        s.listeners[0].proxy_protocol = true;
+        s.listeners[0].proxy_from = ProxySenders::new(&["127.0.0.1/32".parse().unwrap()]);
+        s.max_sessions_per_address = 2;
+    });
+    let port = gate.addr.port();
+    let from = |src: &str| {
+        let mut c = RawClient::connect(gate.addr);
+        c.send_raw(format!("PROXY TCP6 {src} ::1 40000 {port}\r\n").as_bytes());
+        c
+    };
+    let mut a = from("2001:db8:0:1::a");
+    assert_eq!(a.reply().0, 220);
+    let mut b = from("2001:db8:0:1:ffff::b");
+    assert_eq!(b.reply().0, 220);
+    let mut c = from("2001:db8:0:1::c");
+    let (code, text) = c.reply();
+    assert_eq!(code, 421, "a third address of the same /64: {text}");
+    let mut other = from("2001:db8:0:2::a");
+    assert_eq!(other.reply().0, 220, "another /64 is another client");
+    assert_eq!(gate.metrics.refusals_for("address_limit"), 1);
+}

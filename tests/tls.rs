@@ -306,8 +306,9 @@ fn untrusted_backend_certificate_gives_421() {
     // ftpgate trusts a different CA than the one that signed vsftpd's certificate.
     let gate = Gate::start_with(backend.addr, backend_tls(&other, BackendTlsMode::Explicit, TlsVersion::V13));
     let mut c = RawClient::connect(gate.addr);
-    assert_eq!(c.reply().0, 220, "ftpgate greets; the backend is opened at USER");
-    let (code, text) = c.cmd(&format!("USER {USER}"));
+    assert_eq!(c.reply().0, 220, "ftpgate greets; the backend is opened at PASS");
+    assert_eq!(c.cmd(&format!("USER {USER}")).0, 331);
+    let (code, text) = c.cmd(&format!("PASS {PASSWORD}"));
     assert_eq!(code, 421, "{text}");
     // Both test CAs share a name, so webpki reports the signature, not the issuer.
     assert!(text.contains("invalid peer certificate"), "{text}");
@@ -574,7 +575,8 @@ fn backend_verification_by_fingerprint_server_name_or_explicitly_none() {
             Err(text) => {
                 let mut c = RawClient::connect(gate.addr);
                 assert_eq!(c.reply().0, 220);
-                let (code, reply) = c.cmd(&format!("USER {USER}"));
+                assert_eq!(c.cmd(&format!("USER {USER}")).0, 331);
+                let (code, reply) = c.cmd(&format!("PASS {PASSWORD}"));
                 assert_eq!(code, 421, "{label}: {reply}");
                 assert!(reply.contains(text), "{label}: {reply}");
             }

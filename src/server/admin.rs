@@ -112,6 +112,8 @@ async fn bans(ctx: &SessionContext) -> String {
 
 /// Lifts a ban here and in the cluster.
 async fn lift(ctx: &SessionContext, ip: IpAddr) -> String {
+    // Bans are kept under the address key (an IPv6 client's prefix).
+    let ip = ctx.address_key(ip);
     let mut lifted = ctx.logins.lock().unwrap_or_else(|e| e.into_inner()).lift(ip, ctx.now());
     if let Some(c) = &ctx.cluster {
         match c.lift(ip).await {

@@ -286,7 +286,13 @@ impl SessionContext {
         std::iter::once(&self.pool).chain(self.named_backends.values())
     }
 
+    /// What per-address rules count `ip` as (IPv6 by `[limits] ipv6_prefix`).
+    pub fn address_key(&self, ip: IpAddr) -> IpAddr {
+        super::limits::address_key(ip, self.settings.ipv6_prefix)
+    }
+
     pub(super) async fn banned_for(&self, ip: IpAddr) -> Result<Option<Duration>, SharedStateDown> {
+        let ip = self.address_key(ip);
         if let Some(c) = &self.cluster {
             if let Some(shared) = self.shared(c, c.ban_left(ip).await)? {
                 return Ok(shared);
@@ -299,6 +305,7 @@ impl SessionContext {
     /// A failed login from `ip`, counted in the cluster, or here when there is
     /// none or it is unreachable; the ban's length if it started one.
     pub(super) async fn login_failed(&self, ip: IpAddr, limits: &crate::policy::LoginLimits) -> Option<Duration> {
+        let ip = self.address_key(ip);
         if let Some(c) = &self.cluster {
             if let Ok(shared) = c.login_failed(ip, limits).await {
                 return shared;
@@ -309,6 +316,7 @@ impl SessionContext {
     }
 
     pub(super) async fn login_ok(&self, ip: IpAddr) {
+        let ip = self.address_key(ip);
         self.logins.lock().unwrap_or_else(|e| e.into_inner()).success(ip);
         if let Some(c) = &self.cluster {
             let _ = c.login_ok(ip).await;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug)]
@@ -37,6 +38,19 @@ impl<K: Eq + Hash + Clone> Counts<K> {
 
     pub fn get(&self, key: &K) -> usize {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).get(key).copied().unwrap_or(0)
+    }
+}
+
+/// The key a client address is counted under by per-address rules: IPv4
+/// (and IPv4-mapped IPv6) as it is, IPv6 cut to its first `v6_prefix` bits.
+pub fn address_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u32::from(v6_prefix.min(128));
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & mask))
+        }
+        v4 => v4,
     }
 }
 
@@ -83,5 +97,22 @@ mod tests {
         assert_eq!(combined(50, 0), 50);
         assert_eq!(combined(0, 3), 3);
         assert_eq!(combined(50, 3), 3);
+    }
+}
+
+#[cfg(test)]
+mod address_key_tests {
+    use super::address_key;
+
+    #[test]
+    fn ipv6_counts_by_prefix_and_ipv4_by_address() {
+        let k = |s: &str, p| address_key(s.parse().unwrap(), p).to_string();
+        assert_eq!(k("2001:db8:1:2:aaaa::1", 64), "2001:db8:1:2::");
+        assert_eq!(k("2001:db8:1:2:ffff::9", 64), "2001:db8:1:2::");
+        assert_eq!(k("2001:db8:1:3::1", 64), "2001:db8:1:3::");
+        assert_eq!(k("2001:db8:1:2::1", 128), "2001:db8:1:2::1");
+        assert_eq!(k("2001:db8:1:2::1", 48), "2001:db8:1::");
+        assert_eq!(k("::ffff:192.0.2.7", 64), "192.0.2.7");
+        assert_eq!(k("192.0.2.7", 64), "192.0.2.7");
     }
 }

@@ -51,3 +51,13 @@ pub enum DataOutcome {
     Relayed(RelayReport),
     Failed(DataError),
 }
+
+impl DataOutcome {
+    /// Bytes the client sent that reached the backend (an upload's size).
+    pub fn written_to_backend(&self) -> u64 {
+        match self {
+            DataOutcome::Relayed(r) => r.a_to_b,
+            DataOutcome::Failed(_) => 0,
+        }
+    }
+}

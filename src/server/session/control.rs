@@ -135,7 +135,34 @@ impl ClientControl {
     pub async fn shutdown(&mut self) {
         let _ = self.stream.shutdown().await;
     }
+
+    /// Ends the connection so that the last reply (`421`, `221`) is heard:
+    /// closing a socket with unread input sends a TCP reset, and a client
+    /// still sending would lose the reply with it. So: FIN after the reply,
+    /// then what the client still sends is read and dropped, bounded in
+    /// bytes and time, until its own end.
+    pub async fn close_after_reply(&mut self) {
+        self.shutdown().await;
+        self.buf.clear();
+        let drain = async {
+            let mut dropped = 0;
+            while dropped < CLOSE_DRAIN_BYTES {
+                self.buf.clear();
+                self.buf.reserve(CONTROL_READ);
+                match self.stream.read_some(&mut self.buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => dropped += n,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_DRAIN_TIME, drain).await;
+        self.buf = BytesMut::new();
+    }
 }
+
+/// How long and how much a closing connection's input is drained.
+const CLOSE_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+const CLOSE_DRAIN_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Error)]
 pub enum BackendError {

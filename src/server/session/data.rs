@@ -337,16 +337,19 @@ impl DataChannel {
     /// ends its whole session when a TLS data connection just breaks off. A
     /// channel whose relay has not started is simply dropped. Returns once
     /// the task has ended.
-    pub async fn stop(&mut self) {
-        let Some(mut task) = self.task.take() else { return };
+    pub async fn stop(&mut self) -> Option<DataOutcome> {
+        let mut task = self.task.take()?;
         let stop = self.go.borrow().as_ref().map(|l| std::sync::Arc::clone(&l.stop));
         match stop {
             Some(stop) => stop.notify_one(),
             None => task.abort(),
         }
-        if tokio::time::timeout(STOP_WAIT, &mut task).await.is_err() {
-            task.abort();
-            let _ = task.await;
+        match tokio::time::timeout(STOP_WAIT, &mut task).await {
+            Ok(ended) => ended.ok(),
+            Err(_) => {
+                task.abort();
+                task.await.ok()
+            }
         }
     }
 }

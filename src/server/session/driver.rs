@@ -228,10 +228,15 @@ impl Driver {
             }
             Output::StartRelay(start) => self.start_relay(start),
             Output::StopData => {
-                if let Some(data) = &mut self.data {
-                    data.stop().await;
-                }
+                let stopped = match &mut self.data {
+                    Some(data) => data.stop().await,
+                    None => None,
+                };
                 self.data = None;
+                // What the stopped relay moved still counts (upload caps).
+                if let Some(outcome) = stopped {
+                    self.core.handle(Input::DataEnded(outcome));
+                }
             }
             Output::AbortData => {
                 // The task ends at once; its end still reaches the core.
@@ -514,7 +519,11 @@ impl Driver {
         self.plan = None;
         self.who.entry.transfer(None);
         self.backend.close(quit_backend).await;
-        self.client.shutdown().await;
+        if self.client_dead {
+            self.client.shutdown().await;
+        } else {
+            self.client.close_after_reply().await;
+        }
     }
 }
 

@@ -96,7 +96,7 @@ pub async fn run(
                 (Some(why), "banned", None)
             }
             (Ok(_), Ok(None)) => {
-                match ctx.take_slot(&ctx.per_address, ip.to_canonical(), Counted::Address, per_address).await {
+                match ctx.take_slot(&ctx.per_address, ctx.address_key(ip), Counted::Address, per_address).await {
                     Ok(slot) => (None, "address_limit", slot),
                     Err(SharedStateDown) => {
                         (Some("shared login state unreachable; try again later".to_string()), "cluster", None)
@@ -114,7 +114,7 @@ pub async fn run(
                 let _ =
                     client.send(&Reply::single(codes::NOT_AVAILABLE, &format!("Service not available: {why}"))).await;
             }
-            client.shutdown().await;
+            client.close_after_reply().await;
             return;
         };
         if mode == ClientTlsMode::Implicit {

@@ -141,6 +141,8 @@ impl<E: Env> Core<E> {
                 Verb::User => {}
                 Verb::Pass if self.bastion_pending.is_some() => {}
                 Verb::Pass if self.deferred_user.is_some() => {
+                    // As dispatch would: the ordering rules see this PASS.
+                    self.previous = Some(Verb::Pass);
                     return self.open_backend(self.backend_name.clone(), AfterOpen::Login(cmd));
                 }
                 _ => return self.before_backend(cmd),

@@ -67,6 +67,8 @@ enum Pending {
     /// The USER that ftpgate answered itself, sent once PASS came and the
     /// backend opened; the PASS follows (its reply is the client's).
     DeferredUser(Command),
+    /// `SIZE` of the file an `APPE` under a size cap appends to.
+    AppendSize(transfer::Starting),
     /// `SIZE` asked to see whether an upload would overwrite a file.
     OverwriteCheck {
         cmd: Command,
@@ -191,8 +193,8 @@ pub struct Core<E: Env> {
     data: Option<DataSetup>,
     /// `EPSV ALL` (RFC 2428): every other setup command is refused.
     epsv_all: bool,
-    /// The backend holds a REST offset for the next transfer.
-    rest_pending: bool,
+    /// The backend holds this REST offset for the next transfer.
+    rest_offset: Option<u64>,
     /// TYPE I (or L 8) in force, for the transfer log.
     binary: bool,
     /// Working directory as the backend reports it.
@@ -233,7 +235,7 @@ impl<E: Env> Core<E> {
             draining: false,
             data: None,
             epsv_all: false,
-            rest_pending: false,
+            rest_offset: None,
             binary: false,
             cwd: b"/".to_vec(),
             previous: None,
@@ -475,6 +477,7 @@ impl<E: Env> Core<E> {
             Pending::Forward(cmd) => self.on_forwarded(cmd, r),
             Pending::Login(cmd) => self.on_login_reply(cmd, r),
             Pending::DeferredUser(pass) => self.on_deferred_user_reply(pass, r),
+            Pending::AppendSize(s) => self.on_append_size(s, &r),
             Pending::OverwriteCheck { cmd, denial } => {
                 if r.code == codes::FILE_STATUS {
                     self.deny(&cmd, &denial);
@@ -485,7 +488,7 @@ impl<E: Env> Core<E> {
                 self.resume_if_idle();
             }
             Pending::ClearRest { then } => {
-                self.rest_pending = false;
+                self.rest_offset = None;
                 self.send_reply(then);
                 self.resume();
             }
@@ -522,7 +525,12 @@ impl<E: Env> Core<E> {
     fn on_forwarded(&mut self, cmd: Command, r: Reply) {
         let positive = r.is_positive();
         match &cmd.verb {
-            Verb::Rest => self.rest_pending = r.code == codes::PENDING,
+            Verb::Rest => {
+                // An offset the backend took but ftpgate cannot read counts
+                // as the whole cap used (no upload passes unseen).
+                self.rest_offset = (r.code == codes::PENDING)
+                    .then(|| cmd.arg_str().and_then(|a| a.trim().parse().ok()).unwrap_or(u64::MAX))
+            }
             Verb::Quit => {
                 self.send_reply(r);
                 return self.close();

@@ -97,7 +97,7 @@ fn rest_is_cleared_after_a_transfer_refused_before_the_backend() {
     assert!(codes_of(&out).is_empty(), "450 after the REST is cleared");
     let out = h.backend(350, "Restarting at 0");
     assert_eq!(codes_of(&out), [450]);
-    assert!(!h.core.rest_pending);
+    assert!(h.core.rest_offset.is_none());
 }
 
 #[test]
@@ -183,10 +183,19 @@ fn an_upload_past_its_cap_is_removed_and_gets_552() {
     let out = h.backend(250, "Deleted");
     assert_eq!(codes_of(&out), [552]);
     assert_eq!(Metrics::get(&h.metrics.uploads_capped), 1);
-    // What was written counts against the next try on the same file.
+    // What was written counts against the next try on the same file, even
+    // where the backend no longer knows the file.
     h.epsv();
     let out = h.cmd("APPE big.bin");
+    assert_eq!(sent(&out), ["SIZE /home/alice/big.bin"], "APPE starts from the file's size");
+    let out = h.backend(550, "No such file");
     assert!(out.iter().any(|o| matches!(o, Output::PlanTransfer { upload_cap: Some(0), .. })), "{out:?}");
+    h.input(Input::TransferPlanned(false));
+    // Another file: its size on the backend counts.
+    h.epsv();
+    h.cmd("APPE other.bin");
+    let out = h.backend(213, "1000");
+    assert!(out.iter().any(|o| matches!(o, Output::PlanTransfer { upload_cap: Some(24), .. })), "{out:?}");
 }
 
 #[test]
@@ -377,4 +386,25 @@ fn the_backend_opens_at_pass_and_its_user_reply_answers_pass() {
     let out = h.input(Input::LoginChecked(LoginGate::default()));
     assert_eq!(codes_of(&out), [503]);
     assert!(!out.iter().any(|o| matches!(o, Output::ConnectBackend { .. })));
+}
+
+/// `NOOP ABOR NOOP PWD` during a transfer: the transfer's reply, the NOOP
+/// sent before ABOR, ABOR's, then what was sent after it.
+#[test]
+fn abor_reply_comes_between_commands_sent_before_and_after_it() {
+    let mut h = logged_in();
+    h.epsv();
+    h.start("RETR a.bin");
+    h.cmd("NOOP");
+    let out = h.cmd("ABOR");
+    assert!(matches!(out.first(), Some(Output::StopData)), "{out:?}");
+    h.cmd("NOOP");
+    h.cmd("PWD");
+    let mut codes = codes_of(&h.backend(426, "Transfer aborted"));
+    codes.extend(codes_of(&h.backend(226, "ABOR successful")));
+    // NOOP goes to the backend in turn, then PWD.
+    codes.extend(codes_of(&h.backend(200, "NOOP ok")));
+    codes.extend(codes_of(&h.backend(200, "NOOP ok")));
+    codes.extend(codes_of(&h.backend(257, "\"/home/alice\"")));
+    assert_eq!(codes, [426, 200, 226, 200, 257]);
 }

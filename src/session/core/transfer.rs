@@ -30,6 +30,10 @@ pub(super) struct Starting {
     setup: DataSetup,
     cap: Option<UploadCap>,
     max_transfers: Option<usize>,
+    /// The limits it runs under, until they go to the driver.
+    limits: Option<Box<crate::policy::limits::TransferLimits>>,
+    /// What of the size cap the file already uses.
+    used: u64,
 }
 
 /// A transfer the backend accepted.
@@ -55,10 +59,16 @@ pub(super) struct Finishing {
 /// After `ABOR` went to the backend.
 #[derive(Debug)]
 pub(super) struct Aborting {
+    /// A capped upload's file, whose bytes are counted when the stopped
+    /// relay reports them.
+    cap_path: Option<Vec<u8>>,
     /// Every byte had been delivered, in order, before `ABOR`.
     delivered: bool,
     /// The transfer's own final reply is still to come from the backend.
     transfer_reply_owed: bool,
+    /// Commands the client sent before `ABOR` (queued during the transfer):
+    /// ABOR's reply follows theirs and precedes those sent after it.
+    queued_before: usize,
 }
 
 /// The client left during an upload that may have to be removed.
@@ -121,20 +131,54 @@ impl<E: Env> Core<E> {
             Ok(network) => policy.limits_for(self.user.as_deref(), network),
             Err(_) => Default::default(),
         };
-        let (mut cap, mut upload_cap) = (None, None);
+        let (mut cap, mut used) = (None, 0);
         if let (TransferDirection::Upload, Some(max)) = (direction, limits.max_upload_size) {
             let path = (cmd.verb != Verb::Stou).then(|| self.resolve(&cmd));
-            let used = path.as_ref().and_then(|p| self.uploaded.get(p)).copied().unwrap_or(0);
+            let seen = path.as_ref().and_then(|p| self.uploaded.get(p)).copied().unwrap_or(0);
+            used = match (&cmd.verb, self.rest_offset) {
+                // A new file (or one overwritten from its start).
+                (Verb::Stor | Verb::Stou, None | Some(0)) => 0,
+                // Resumed: the file grows from the offset on.
+                (Verb::Stor, Some(offset)) => offset.max(seen),
+                // APPE: from the file's size, asked below.
+                _ => seen,
+            };
+            if let Some(p) = &path {
+                if used == 0 {
+                    self.uploaded.remove(p);
+                }
+            }
             cap = Some(UploadCap {
                 path,
                 limit: max,
-                remove_partial: cmd.verb == Verb::Stor && !self.rest_pending && used == 0,
+                remove_partial: matches!(cmd.verb, Verb::Stor | Verb::Stou) && used == 0,
             });
-            upload_cap = Some(max.saturating_sub(used));
         }
         let max_transfers = limits.max_transfers;
-        self.out.push_back(Output::PlanTransfer { user: self.user_name(), direction, limits, upload_cap });
-        self.waiting = Waiting::TransferPlan(Starting { cmd, direction, setup, cap, max_transfers });
+        let s = Starting { cmd, direction, setup, cap, max_transfers, limits: Some(Box::new(limits)), used };
+        if s.cmd.verb == Verb::Appe && s.cap.is_some() && self.backend_open {
+            let path = s.cap.as_ref().and_then(|c| c.path.clone()).unwrap_or_default();
+            return self.ask_backend(Command::new(Verb::Size, Some(&path)), Pending::AppendSize(s));
+        }
+        self.plan_transfer(s);
+    }
+
+    /// `SIZE` before a capped `APPE`: the file's size counts against the cap.
+    pub(super) fn on_append_size(&mut self, mut s: Starting, r: &Reply) {
+        if r.code == codes::FILE_STATUS {
+            let size = r.text().split_whitespace().next().and_then(|n| n.parse::<u64>().ok());
+            // A size ftpgate cannot read counts as the whole cap used.
+            s.used = s.used.max(size.unwrap_or(u64::MAX));
+        }
+        self.plan_transfer(s);
+    }
+
+    fn plan_transfer(&mut self, mut s: Starting) {
+        let limits = s.limits.take().map(|l| *l).unwrap_or_default();
+        let upload_cap = s.cap.as_ref().map(|c| c.limit.saturating_sub(s.used));
+        let (user, direction) = (self.user_name(), s.direction);
+        self.out.push_back(Output::PlanTransfer { user, direction, limits, upload_cap });
+        self.waiting = Waiting::TransferPlan(s);
     }
 
     pub(super) fn on_transfer_planned(&mut self, ok: bool) {
@@ -166,7 +210,7 @@ impl<E: Env> Core<E> {
     /// resets its offset on any transfer attempt).
     pub(super) fn refuse_transfer(&mut self, reply: Reply) {
         self.drop_data();
-        if self.rest_pending {
+        if self.rest_offset.is_some() {
             return self.ask_backend(Command::new(Verb::Rest, Some(b"0")), Pending::ClearRest { then: reply });
         }
         self.send_reply(reply);
@@ -196,13 +240,21 @@ impl<E: Env> Core<E> {
     /// timeout allows for both.
     fn send_transfer(&mut self, s: Starting) {
         self.out.push_back(Output::SetDirection(s.direction));
-        self.rest_pending = false;
+        self.rest_offset = None;
         let timeout = self.config.backend_reply + self.config.data_connect;
         self.ask_backend_within(s.cmd.clone(), Pending::TransferStart(s), timeout);
     }
 
     /// 125/150: the data legs may start TLS and relay.
-    pub(super) fn transfer_accepted(&mut self, s: Starting, r: Reply) {
+    pub(super) fn transfer_accepted(&mut self, mut s: Starting, r: Reply) {
+        if let (Verb::Stou, Some(cap)) = (&s.cmd.verb, s.cap.as_mut()) {
+            // The name the backend chose ("150 FILE: name", RFC 1123 4.1.2.9),
+            // so a partial file cut at the cap can be removed.
+            let text = r.text();
+            if let Some(name) = text.split_once("FILE: ").map(|(_, n)| n.trim()).filter(|n| !n.is_empty()) {
+                cap.path = Some(crate::policy::path::resolve(&self.cwd, name.as_bytes()));
+            }
+        }
         let path = String::from_utf8_lossy(&self.resolve(&s.cmd)).into_owned();
         info!(user = self.user.as_deref().unwrap_or("-"), command = %s.cmd, "transfer started");
         self.out.push_back(Output::StartRelay(TransferStart {
@@ -256,6 +308,13 @@ impl<E: Env> Core<E> {
                 d.outcome = Some(outcome);
                 self.departed_step(d);
             }
+            Waiting::BackendReply(Pending::Abor(mut a)) => {
+                // The relay stopped by ABOR: a capped upload's bytes count.
+                if let Some(p) = a.cap_path.take() {
+                    *self.uploaded.entry(p).or_insert(0) += outcome.written_to_backend();
+                }
+                self.waiting = Waiting::BackendReply(Pending::Abor(a));
+            }
             other => self.waiting = other,
         }
     }
@@ -299,8 +358,19 @@ impl<E: Env> Core<E> {
 
     pub(super) fn on_cap_dele_reply(&mut self, f: Finishing, r: Reply) {
         let path = f.cap.path.as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
-        info!(target: "ftpgate::audit", user = %self.user_name(), %path, limit = f.cap.limit, removed = r.is_positive(), "upload stopped at the size limit; partial file removed");
-        self.conclude(&f.cmd, f.direction, &f.outcome, f.reply, Some(cap_reply(f.cap.limit)));
+        let mut reply = cap_reply(f.cap.limit);
+        if r.is_positive() {
+            info!(target: "ftpgate::audit", user = %self.user_name(), %path, limit = f.cap.limit, "upload stopped at the size limit; partial file removed");
+        } else {
+            // Say so: the client and the operator must not believe it gone.
+            let refusal = crate::text::shown(&r.text(), 200);
+            warn!(target: "ftpgate::audit", user = %self.user_name(), %path, limit = f.cap.limit, backend = %refusal, "upload stopped at the size limit; the backend refused to remove the partial file");
+            reply = Reply::single(
+                reply.code,
+                &format!("{}; the partial file could not be removed (the server refused: {refusal})", reply.text()),
+            );
+        }
+        self.conclude(&f.cmd, f.direction, &f.outcome, f.reply, Some(reply));
     }
 
     /// The client's final reply for a transfer, and its log line.
@@ -344,6 +414,13 @@ impl<E: Env> Core<E> {
     pub(super) fn abort_transfer(&mut self) {
         let Waiting::Transfer(t) = std::mem::replace(&mut self.waiting, Waiting::Command) else { return };
         let delivered = matches!(&t.outcome, Some(DataOutcome::Relayed(r)) if matches!(r.end, RelayEnd::Eof(_)));
+        // Bytes of a capped upload count whatever ended it: known now, or
+        // when the stopped relay reports (`count_aborted_upload`).
+        let mut cap_path = t.cap.as_ref().and_then(|c| c.path.clone());
+        if let (Some(p), Some(o)) = (&cap_path, &t.outcome) {
+            *self.uploaded.entry(p.clone()).or_insert(0) += o.written_to_backend();
+            cap_path = None;
+        }
         self.out.push_back(Output::StopData);
         self.metrics().transfer(transfer_kind(&t.cmd), if delivered { "ok" } else { "aborted" });
         info!(delivered, "transfer aborted by client");
@@ -352,7 +429,9 @@ impl<E: Env> Core<E> {
         if let Some(r) = t.final_reply {
             self.send_reply(verdict::aborted_transfer_reply(delivered, r));
         }
-        self.ask_backend(Command::new(Verb::Abor, None), Pending::Abor(Aborting { delivered, transfer_reply_owed }));
+        let queued_before = self.queue.len();
+        let a = Aborting { cap_path, delivered, transfer_reply_owed, queued_before };
+        self.ask_backend(Command::new(Verb::Abor, None), Pending::Abor(a));
     }
 
     pub(super) fn on_abor_reply(&mut self, mut a: Aborting, r: Reply) {
@@ -362,8 +441,11 @@ impl<E: Env> Core<E> {
             return self.expect_backend(Pending::Abor(a), self.config.backend_reply);
         }
         let abor = verdict::abor_reply(a.delivered, r);
-        // After the replies of the commands the client sent before ABOR.
-        self.queue.push_back(Queued::Reply(abor));
+        // After the replies of the commands the client sent before ABOR,
+        // before those of the commands it sent after (the queue is not run
+        // while ABOR's replies are awaited, so the position still holds).
+        let at = a.queued_before.min(self.queue.len());
+        self.queue.insert(at, Queued::Reply(abor));
         self.resume();
     }
 
