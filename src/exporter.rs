@@ -185,6 +185,20 @@ pub fn render(m: &Metrics) -> String {
     );
     from_map(
         &r,
+        "ftpgate_accept_errors_total",
+        "Failed accepts (out of descriptors, mostly) by listener; each loop backs off instead of spinning.",
+        &["listener"],
+        lock(&m.accept_errors_by_listener).iter().map(|(k, n)| (vec![k.to_string()], *n)),
+    );
+    from_map(
+        &r,
+        "ftpgate_side_connections_refused_total",
+        "Connections to /metrics and /status (http) or the admin socket (admin) refused at their cap.",
+        &["listener"],
+        lock(&m.side_connections_refused).iter().map(|(k, n)| (vec![k.to_string()], *n)),
+    );
+    from_map(
+        &r,
         "ftpgate_bad_commands_total",
         "Malformed (invalid), unknown and denied commands from clients, by kind.",
         &["kind"],
@@ -320,7 +334,7 @@ async fn handle(
                 + &render_cluster(ctx.cluster.as_deref()),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        "/status" => {
+        "/status" if ctx.settings.status_page => {
             (StatusCode::OK, "text/html; charset=utf-8", crate::server::registry::render_html(&ctx.registry.rows()))
         }
         "/readyz" => {
@@ -332,7 +346,18 @@ async fn handle(
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(ctype));
+    let headers = resp.headers_mut();
+    headers.insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(ctype));
+    // The pages show what peers typed: nothing in them may run or be sniffed
+    // into something that runs, and nothing may frame them.
+    headers.insert(
+        hyper::header::CONTENT_SECURITY_POLICY,
+        hyper::header::HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(hyper::header::X_CONTENT_TYPE_OPTIONS, hyper::header::HeaderValue::from_static("nosniff"));
+    headers.insert(hyper::header::REFERRER_POLICY, hyper::header::HeaderValue::from_static("no-referrer"));
     Ok(resp)
 }
 
@@ -380,13 +405,48 @@ async fn readiness(ctx: &SessionContext) -> (bool, String) {
 
 /// Serves the endpoint on an already-bound listener until the task is dropped.
 /// Each request reads the context `live` holds then.
+///
+/// Bounded like every side door: at most [`MAX_HTTP_CONNECTIONS`] at once
+/// (more are closed at once and counted), request headers within
+/// [`HTTP_HEADER_TIMEOUT`], a whole connection within [`HTTP_CONNECTION_TIME`],
+/// and accept errors back off instead of spinning, so a flood of idle
+/// connections here cannot take the descriptors FTP needs.
 pub async fn serve(listener: TcpListener, live: Arc<LiveContext>) {
+    static ACCEPT: crate::server::accept::AcceptErrors = crate::server::accept::AcceptErrors::new("http");
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                ACCEPT.succeeded();
+                stream
+            }
+            Err(e) => {
+                let metrics = Arc::clone(&live.borrow().metrics);
+                ACCEPT.failed(&e, &metrics).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            live.borrow().metrics.side_connection_refused("http");
+            drop(stream);
+            continue;
+        };
         let live = Arc::clone(&live);
         tokio::spawn(async move {
+            let _slot = slot;
             let svc = hyper::service::service_fn(move |req| handle(req, Arc::clone(&live)));
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HTTP_HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc);
+            let _ = tokio::time::timeout(HTTP_CONNECTION_TIME, conn).await;
         });
     }
 }
+
+/// Connections to the metrics listener at once.
+pub const MAX_HTTP_CONNECTIONS: usize = 64;
+/// Time for a request's headers to arrive.
+const HTTP_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Time one connection may stay open, requests and keep-alive together.
+const HTTP_CONNECTION_TIME: std::time::Duration = std::time::Duration::from_secs(30);

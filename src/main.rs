@@ -5,9 +5,12 @@ fn main() -> std::process::ExitCode {
     // `run` may ask for JSON logs in its configuration; everything else logs text.
     let json = cli.wants_json_logs();
     let filter = tracing_subscriber::EnvFilter::try_from_env("FTPGATE_LOG").unwrap_or_else(|_| "info".into());
-    // Colour codes only for a person at a terminal, never into files or journald.
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
+    // No colour codes: the writer escapes every control character, since log
+    // fields carry what peers send (text::SafeWriter).
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| ftpgate::text::SafeWriter(std::io::stderr()))
+        .with_ansi(false);
     if json {
         logs.json().init();
     } else {

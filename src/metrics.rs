@@ -137,6 +137,11 @@ pub struct Metrics {
     pub tls_backend_data_full: AtomicU64,
     /// Failed TLS handshakes with clients (control or data).
     pub tls_client_failures: AtomicU64,
+    /// Failed accepts (out of descriptors, mostly), by listener (ftp,
+    /// passive, http, admin).
+    pub accept_errors_by_listener: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// Side-door connections (HTTP, admin socket) refused at their cap.
+    pub side_connections_refused: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// Malformed, unknown and denied commands, by kind.
     pub bad_commands_by_kind: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// Sessions ended by a panic inside them (a bug: the client got 421).
@@ -187,6 +192,16 @@ impl Metrics {
 
     pub fn tls_versions_for(&self, leg: &'static str, version: &'static str) -> u64 {
         self.tls_versions.lock().unwrap_or_else(|e| e.into_inner()).get(&(leg, version)).copied().unwrap_or(0)
+    }
+
+    pub fn accept_error(&self, listener: &'static str) {
+        let mut m = self.accept_errors_by_listener.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(listener).or_insert(0) += 1;
+    }
+
+    pub fn side_connection_refused(&self, listener: &'static str) {
+        let mut m = self.side_connections_refused.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(listener).or_insert(0) += 1;
     }
 
     pub fn bad_command(&self, kind: &'static str) {

@@ -116,13 +116,17 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// `IP:PORT` for `/metrics`, `/healthz` and `/readyz`; off unless set.
     /// Keep it on loopback or a management network.
     #[serde(default)]
     pub address: Option<SocketAddr>,
+    /// Serve the `/status` page (who is connected, what they transfer) on
+    /// that address; `false` turns it off (404).
+    #[serde(default = "default_true")]
+    pub status: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -224,6 +228,12 @@ impl Default for TlsConfig {
     }
 }
 
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { address: None, status: true }
+    }
+}
+
 /// A client listener after validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerSettings {
@@ -256,6 +266,8 @@ impl ProxySenders {
 pub struct Settings {
     pub policy: Option<PathBuf>,
     pub metrics: Option<SocketAddr>,
+    /// `/status` is served (`[metrics] status`).
+    pub status_page: bool,
     pub xferlog: Option<PathBuf>,
     pub listeners: Vec<ListenerSettings>,
     pub backend: String,
@@ -409,6 +421,7 @@ impl Config {
         Ok(Settings {
             policy: self.policy.clone(),
             metrics: self.metrics.address,
+            status_page: self.metrics.status,
             xferlog: self.logs.xferlog.clone(),
             listeners: self
                 .listeners

@@ -10,34 +10,91 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// The longest request line read.
 const MAX_REQUEST: u64 = 256;
 
-/// Binds `path` (replacing a stale socket) with mode 0600.
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+/// Admin clients served at once; more are closed at once and counted.
+const MAX_ADMIN_CONNECTIONS: usize = 16;
+/// Time an admin client has to send its request and read the answer.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The bound admin socket; its file is removed when this is dropped (a
+/// clean stop leaves nothing behind).
+#[derive(Debug)]
+pub struct AdminSocket {
+    listener: UnixListener,
+    path: std::path::PathBuf,
+}
+
+impl Drop for AdminSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
+}
+
+/// Binds `path` with mode 0600. A missing parent folder is made with mode
+/// 0700. Refused: a path that exists and is not a socket (it is never
+/// deleted), and a socket another live instance answers on (it is never
+/// taken over); a stale socket (nobody answers) is replaced.
+pub fn bind(path: &Path) -> std::io::Result<AdminSocket> {
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_socket() => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket; refusing to replace it", path.display()),
+            ));
+        }
+        Ok(_) => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("another running instance answers on {}; refusing to take it over", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let l = UnixListener::bind(path)?;
+    let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(l)
+    Ok(AdminSocket { listener, path: path.to_path_buf() })
 }
 
-pub async fn serve(listener: UnixListener, live: Arc<LiveContext>) {
+pub async fn serve(socket: AdminSocket, live: Arc<LiveContext>) {
+    static ACCEPT: crate::server::accept::AcceptErrors = crate::server::accept::AcceptErrors::new("admin");
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let stream = match socket.listener.accept().await {
+            Ok((stream, _)) => {
+                ACCEPT.succeeded();
+                stream
+            }
+            Err(e) => {
+                let metrics = Arc::clone(&live.borrow().metrics);
+                ACCEPT.failed(&e, &metrics).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            live.borrow().metrics.side_connection_refused("admin");
+            continue;
+        };
         let live = Arc::clone(&live);
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &live).await {
-                warn!(error = %e, "admin socket request failed");
+            let _slot = slot;
+            match tokio::time::timeout(ADMIN_TIMEOUT, answer(stream, &live)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "admin socket request failed"),
+                Err(_) => debug!("admin client timed out"),
             }
         });
     }

@@ -2,6 +2,7 @@
 //! A reload that changes the listener list opens, restarts or closes accept
 //! loops to match; sessions already running are not touched.
 
+pub mod accept;
 pub mod admin;
 pub mod context;
 pub mod lifecycle;
@@ -118,6 +119,9 @@ impl AcceptLoops {
     }
 }
 
+/// The control listeners' accept errors.
+static FTP_ACCEPT: accept::AcceptErrors = accept::AcceptErrors::new("ftp");
+
 /// Pending connections the kernel queues per client listener (capped by
 /// `net.core.somaxconn`). tokio's default, 128, drops handshakes when a burst
 /// of clients arrives at once, and each dropped one waits seconds for a
@@ -151,6 +155,7 @@ async fn accept_loop(
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                FTP_ACCEPT.succeeded();
                 let ctx = Arc::clone(&live.borrow());
                 let max = ctx.settings.max_sessions;
                 if Metrics::get(&ctx.metrics.sessions_open) >= max as u64 {
@@ -183,11 +188,7 @@ async fn accept_loop(
                     session::run(stream, settings, ctx, id, client).await
                 });
             }
-            Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                error!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
+            Err(e) => FTP_ACCEPT.failed(&e, &metrics).await,
         }
     }
 }

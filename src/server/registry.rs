@@ -24,8 +24,13 @@ pub struct Entry {
 
 #[derive(Debug, Clone)]
 struct EntryState {
+    /// As typed at USER; shown only once logged in (a password typed into
+    /// the user field must not appear anywhere).
     user: Option<String>,
-    backend: Option<String>,
+    logged_in: bool,
+    /// The backend's name (`default` or a named backend) and its address;
+    /// the address is shown to `ftpgate who`, never on `/status`.
+    backend: Option<(String, String)>,
     /// What the session waits for, in words.
     doing: &'static str,
     last_command: Instant,
@@ -66,6 +71,7 @@ impl Registry {
             since: now,
             state: Mutex::new(EntryState {
                 user: None,
+                logged_in: false,
                 backend: None,
                 doing: "login",
                 last_command: now,
@@ -99,14 +105,18 @@ impl Registry {
                         percent: t.size.filter(|&s| s > 0).map(|s| (moved.saturating_mul(100) / s).min(100) as u8),
                     }
                 });
+                // A running transfer is not idleness.
+                let idle_secs = if transfer.is_some() { 0 } else { now.duration_since(s.last_command).as_secs() };
+                let (backend, backend_address) = s.backend.unzip();
                 Row {
                     id: e.id,
                     client: e.client,
-                    user: s.user,
-                    backend: s.backend,
+                    user: s.user.filter(|_| s.logged_in),
+                    backend,
+                    backend_address,
                     state: s.doing,
                     connected_secs: now.duration_since(e.since).as_secs(),
-                    idle_secs: now.duration_since(s.last_command).as_secs(),
+                    idle_secs,
                     transfer,
                 }
             })
@@ -127,12 +137,15 @@ impl Entry {
         self.update(|s| s.user = Some(user.to_string()));
     }
 
-    pub fn backend(&self, backend: &str) {
-        self.update(|s| s.backend = Some(backend.to_string()));
+    pub fn backend(&self, name: &str, address: &str) {
+        self.update(|s| s.backend = Some((name.to_string(), address.to_string())));
     }
 
     pub fn logged_in(&self) {
-        self.update(|s| s.doing = "idle");
+        self.update(|s| {
+            s.doing = "idle";
+            s.logged_in = true;
+        });
     }
 
     pub fn transfer(&self, t: Option<Transfer>) {
@@ -148,8 +161,12 @@ impl Entry {
 pub struct Row {
     pub id: u64,
     pub client: SocketAddr,
+    /// Only once logged in.
     pub user: Option<String>,
+    /// `default` or the named backend.
     pub backend: Option<String>,
+    /// For `ftpgate who` only.
+    pub backend_address: Option<String>,
     pub state: &'static str,
     pub connected_secs: u64,
     pub idle_secs: u64,
@@ -175,14 +192,19 @@ pub fn render_text(rows: &[Row]) -> String {
     for r in rows {
         let transfer = r.transfer.as_ref().map_or(String::new(), |t| {
             let pct = t.percent.map_or(String::new(), |p| format!(" {p}%"));
-            format!("{} {} {} bytes {}/s{pct}", t.command, t.path, t.bytes, human(t.rate))
+            format!("{} {} {} bytes {}/s{pct}", t.command, shown(&t.path), t.bytes, human(t.rate))
         });
+        let backend = match (&r.backend, &r.backend_address) {
+            (Some(n), Some(a)) => format!("{n} ({a})"),
+            (Some(n), None) => n.clone(),
+            _ => "-".to_string(),
+        };
         out.push_str(&format!(
             "{:>5}  {:<16} {:<22} {:<22} {:<9} {:>5}s {:>5}s  {}\n",
             r.id,
-            r.user.as_deref().unwrap_or("-"),
+            r.user.as_deref().map_or("-".to_string(), shown),
             r.client.to_string(),
-            r.backend.as_deref().unwrap_or("-"),
+            backend,
             r.state,
             r.connected_secs,
             r.idle_secs,
@@ -220,7 +242,7 @@ pub fn render_html(rows: &[Row]) -> String {
                 format!(
                     "{} {} &mdash; {} bytes, {}/s {bar}",
                     escape(&t.command),
-                    escape(&t.path),
+                    escape(&shown(&t.path)),
                     t.bytes,
                     human(t.rate)
                 )
@@ -229,7 +251,7 @@ pub fn render_html(rows: &[Row]) -> String {
         body.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} s</td><td>{} s</td><td class=\"transfer\">{}</td></tr>\n",
             r.id,
-            escape(r.user.as_deref().unwrap_or("-")),
+            escape(&r.user.as_deref().map_or("-".to_string(), shown)),
             escape(&r.client.to_string()),
             escape(r.backend.as_deref().unwrap_or("-")),
             r.state,
@@ -246,6 +268,11 @@ pub fn render_html(rows: &[Row]) -> String {
          <th>Transfer</th></tr>\n{body}</table></body></html>\n",
         rows.len()
     )
+}
+
+/// A peer's text, control characters escaped and length bounded.
+fn shown(s: &str) -> String {
+    crate::text::shown(s, 200)
 }
 
 fn escape(s: &str) -> String {
@@ -274,9 +301,17 @@ mod tests {
         let r = Arc::new(Registry::default());
         let reg = r.register(7, "127.0.0.1:5000".parse().unwrap());
         reg.entry.user("<script>");
+        assert!(!render_html(&r.rows()).contains("script"), "no user name before login");
+        reg.entry.logged_in();
         let html = render_html(&r.rows());
         assert!(html.contains("&lt;script&gt;") && !html.contains("<script>"), "{html}");
         assert!(render_text(&r.rows()).contains("1 session(s)"));
+        reg.entry.user("\u{1b}[2J\u{1b}]0;owned\u{7}");
+        let text = render_text(&r.rows());
+        assert!(text.contains("\\u{1b}[2J") && !text.contains('\u{1b}'), "{text}");
+        reg.entry.backend("default", "10.0.0.20:21");
+        assert!(render_text(&r.rows()).contains("default (10.0.0.20:21)"));
+        assert!(!render_html(&r.rows()).contains("10.0.0.20"), "no internal address on /status");
         drop(reg);
         assert!(r.rows().is_empty());
     }

@@ -228,6 +228,7 @@ pub fn settings(backend: SocketAddr, listen: SocketAddr) -> Settings {
         max_sessions_per_address: 50,
         max_bad_commands: 10,
         max_bad_commands_after_login: 100,
+        status_page: true,
         ipv6_prefix: 64,
         login_timeout: Duration::from_secs(60),
         banner: ftpgate::config::DEFAULT_BANNER.to_string(),

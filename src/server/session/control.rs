@@ -149,9 +149,10 @@ impl ClientControl {
             while dropped < CLOSE_DRAIN_BYTES {
                 self.buf.clear();
                 self.buf.reserve(CONTROL_READ);
-                match self.stream.read_some(&mut self.buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => dropped += n,
+                // A client that has gone quiet is not waited for.
+                match tokio::time::timeout(CLOSE_QUIET, self.stream.read_some(&mut self.buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                    Ok(Ok(n)) => dropped += n,
                 }
             }
         };
@@ -163,6 +164,8 @@ impl ClientControl {
 /// How long and how much a closing connection's input is drained.
 const CLOSE_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 const CLOSE_DRAIN_BYTES: usize = 256 * 1024;
+/// A closing client that sends nothing for this long is not waited for.
+const CLOSE_QUIET: std::time::Duration = std::time::Duration::from_millis(200);
 
 #[derive(Debug, Error)]
 pub enum BackendError {

@@ -306,11 +306,7 @@ impl Driver {
                 self.core.handle(Input::ClientGone);
             }
             Some(Ok((peer, security))) => {
-                let shown = match &name {
-                    Some(n) => format!("{n} ({peer})"),
-                    None => peer.to_string(),
-                };
-                self.who.entry.backend(&shown);
+                self.who.entry.backend(name.as_deref().unwrap_or("default"), &peer.to_string());
                 self.core.handle(Input::BackendConnected { peer, name, security });
             }
             Some(Err(e)) => {

@@ -51,6 +51,12 @@ impl<E: Env> Core<E> {
         self.bad.log.allow(LOGGED_IN_FULL)
     }
 
+    /// Whether a line about a refusal that is not counted as bad (a login
+    /// over its limit) may be written: the same per-session budget.
+    pub(super) fn may_log_refusal(&mut self) -> bool {
+        self.bad.log.allow(LOGGED_IN_FULL)
+    }
+
     /// Login starts a fresh count, under the higher limit.
     pub(super) fn reset_bad_count(&mut self) {
         self.bad.count = 0;

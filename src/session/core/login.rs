@@ -51,7 +51,8 @@ impl<E: Env> Core<E> {
                 let user = cmd.arg_str().unwrap_or("").to_string();
                 self.metrics().count_command(cmd.verb.as_str(), "denied");
                 let reason = format!("Too many sessions for user {user} (limit {limit})");
-                self.deny(&cmd, &Denial { code: codes::NOT_LOGGED_IN, rule: "login".into(), reason });
+                // Not a bad command: a client may poll for its turn.
+                self.refuse_login(&cmd, &Denial { code: codes::NOT_LOGGED_IN, rule: "login".into(), reason });
                 return self.resume();
             }
         }
@@ -103,6 +104,20 @@ impl<E: Env> Core<E> {
         if self.note_bad(super::bad_input::BadCommand::Denied) {
             self.log_denial(cmd, d);
         }
+        self.answer_denial(cmd, d);
+    }
+
+    /// A login refused by a limit (not by the rules): answered and logged
+    /// like a denial, not counted as a bad command.
+    fn refuse_login(&mut self, cmd: &Command, d: &Denial) {
+        self.metrics().count_denial(&d.rule);
+        if self.may_log_refusal() {
+            self.log_denial(cmd, d);
+        }
+        self.answer_denial(cmd, d);
+    }
+
+    fn answer_denial(&mut self, cmd: &Command, d: &Denial) {
         let reply = Reply::single(d.code, &d.reason);
         if cmd.verb.transfer_direction().is_some() {
             return self.refuse_transfer(reply);
