@@ -341,3 +341,86 @@ fn two_instances_behind_haproxy_share_bans_and_limits() {
     let errors: u64 = instances.iter().map(|i| scrape(i.metrics, "ftpgate_cluster_errors_total")).sum();
     assert!(errors >= 1);
 }
+
+/// A ban earned while Redis was unreachable is enforced by the instance
+/// and written to Redis once it answers again (it was forgotten).
+#[test]
+fn a_ban_earned_during_an_outage_outlives_the_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), "[login]\nmax_failures = 2\nban_seconds = 600\n").unwrap();
+    let mut redis = Redis::start();
+    let backend = Vsftpd::start();
+    let a = Instance::start(backend.addr, &redis.url(), dir.path(), "a", "[cluster]\nprefix = \"t5\"\n", &[]);
+    wait_for_greeting(a.addr);
+    redis.stop();
+    let mut bad = connect_from("127.0.0.11", a.addr);
+    assert_eq!(bad.reply().0, 220);
+    for _ in 0..2 {
+        assert_eq!(bad.cmd(&format!("USER {USER}")).0, 331);
+        assert_eq!(bad.cmd("PASS wrong").0, 530);
+    }
+    let (code, _, text) = try_login("127.0.0.11", a.addr, PASSWORD);
+    assert_eq!(code, 421, "banned during the outage: {text}");
+    redis.restart();
+    // Redis is back: the ban still holds, and Redis now holds it too.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, _, text) = try_login("127.0.0.11", a.addr, PASSWORD);
+        assert_eq!(code, 421, "the outage's ban was forgotten: {text}");
+        let ttl: i64 = redis.cli(&["TTL", "t5:ban:127.0.0.11"]).trim().parse().unwrap_or(-2);
+        if ttl > 0 {
+            assert!(ttl <= 600, "{ttl}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the ban never reached Redis");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Now Redis holds it, lifting it anywhere lifts it.
+    let lift = a.admin(&["bans", "lift", "127.0.0.11"]);
+    assert!(lift.stdout.contains("lifted"), "{}", lift.stdout);
+    let (_, pass, text) = try_login("127.0.0.11", a.addr, PASSWORD);
+    assert_eq!(pass, 230, "{text}");
+}
+
+/// A peer at the Redis address that answers endlessly: ftpgate's memory
+/// stays flat (the connection is cut), logins are served (fail open), and
+/// the errors are counted.
+#[test]
+fn an_endless_redis_answer_is_cut_and_memory_stays_flat() {
+    let fake = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake_addr = fake.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in fake.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let _ = s.write_all(b"$2000000000\r\n");
+                let chunk = vec![b'x'; 1 << 16];
+                while s.write_all(&chunk).is_ok() {}
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), "").unwrap();
+    let backend = Vsftpd::start();
+    let redis = format!("redis://{fake_addr}/0");
+    let a = Instance::start(backend.addr, &redis, dir.path(), "a", "[cluster]\nfail = \"open\"\n", &[]);
+    wait_for_greeting(a.addr);
+    let started = Instant::now();
+    let mut logins = 0;
+    while started.elapsed() < Duration::from_secs(4) {
+        let (_, pass, text) = try_login("127.0.0.1", a.addr, PASSWORD);
+        assert_eq!(pass, 230, "fail open: {text}");
+        logins += 1;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", a.child.id())).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    eprintln!("endless Redis: {logins} logins, peak RSS {rss_kib} KiB");
+    assert!(rss_kib < 120 * 1024, "peak RSS {rss_kib} KiB after {logins} logins against an endless Redis");
+    assert!(scrape(a.metrics, "ftpgate_cluster_errors_total") >= 1);
+}

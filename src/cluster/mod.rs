@@ -14,6 +14,7 @@
 //! `sessions:user:NAME` (sorted sets of leases, see [`leases`]). Times come
 //! from Redis' own clock, so instances need not agree on theirs.
 
+mod bounded;
 pub mod leases;
 
 use crate::config::{ClusterSettings, FailMode};
@@ -78,7 +79,15 @@ pub struct Cluster {
     tls: Option<crate::tls::BackendSessionTls>,
     pub leases: leases::Leases,
     failure: redis::Script,
+    /// Bans this instance earned on its own while Redis was unreachable,
+    /// with their ends: enforced here, and written to Redis once it answers
+    /// again (after which Redis holds them, and `bans lift` works on them).
+    outage_bans: std::sync::Mutex<std::collections::HashMap<IpAddr, Instant>>,
 }
+
+/// Outage bans remembered at most (a flood of addresses during an outage
+/// cannot grow the table without bound; the soonest to end go first).
+const MAX_OUTAGE_BANS: usize = 65_536;
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -89,7 +98,20 @@ impl std::fmt::Debug for Cluster {
 #[derive(Default)]
 struct Link {
     connection: Option<MultiplexedConnection>,
+    /// The connection's reader and writer: aborted when the connection is
+    /// dropped, so a peer still sending cannot keep it (and its buffers)
+    /// alive in the background.
+    driver: Option<tokio::task::JoinHandle<()>>,
     last_attempt: Option<Instant>,
+}
+
+impl Link {
+    fn drop_connection(&mut self) {
+        self.connection = None;
+        if let Some(d) = self.driver.take() {
+            d.abort();
+        }
+    }
 }
 
 impl Cluster {
@@ -121,6 +143,7 @@ impl Cluster {
             metrics,
             tls,
             failure: redis::Script::new(FAILURE_SCRIPT),
+            outage_bans: Default::default(),
         }))
     }
 
@@ -137,7 +160,7 @@ impl Cluster {
         format!("{}:{kind}:{id}", self.settings.prefix)
     }
 
-    async fn open(&self) -> Result<MultiplexedConnection, ClusterError> {
+    async fn open(&self) -> Result<(MultiplexedConnection, tokio::task::JoinHandle<()>), ClusterError> {
         let s = &self.settings;
         let unreachable = |message: String| ClusterError::Unreachable { address: s.address.clone(), message };
         let tcp = tokio::net::TcpStream::connect(&s.address).await.map_err(|e| unreachable(e.to_string()))?;
@@ -157,16 +180,22 @@ impl Cluster {
                     .connect(tls.server_name.clone(), tcp)
                     .await
                     .map_err(|e| unreachable(format!("TLS: {e}")))?;
-                let (c, driver) =
-                    MultiplexedConnection::new_with_config(&info, stream, redis::AsyncConnectionConfig::new()).await?;
-                tokio::spawn(driver);
-                c
+                let (c, driver) = MultiplexedConnection::new_with_config(
+                    &info,
+                    bounded::Bounded::new(stream),
+                    redis::AsyncConnectionConfig::new(),
+                )
+                .await?;
+                (c, tokio::spawn(driver))
             }
             None => {
-                let (c, driver) =
-                    MultiplexedConnection::new_with_config(&info, tcp, redis::AsyncConnectionConfig::new()).await?;
-                tokio::spawn(driver);
-                c
+                let (c, driver) = MultiplexedConnection::new_with_config(
+                    &info,
+                    bounded::Bounded::new(tcp),
+                    redis::AsyncConnectionConfig::new(),
+                )
+                .await?;
+                (c, tokio::spawn(driver))
             }
         };
         Ok(connection)
@@ -186,8 +215,9 @@ impl Cluster {
             });
         }
         link.last_attempt = Some(Instant::now());
-        let c = self.open().await?;
+        let (c, driver) = self.open().await?;
         link.connection = Some(c.clone());
+        link.driver = Some(driver);
         Ok(c)
     }
 
@@ -211,7 +241,7 @@ impl Cluster {
             }
             Err(e) => {
                 Metrics::inc(&self.metrics.cluster_errors);
-                self.connection.lock().await.connection = None;
+                self.connection.lock().await.drop_connection();
                 if !self.down.swap(true, Ordering::Relaxed) {
                     let serving = match self.settings.fail {
                         FailMode::Open => "logins are served with this instance's own counts and bans",
@@ -224,14 +254,66 @@ impl Cluster {
         result
     }
 
-    /// How long `ip` stays banned, if it is.
+    /// A ban this instance started on its own during an outage.
+    pub fn remember_outage_ban(&self, ip: IpAddr, until: Instant) {
+        let mut bans = self.outage_bans.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        bans.retain(|_, end| *end > now);
+        if bans.len() >= MAX_OUTAGE_BANS {
+            if let Some(first) = bans.iter().min_by_key(|(_, end)| **end).map(|(ip, _)| *ip) {
+                bans.remove(&first);
+            }
+        }
+        bans.insert(ip.to_canonical(), until);
+    }
+
+    /// How long `ip` stays banned, if it is: in Redis, or by a ban of this
+    /// instance's outage that Redis does not hold yet (those are written
+    /// first, now that Redis answers).
     pub async fn ban_left(&self, ip: IpAddr) -> Result<Option<Duration>, ClusterError> {
-        let key = self.key("ban", ip.to_canonical());
-        self.call(|mut c| async move {
-            let ms: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut c).await?;
-            Ok((ms > 0).then(|| Duration::from_millis(ms as u64)))
-        })
-        .await
+        let ip = ip.to_canonical();
+        let now = Instant::now();
+        let flushed: Vec<IpAddr> = {
+            let mut bans = self.outage_bans.lock().unwrap_or_else(|e| e.into_inner());
+            bans.retain(|_, end| *end > now);
+            bans.keys().copied().collect()
+        };
+        let pending: Vec<(String, u64)> = {
+            let bans = self.outage_bans.lock().unwrap_or_else(|e| e.into_inner());
+            bans.iter()
+                .map(|(ip, end)| (self.key("ban", ip), end.duration_since(now).as_millis().max(1) as u64))
+                .collect()
+        };
+        let key = self.key("ban", ip);
+        let left = self
+            .call(|mut c| async move {
+                for (key, ms) in &pending {
+                    // GT: never shortens a longer ban another instance set.
+                    let set: redis::RedisResult<()> =
+                        redis::cmd("SET").arg(key).arg("1").arg("PX").arg(*ms).arg("GT").query_async(&mut c).await;
+                    if set.is_err() {
+                        // Redis before 7 has no GT: only where no ban is.
+                        let _: () = redis::cmd("SET")
+                            .arg(key)
+                            .arg("1")
+                            .arg("PX")
+                            .arg(*ms)
+                            .arg("NX")
+                            .query_async(&mut c)
+                            .await?;
+                    }
+                }
+                let ms: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut c).await?;
+                Ok((ms > 0).then(|| Duration::from_millis(ms as u64)))
+            })
+            .await?;
+        // Written: Redis holds them now.
+        let mut bans = self.outage_bans.lock().unwrap_or_else(|e| e.into_inner());
+        flushed.iter().for_each(|ip| {
+            bans.remove(ip);
+        });
+        drop(bans);
+        Ok(left)
     }
 
     /// Records a failed login from `ip`; the ban's length if it started one.

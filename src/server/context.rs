@@ -312,7 +312,12 @@ impl SessionContext {
             }
         }
         let now = self.now();
-        self.logins.lock().unwrap_or_else(|e| e.into_inner()).failure(ip, now, limits).map(|t| t - now)
+        let until = self.logins.lock().unwrap_or_else(|e| e.into_inner()).failure(ip, now, limits);
+        if let (Some(c), Some(until)) = (&self.cluster, until) {
+            // Earned during an outage: kept, and written to Redis on its return.
+            c.remember_outage_ban(ip, std::time::Instant::now() + (until - now));
+        }
+        until.map(|t| t - now)
     }
 
     pub(super) async fn login_ok(&self, ip: IpAddr) {
