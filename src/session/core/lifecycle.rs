@@ -51,6 +51,10 @@ impl<E: Env> Core<E> {
         if self.transferring() {
             self.out.push_back(Output::AbortData);
             self.out.push_back(Output::TransferEnded(None));
+            if self.abort_owes_transfer_reply() {
+                // ABOR came first: the transfer gets its 426, ABOR the 421.
+                self.reply(codes::TRANSFER_ABORTED, "Transfer aborted: the server's connection was lost");
+            }
         }
         self.reply(codes::NOT_AVAILABLE, &format!("Service not available: {text}"));
         self.backend_quit = true;

@@ -434,6 +434,11 @@ impl<E: Env> Core<E> {
         self.ask_backend(Command::new(Verb::Abor, None), Pending::Abor(a));
     }
 
+    /// Whether ABOR is pending with the transfer's own reply still owed.
+    pub(super) fn abort_owes_transfer_reply(&self) -> bool {
+        matches!(&self.waiting, Waiting::BackendReply(Pending::Abor(a)) if a.transfer_reply_owed)
+    }
+
     pub(super) fn on_abor_reply(&mut self, mut a: Aborting, r: Reply) {
         if a.transfer_reply_owed {
             a.transfer_reply_owed = false;
