@@ -471,7 +471,30 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The start line the README promises: version, listeners with their TLS
+/// modes, backend, metrics and policy.
+fn log_start(settings: &Settings) {
+    let listeners: Vec<String> = settings
+        .listeners
+        .iter()
+        .map(|l| {
+            let proxy = if l.proxy_protocol { "+proxy" } else { "" };
+            format!("{} tls={:?}{proxy}", l.address, l.tls).to_lowercase()
+        })
+        .collect();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listeners = %listeners.join(", "),
+        backend = %settings.backend_pool.join(", "),
+        backend_tls = ?settings.backend_tls,
+        metrics = %settings.metrics.map_or("off".to_string(), |a| a.to_string()),
+        policy = %settings.policy.as_ref().map_or("none".to_string(), |p| p.display().to_string()),
+        "ftpgate starting"
+    );
+}
+
 async fn run(settings: Settings, args: RunArgs) -> anyhow::Result<()> {
+    log_start(&settings);
     let mut listeners = Vec::new();
     for l in &settings.listeners {
         let bound = crate::server::bind(l.address).await.with_context(|| format!("cannot listen on {}", l.address))?;

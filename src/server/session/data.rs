@@ -18,6 +18,14 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::LazyConfigAcceptor;
 
+/// Strangers on the passive ports, logged once a minute each.
+static STRANGERS_LOGGED: std::sync::LazyLock<crate::log_limit::PerKey<IpAddr>> =
+    std::sync::LazyLock::new(|| crate::log_limit::PerKey::new(Duration::from_secs(60)));
+
+/// Backends warned about TLS 1.3 resumption, once an hour each.
+static TICKET_WARNED: std::sync::LazyLock<crate::log_limit::PerKey<String>> =
+    std::sync::LazyLock::new(|| crate::log_limit::PerKey::new(Duration::from_secs(3600)));
+
 /// After a TLS transfer, how long to wait for the peers' close_notify and EOF.
 /// Closing with unread bytes (late session tickets) sends a TCP reset, which
 /// can make a peer discard the end of a transfer.
@@ -99,13 +107,21 @@ impl DataTls {
             });
             if !resumed && tls.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
                 // TLS 1.3 tickets are single-use in rustls; a server that sends
-                // none on upload data connections (OpenSSL-based ProFTPD) runs
-                // the session's supply dry, and strict servers refuse this one.
-                tracing::warn!(
-                    "backend data connection could not resume the control session over TLS 1.3 (no session \
-                     ticket left); a server that requires session reuse will refuse it: set [backend] \
-                     max_tls_version = \"1.2\" for this backend (see docs/troubleshooting.md)"
-                );
+                // none (pure-ftpd) or too few (OpenSSL-based ProFTPD on uploads)
+                // leaves nothing to resume with, and strict servers refuse the
+                // connection. Said once per backend an hour, with the session
+                // (the data task runs in the session's span); the count is in
+                // ftpgate_tls_handshakes_total{leg="backend_data",kind="full"}.
+                let backend = b.server_name.to_str().into_owned();
+                if TICKET_WARNED.allow(&backend) {
+                    tracing::warn!(
+                        %backend,
+                        "backend data connection did not resume the control session over TLS 1.3: no unused \
+                         session ticket from this server (it sent none, or fewer than there were data \
+                         connections); a server that requires session reuse refuses such connections, so set \
+                         [backend] max_tls_version = \"1.2\" for it (docs/troubleshooting.md); said once an hour"
+                    );
+                }
             }
             Ok(BackendStream::Tls(Box::new(tls)))
         };
@@ -172,7 +188,11 @@ pub async fn accept_client(
 ) -> Result<TcpStream, DataError> {
     let refuse = |peer: SocketAddr| {
         Metrics::inc(&metrics.data_connections_refused);
-        tracing::warn!(%peer, port = passive.port, "refused data connection from an address that is not the client's");
+        // Counted always, logged once a minute per address (a flood of
+        // strangers on the passive ports must not fill the log).
+        if STRANGERS_LOGGED.allow(&peer.ip()) {
+            tracing::warn!(%peer, port = passive.port, "refused data connection from an address that is not the client's");
+        }
     };
     let is_client = |peer: SocketAddr| peer.ip().to_canonical() == client_ip.to_canonical();
     let mut headers = tokio::task::JoinSet::new();
@@ -373,56 +393,60 @@ where
     let metrics = Arc::clone(&tls.metrics);
     let direction = Arc::clone(&tls.direction);
     let (go, go_rx) = tokio::sync::watch::channel(None);
-    let task = tokio::spawn(async move {
-        let _open = GaugeGuard::new(&metrics, |m| &m.data_channels_open);
-        let (client, backend) = match legs.await {
-            Ok(l) => l,
-            Err(e) => return DataOutcome::Failed(e),
-        };
-        let _ = client.set_nodelay(true);
-        let _ = backend.set_nodelay(true);
-        let linger = if tls.any() { TLS_LINGER } else { Duration::ZERO };
-        let (client, backend) = match tls.wrap(client, backend, connect_timeout, go_rx.clone()).await {
-            Ok(l) => l,
-            Err(e) => return DataOutcome::Failed(e),
-        };
-        // Nothing is relayed before the backend accepted the command: the
-        // limits come with its 150.
-        let limits = wait_for_go(go_rx).await;
-        let progress = Arc::clone(&limits.progress);
-        let relayed = async {
-            match (client, backend) {
-                #[cfg(target_os = "linux")]
-                (ClientStream::Plain(c), BackendStream::Plain(b)) => {
-                    match relay::splice::relay(c, b, stall, &limits).await {
-                        Ok(r) => {
-                            Metrics::inc(&metrics.relays_spliced);
-                            r
-                        }
-                        Err((c, b)) => {
-                            Metrics::inc(&metrics.relays_copied);
-                            relay::relay(c, b, stall, linger, &limits).await
+    let span = tracing::Span::current();
+    let task = tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let _open = GaugeGuard::new(&metrics, |m| &m.data_channels_open);
+            let (client, backend) = match legs.await {
+                Ok(l) => l,
+                Err(e) => return DataOutcome::Failed(e),
+            };
+            let _ = client.set_nodelay(true);
+            let _ = backend.set_nodelay(true);
+            let linger = if tls.any() { TLS_LINGER } else { Duration::ZERO };
+            let (client, backend) = match tls.wrap(client, backend, connect_timeout, go_rx.clone()).await {
+                Ok(l) => l,
+                Err(e) => return DataOutcome::Failed(e),
+            };
+            // Nothing is relayed before the backend accepted the command: the
+            // limits come with its 150.
+            let limits = wait_for_go(go_rx).await;
+            let progress = Arc::clone(&limits.progress);
+            let relayed = async {
+                match (client, backend) {
+                    #[cfg(target_os = "linux")]
+                    (ClientStream::Plain(c), BackendStream::Plain(b)) => {
+                        match relay::splice::relay(c, b, stall, &limits).await {
+                            Ok(r) => {
+                                Metrics::inc(&metrics.relays_spliced);
+                                r
+                            }
+                            Err((c, b)) => {
+                                Metrics::inc(&metrics.relays_copied);
+                                relay::relay(c, b, stall, linger, &limits).await
+                            }
                         }
                     }
+                    (client, backend) => {
+                        Metrics::inc(&metrics.relays_copied);
+                        relay::relay(client, backend, stall, linger, &limits).await
+                    }
                 }
-                (client, backend) => {
-                    Metrics::inc(&metrics.relays_copied);
-                    relay::relay(client, backend, stall, linger, &limits).await
+            };
+            tokio::pin!(relayed);
+            // The byte counters move while a transfer runs, not only at its end.
+            let mut counted = LiveBytes::default();
+            let mut tick = tokio::time::interval(LIVE_COUNTER_PERIOD);
+            let report = loop {
+                tokio::select! {
+                    r = &mut relayed => break r,
+                    _ = tick.tick() => counted.publish(&progress, &metrics),
                 }
-            }
-        };
-        tokio::pin!(relayed);
-        // The byte counters move while a transfer runs, not only at its end.
-        let mut counted = LiveBytes::default();
-        let mut tick = tokio::time::interval(LIVE_COUNTER_PERIOD);
-        let report = loop {
-            tokio::select! {
-                r = &mut relayed => break r,
-                _ = tick.tick() => counted.publish(&progress, &metrics),
-            }
-        };
-        counted.publish(&progress, &metrics);
-        DataOutcome::Relayed(report)
-    });
+            };
+            counted.publish(&progress, &metrics);
+            DataOutcome::Relayed(report)
+        },
+        span,
+    ));
     DataChannel { task: Some(task), direction, go }
 }

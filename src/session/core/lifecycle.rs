@@ -50,10 +50,12 @@ impl<E: Env> Core<E> {
         }
         if self.transferring() {
             self.out.push_back(Output::AbortData);
-            self.out.push_back(Output::TransferEnded(None));
             if self.abort_owes_transfer_reply() {
                 // ABOR came first: the transfer gets its 426, ABOR the 421.
+                self.transfer_cut(codes::TRANSFER_ABORTED, "cut: the backend failed");
                 self.reply(codes::TRANSFER_ABORTED, "Transfer aborted: the server's connection was lost");
+            } else {
+                self.transfer_cut(codes::NOT_AVAILABLE, "cut: the backend failed");
             }
         }
         self.reply(codes::NOT_AVAILABLE, &format!("Service not available: {text}"));
@@ -76,8 +78,8 @@ impl<E: Env> Core<E> {
         if self.transferring() {
             // The client must not wait for a 226 that cannot come.
             self.out.push_back(Output::AbortData);
+            self.transfer_cut(codes::TRANSFER_ABORTED, "cut at the drain deadline");
             self.reply(codes::TRANSFER_ABORTED, "Transfer aborted: ftpgate is shutting down");
-            self.out.push_back(Output::TransferEnded(None));
         }
         self.reply(codes::NOT_AVAILABLE, "Service shutting down; please reconnect later");
         info!("session closed at the drain deadline");

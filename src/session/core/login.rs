@@ -387,10 +387,12 @@ impl<E: Env> Core<E> {
             self.reply(codes::NOT_LOGGED_IN, "Login incorrect: the backend refused this user's account");
             return self.resume();
         }
+        let account = self.env.policy().bastion_users.get(&name).map(|bu| bu.backend_user.clone()).unwrap_or_default();
         info!(
             target: "ftpgate::audit",
             user = %name,
             backend = self.backend_name.as_deref().unwrap_or("default"),
+            backend_account = %account,
             "bastion login mapped to a backend account"
         );
         self.logged_in(Some(Reply::single(codes::LOGGED_IN, "Login successful.")));

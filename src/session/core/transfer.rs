@@ -69,6 +69,8 @@ pub(super) struct Aborting {
     /// Commands the client sent before `ABOR` (queued during the transfer):
     /// ABOR's reply follows theirs and precedes those sent after it.
     queued_before: usize,
+    /// The transfer's `transfer ended` line, written with its reply.
+    log: Option<Box<TransferLog>>,
 }
 
 /// The client left during an upload that may have to be removed.
@@ -424,14 +426,65 @@ impl<E: Env> Core<E> {
         self.out.push_back(Output::StopData);
         self.metrics().transfer(transfer_kind(&t.cmd), if delivered { "ok" } else { "aborted" });
         info!(delivered, "transfer aborted by client");
-        self.out.push_back(Output::TransferEnded(None));
         let transfer_reply_owed = t.final_reply.is_none();
-        if let Some(r) = t.final_reply {
-            self.send_reply(verdict::aborted_transfer_reply(delivered, r));
+        let mut log = Some(Box::new(self.cut_log(&t, codes::TRANSFER_ABORTED, "aborted by the client (ABOR)")));
+        if let Some(r) = t.final_reply.clone() {
+            let reply = verdict::aborted_transfer_reply(delivered, r);
+            self.log_cut_transfer(log.take(), reply.code);
+            self.send_reply(reply);
         }
         let queued_before = self.queue.len();
-        let a = Aborting { cap_path, delivered, transfer_reply_owed, queued_before };
+        let a = Aborting { cap_path, delivered, transfer_reply_owed, queued_before, log };
         self.ask_backend(Command::new(Verb::Abor, None), Pending::Abor(a));
+    }
+
+    /// The `transfer ended` line of a transfer that ended without its own
+    /// verdict (ABOR, the client left, the backend failed, the drain
+    /// deadline): what it moved so far, and how it ended in words.
+    pub(super) fn cut_log(&self, t: &Running, code: u16, result: &str) -> TransferLog {
+        let bytes = match &t.outcome {
+            Some(DataOutcome::Relayed(r)) => r.a_to_b + r.b_to_a,
+            _ => 0,
+        };
+        let path = if t.cmd.verb == Verb::Stou { self.cwd.clone() } else { self.resolve(&t.cmd) };
+        TransferLog {
+            verb: t.cmd.verb.clone(),
+            path,
+            direction: t.direction,
+            bytes,
+            complete: false,
+            code,
+            result: result.to_string(),
+            binary: self.binary,
+            user: self.user_name(),
+        }
+    }
+
+    /// Writes a cut transfer's line (once) with the code the client hears.
+    fn log_cut_transfer(&mut self, log: Option<Box<TransferLog>>, code: u16) {
+        if let Some(mut log) = log {
+            log.code = code;
+            log.complete = (200..300).contains(&code);
+            self.out.push_back(Output::TransferEnded(Some(*log)));
+        }
+    }
+
+    /// Ends the running transfer's books when the session ends under it:
+    /// its `transfer ended` line with `code` (the reply that follows), or
+    /// the line an ABOR still holds.
+    pub(super) fn transfer_cut(&mut self, code: u16, result: &str) {
+        if let Waiting::Transfer(t) = &self.waiting {
+            let log = self.cut_log(t, code, result);
+            return self.out.push_back(Output::TransferEnded(Some(log)));
+        }
+        let held = match &mut self.waiting {
+            Waiting::BackendReply(Pending::Abor(a)) => a.log.take(),
+            _ => None,
+        };
+        match held {
+            Some(log) => self.log_cut_transfer(Some(log), code),
+            None => self.out.push_back(Output::TransferEnded(None)),
+        }
     }
 
     /// Whether ABOR is pending with the transfer's own reply still owed.
@@ -442,7 +495,9 @@ impl<E: Env> Core<E> {
     pub(super) fn on_abor_reply(&mut self, mut a: Aborting, r: Reply) {
         if a.transfer_reply_owed {
             a.transfer_reply_owed = false;
-            self.send_reply(verdict::aborted_transfer_reply(a.delivered, r));
+            let reply = verdict::aborted_transfer_reply(a.delivered, r);
+            self.log_cut_transfer(a.log.take(), reply.code);
+            self.send_reply(reply);
             return self.expect_backend(Pending::Abor(a), self.config.backend_reply);
         }
         let abor = verdict::abor_reply(a.delivered, r);
@@ -457,6 +512,8 @@ impl<E: Env> Core<E> {
     /// The client left during a transfer: a capped new upload's partial file
     /// is still removed from the backend; otherwise the session just ends.
     pub(super) fn transfer_departed(&mut self, t: Running) {
+        let log = self.cut_log(&t, codes::TRANSFER_ABORTED, "cut: the client left");
+        self.out.push_back(Output::TransferEnded(Some(log)));
         match t.cap {
             Some(cap) if cap.remove_partial && t.direction == TransferDirection::Upload => {
                 if t.outcome.is_none() {

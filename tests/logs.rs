@@ -1,0 +1,108 @@
+//! What the README promises of the logs, through the binary: the start line
+//! (version, listeners with TLS modes, backend, metrics, policy), and one
+//! `transfer ended` line and one xferlog record for every transfer however
+//! it ends (in order, ABOR, the client leaving).
+
+mod common;
+use common::*;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+fn wait_for_log(path: &std::path::Path, what: &str, count: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.matches(what).count() >= count {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{count} x {what:?} not in the log:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn start_line_and_one_transfer_ended_line_per_transfer_however_it_ends() {
+    let backend = Vsftpd::start();
+    let big = payload(40 << 20, 61);
+    backend.put("big.bin", &big);
+    backend.put("small.txt", b"small\n");
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.toml");
+    std::fs::write(&policy, "").unwrap();
+    let xferlog = dir.path().join("xferlog");
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1".parse().unwrap())).parse().unwrap();
+    let (mut cmd, addr) = ftpgate_run(backend.addr);
+    let log = std::env::temp_dir().join(format!("ftpgate-test-{}.log", addr.port()));
+    let _gate = KillOnDrop::new(
+        cmd.args(["--metrics", &metrics.to_string(), "--policy", policy.to_str().unwrap()])
+            .args(["--xferlog", xferlog.to_str().unwrap()])
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_greeting(addr);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let start =
+        text.lines().find(|l| l.contains("ftpgate starting")).unwrap_or_else(|| panic!("no start line:\n{text}"));
+    for want in [
+        format!("version=\"{}\"", env!("CARGO_PKG_VERSION")),
+        format!("{addr} tls=off"),
+        backend.addr.to_string(),
+        format!("metrics={metrics}"),
+        policy.display().to_string(),
+    ] {
+        assert!(start.contains(&want), "the start line lacks {want:?}: {start}");
+    }
+
+    // In order.
+    let mut c = RawClient::connect(addr);
+    c.login();
+    assert_eq!(c.cmd("TYPE I").0, 200);
+    let mut d = c.epsv_data();
+    assert_eq!(c.cmd("RETR small.txt").0, 150);
+    let mut got = Vec::new();
+    d.read_to_end(&mut got).unwrap();
+    assert_eq!(c.reply().0, 226);
+    assert_eq!(got, b"small\n");
+    wait_for_log(&log, "transfer ended", 1);
+
+    // ABOR in the middle of a download.
+    let mut d = c.epsv_data();
+    assert_eq!(c.cmd("RETR big.bin").0, 150);
+    let mut part = vec![0u8; 1 << 20];
+    d.read_exact(&mut part).unwrap();
+    c.send_raw(b"ABOR\r\n");
+    let codes = [c.reply().0, c.reply().0];
+    assert_eq!(codes, [426, 226]);
+    drop(d);
+    let text = wait_for_log(&log, "transfer ended", 2);
+    assert!(
+        text.contains("result=\"aborted by the client (ABOR)\"")
+            || text.contains("result=aborted by the client (ABOR)"),
+        "{text}"
+    );
+
+    // The client leaves in the middle of a download.
+    let mut d = c.epsv_data();
+    assert_eq!(c.cmd("RETR big.bin").0, 150);
+    d.read_exact(&mut part).unwrap();
+    drop(c);
+    drop(d);
+    let text = wait_for_log(&log, "transfer ended", 3);
+    assert!(text.contains("cut: the client left"), "{text}");
+    assert_eq!(text.matches("transfer started").count(), 3, "{text}");
+
+    // One xferlog record each: the first complete (c), the others incomplete (i).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let records = loop {
+        let x = std::fs::read_to_string(&xferlog).unwrap_or_default();
+        if x.lines().count() >= 3 || Instant::now() > deadline {
+            break x;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let lines: Vec<&str> = records.lines().collect();
+    assert_eq!(lines.len(), 3, "{records}");
+    assert!(lines[0].ends_with(" c"), "{}", lines[0]);
+    assert!(lines[1].ends_with(" i") && lines[2].ends_with(" i"), "{records}");
+}
