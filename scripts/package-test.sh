@@ -30,7 +30,39 @@ grep -q 'complete' /usr/share/bash-completion/completions/ftpgate || fail "bash 
 unit=/lib/systemd/system/ftpgate.service
 grep -q '^ExecStart=/usr/bin/ftpgate run --config /etc/ftpgate/ftpgate.toml$' $unit || fail "unit does not start /usr/bin/ftpgate"
 grep -q '^LoadCredential=server.key:/etc/ftpgate/certs/server.key$' $unit || fail "unit does not hand the key over with LoadCredential="
-systemd-analyze verify $unit 2>&1 | grep -q 'ftpgate.service:' && fail "systemd-analyze verify warns: $(systemd-analyze verify $unit 2>&1)"
+# verify's own exit status counts, and so do its warnings about the unit.
+verify_out=$(systemd-analyze verify $unit 2>&1) || fail "systemd-analyze verify failed: $verify_out"
+grep -q 'ftpgate.service:' <<<"$verify_out" && fail "systemd-analyze verify warns: $verify_out"
+grep -q '^RuntimeDirectory=ftpgate$' $unit || fail "unit does not make /run/ftpgate for the admin socket"
+
+# The service as systemd starts it: an unprivileged user, /run/ftpgate made
+# for it (RuntimeDirectory=, 0700), the key in $CREDENTIALS_DIRECTORY, the
+# shipped configuration. Only the listener and metrics move to free loopback
+# ports (the shipped ones are 0.0.0.0:21 and 9121). It must greet, make its
+# admin socket under /run/ftpgate, and remove it when stopped.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port=$(free_port); mport=$(free_port)
+[ -e /run/ftpgate ] && fail "/run/ftpgate exists already; not touching it"
+install -d -m 0700 -o nobody -g nogroup /run/ftpgate
+creds=$(mktemp -d); cp /etc/ftpgate/certs/server.pem /etc/ftpgate/certs/server.key "$creds"/; chown -R nobody:nogroup "$creds"; chmod 0700 "$creds"
+setpriv --reuid nobody --regid nogroup --clear-groups env CREDENTIALS_DIRECTORY="$creds" \
+  /usr/bin/ftpgate run --config /etc/ftpgate/ftpgate.toml --listen "127.0.0.1:$port" --metrics "127.0.0.1:$mport" \
+  >"$creds.log" 2>&1 &
+pid=$!
+stop_service() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf /run/ftpgate "$creds" "$creds.log"; purge; }
+trap stop_service EXIT
+greeting=""
+for _ in $(seq 1 100); do
+  greeting=$(python3 -c "import socket,sys; s=socket.create_connection(('127.0.0.1',$port),timeout=2); print(s.recv(200).decode().strip())" 2>/dev/null) && break
+  sleep 0.1
+done
+[[ "$greeting" == 220* ]] || fail "the service as its unit runs it did not greet: $(cat "$creds.log")"
+[ -S /run/ftpgate/admin.sock ] || fail "no admin socket in /run/ftpgate: $(cat "$creds.log")"
+[ "$(stat -c %U /run/ftpgate/admin.sock)" = nobody ] || fail "the admin socket is not the service user's"
+kill -TERM "$pid"; wait "$pid" || fail "the service did not stop cleanly on SIGTERM: $(cat "$creds.log")"
+[ ! -e /run/ftpgate/admin.sock ] || fail "the admin socket was left after a clean stop"
+rm -rf /run/ftpgate "$creds" "$creds.log"
+trap purge EXIT
 # The key as the unit hands it over: from $CREDENTIALS_DIRECTORY by file name,
 # while the configuration names the file where it lives.
 tmp=$(mktemp -d)

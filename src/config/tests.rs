@@ -55,3 +55,20 @@ fn validation_names_field() {
     let err = Config::from_toml("[[listener]]\naddress = \"127.0.0.1:21\"\ntls = \"sometimes\"\n", "x").unwrap_err();
     assert!(err.to_string().contains("line 3"), "{err}");
 }
+
+/// The defaults the README and the example promise, asserted as defaults
+/// (nothing set by the test): session reuse required, 50 sessions per
+/// address, login within 60 s, 10 bad commands before login (100 after),
+/// IPv6 counted per /64, the /status page on.
+#[test]
+fn documented_defaults_hold() {
+    let minimal = "[[listener]]\naddress = \"127.0.0.1:2121\"\n\n[backend]\naddress = \"127.0.0.1:21\"\n";
+    let s = Config::from_toml(minimal, "t").unwrap().validate().unwrap();
+    assert!(s.require_session_reuse, "require_session_reuse is on by default");
+    assert_eq!(s.max_sessions_per_address, 50);
+    assert_eq!(s.login_timeout, Duration::from_secs(60));
+    assert_eq!((s.max_bad_commands, s.max_bad_commands_after_login), (10, 100));
+    assert_eq!(s.ipv6_prefix, 64);
+    assert!(s.status_page);
+    assert!(s.listeners.iter().all(|l| !l.proxy_protocol && !l.proxy_from.trusts("127.0.0.1".parse().unwrap())));
+}
