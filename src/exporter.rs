@@ -413,35 +413,15 @@ async fn readiness(ctx: &SessionContext) -> (bool, String) {
 /// connections here cannot take the descriptors FTP needs.
 pub async fn serve(listener: TcpListener, live: Arc<LiveContext>) {
     static ACCEPT: crate::server::accept::AcceptErrors = crate::server::accept::AcceptErrors::new("http");
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => {
-                ACCEPT.succeeded();
-                stream
-            }
-            Err(e) => {
-                let metrics = Arc::clone(&live.borrow().metrics);
-                ACCEPT.failed(&e, &metrics).await;
-                continue;
-            }
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            live.borrow().metrics.side_connection_refused("http");
-            drop(stream);
-            continue;
-        };
-        let live = Arc::clone(&live);
-        tokio::spawn(async move {
-            let _slot = slot;
-            let svc = hyper::service::service_fn(move |req| handle(req, Arc::clone(&live)));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HTTP_HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), svc);
-            let _ = tokio::time::timeout(HTTP_CONNECTION_TIME, conn).await;
-        });
-    }
+    crate::server::accept::serve_capped(&ACCEPT, MAX_HTTP_CONNECTIONS, live, &listener, |stream, live| async move {
+        let svc = hyper::service::service_fn(move |req| handle(req, Arc::clone(&live)));
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HTTP_HEADER_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), svc);
+        let _ = tokio::time::timeout(HTTP_CONNECTION_TIME, conn).await;
+    })
+    .await
 }
 
 /// Connections to the metrics listener at once.

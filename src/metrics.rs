@@ -195,47 +195,41 @@ impl Metrics {
     }
 
     pub fn accept_error(&self, listener: &'static str) {
-        let mut m = self.accept_errors_by_listener.lock().unwrap_or_else(|e| e.into_inner());
-        *m.entry(listener).or_insert(0) += 1;
+        bump(&self.accept_errors_by_listener, listener);
     }
 
     pub fn side_connection_refused(&self, listener: &'static str) {
-        let mut m = self.side_connections_refused.lock().unwrap_or_else(|e| e.into_inner());
-        *m.entry(listener).or_insert(0) += 1;
+        bump(&self.side_connections_refused, listener);
     }
 
     pub fn bad_command(&self, kind: &'static str) {
-        let mut m = self.bad_commands_by_kind.lock().unwrap_or_else(|e| e.into_inner());
-        *m.entry(kind).or_insert(0) += 1;
+        bump(&self.bad_commands_by_kind, kind);
     }
 
     pub fn bad_commands_for(&self, kind: &str) -> u64 {
-        self.bad_commands_by_kind.lock().unwrap_or_else(|e| e.into_inner()).get(kind).copied().unwrap_or(0)
+        count_of(&self.bad_commands_by_kind, kind)
     }
 
     pub fn proxy_header_error(&self, reason: &'static str) {
         Metrics::inc(&self.proxy_header_errors);
-        let mut m = self.proxy_header_errors_by_reason.lock().unwrap_or_else(|e| e.into_inner());
-        *m.entry(reason).or_insert(0) += 1;
+        bump(&self.proxy_header_errors_by_reason, reason);
     }
 
     pub fn proxy_header_errors_for(&self, reason: &str) -> u64 {
-        self.proxy_header_errors_by_reason.lock().unwrap_or_else(|e| e.into_inner()).get(reason).copied().unwrap_or(0)
+        count_of(&self.proxy_header_errors_by_reason, reason)
     }
 
     pub fn session_refused(&self, reason: &'static str) {
-        let mut m = self.session_refusals_by_reason.lock().unwrap_or_else(|e| e.into_inner());
-        *m.entry(reason).or_insert(0) += 1;
+        bump(&self.session_refusals_by_reason, reason);
     }
 
     pub fn refusals_for(&self, reason: &str) -> u64 {
-        self.session_refusals_by_reason.lock().unwrap_or_else(|e| e.into_inner()).get(reason).copied().unwrap_or(0)
+        count_of(&self.session_refusals_by_reason, reason)
     }
 
     pub fn backend_error(&self, kind: &'static str) {
         Metrics::inc(&self.backend_errors);
-        let mut m = self.backend_errors_by_kind.lock().unwrap_or_else(|e| e.into_inner());
-        *m.entry(kind).or_insert(0) += 1;
+        bump(&self.backend_errors_by_kind, kind);
     }
 
     /// Counts one command. Verbs outside the FTP vocabulary are folded into
@@ -263,6 +257,18 @@ impl Metrics {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
+}
+
+type LabelCounts = std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>;
+
+/// Adds one to `label`'s count in a labelled counter.
+fn bump(counts: &LabelCounts, label: &'static str) {
+    *counts.lock().unwrap_or_else(|e| e.into_inner()).entry(label).or_insert(0) += 1;
+}
+
+/// `label`'s count in a labelled counter.
+fn count_of(counts: &LabelCounts, label: &str) -> u64 {
+    counts.lock().unwrap_or_else(|e| e.into_inner()).get(label).copied().unwrap_or(0)
 }
 
 /// Holds a gauge up while alive, so every exit path (error, panic, cancel)

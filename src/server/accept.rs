@@ -44,3 +44,62 @@ impl AcceptErrors {
         }
     }
 }
+
+/// A listener a side door accepts on (TCP for HTTP, Unix for the admin socket).
+pub trait SideListener: Send + Sync {
+    type Stream: Send + 'static;
+    fn accept_stream(&self) -> impl std::future::Future<Output = io::Result<Self::Stream>> + Send;
+}
+
+impl SideListener for tokio::net::TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn accept_stream(&self) -> io::Result<Self::Stream> {
+        self.accept().await.map(|(stream, _)| stream)
+    }
+}
+
+impl SideListener for tokio::net::UnixListener {
+    type Stream = tokio::net::UnixStream;
+    async fn accept_stream(&self) -> io::Result<Self::Stream> {
+        self.accept().await.map(|(stream, _)| stream)
+    }
+}
+
+/// A side door's accept loop (HTTP, admin socket): at most `cap` clients at
+/// once, each handled as its own task holding a slot; past the cap a new
+/// connection is dropped at once and counted; accept errors back off.
+pub async fn serve_capped<L, H, F>(
+    errors: &'static AcceptErrors,
+    cap: usize,
+    live: std::sync::Arc<crate::server::LiveContext>,
+    listener: &L,
+    handle: H,
+) where
+    L: SideListener,
+    H: Fn(L::Stream, std::sync::Arc<crate::server::LiveContext>) -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(cap));
+    loop {
+        let stream = match listener.accept_stream().await {
+            Ok(stream) => {
+                errors.succeeded();
+                stream
+            }
+            Err(e) => {
+                let metrics = std::sync::Arc::clone(&live.borrow().metrics);
+                errors.failed(&e, &metrics).await;
+                continue;
+            }
+        };
+        let Ok(slot) = std::sync::Arc::clone(&slots).try_acquire_owned() else {
+            live.borrow().metrics.side_connection_refused(errors.listener);
+            continue;
+        };
+        let work = handle(stream, std::sync::Arc::clone(&live));
+        tokio::spawn(async move {
+            let _slot = slot;
+            work.await;
+        });
+    }
+}

@@ -71,33 +71,15 @@ pub fn bind(path: &Path) -> std::io::Result<AdminSocket> {
 
 pub async fn serve(socket: AdminSocket, live: Arc<LiveContext>) {
     static ACCEPT: crate::server::accept::AcceptErrors = crate::server::accept::AcceptErrors::new("admin");
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
-    loop {
-        let stream = match socket.listener.accept().await {
-            Ok((stream, _)) => {
-                ACCEPT.succeeded();
-                stream
-            }
-            Err(e) => {
-                let metrics = Arc::clone(&live.borrow().metrics);
-                ACCEPT.failed(&e, &metrics).await;
-                continue;
-            }
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            live.borrow().metrics.side_connection_refused("admin");
-            continue;
-        };
-        let live = Arc::clone(&live);
-        tokio::spawn(async move {
-            let _slot = slot;
-            match tokio::time::timeout(ADMIN_TIMEOUT, answer(stream, &live)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => warn!(error = %e, "admin socket request failed"),
-                Err(_) => debug!("admin client timed out"),
-            }
-        });
-    }
+    let listener = &socket.listener;
+    crate::server::accept::serve_capped(&ACCEPT, MAX_ADMIN_CONNECTIONS, live, listener, |stream, live| async move {
+        match tokio::time::timeout(ADMIN_TIMEOUT, answer(stream, &live)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "admin socket request failed"),
+            Err(_) => debug!("admin client timed out"),
+        }
+    })
+    .await
 }
 
 async fn answer(stream: UnixStream, live: &LiveContext) -> std::io::Result<()> {
