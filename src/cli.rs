@@ -510,7 +510,7 @@ async fn run(settings: Settings, args: RunArgs) -> anyhow::Result<()> {
     let live = Arc::new(crate::server::LiveContext::new(Arc::clone(&ctx)));
     crate::server::lifecycle::spawn_background(&live);
     if let Some(l) = metrics_listener {
-        tokio::spawn(crate::exporter::serve(l, Arc::clone(&live)));
+        tokio::spawn(crate::server::exporter::serve(l, Arc::clone(&live)));
     }
     if let Some(path) = &ctx.settings.admin_socket {
         let l = crate::server::admin::bind(path)

@@ -1,19 +1,19 @@
 //! ftpgate: a TLS-terminating FTP/FTPS proxy and bastion.
 //!
 //! Layers, each depending only on those before it: [`protocol`] (pure wire
-//! format), [`session`] (one client's control channel and data channels),
-//! [`server`] (accept loops). [`relay`], [`config`], [`metrics`] and
-//! [`passive`] are leaves that know nothing of sessions.
+//! format), [`policy`] (pure decisions), [`session`] (the control channel as
+//! a state machine with no I/O), [`server`] (sockets, TLS streams, data
+//! channels, timers, lifecycle). [`relay`], [`tls`], [`config`] and
+//! [`metrics`] are leaves that know nothing of sessions. The map of the
+//! whole house is `docs/architecture.md`.
 
 #![deny(unsafe_code)]
 
 pub mod cli;
 pub mod cluster;
 pub mod config;
-pub mod exporter;
 pub mod log_limit;
 pub mod metrics;
-pub mod passive;
 pub mod policy;
 pub mod protocol;
 pub mod proxy_protocol;

@@ -68,6 +68,38 @@ pub async fn read_header(stream: &TcpStream, timeout: Duration) -> Result<Option
     }
 }
 
+/// What the bytes at the front of a connection say, as far as they go.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// A prefix of a header: more bytes are needed.
+    Incomplete,
+    /// A whole header of `len` bytes; `source` is `None` for `LOCAL` (v2) and
+    /// `UNKNOWN` (v1), which carry no client address.
+    Header { len: usize, source: Option<SocketAddr> },
+    /// Not a PROXY protocol header.
+    Invalid,
+}
+
+/// Parses the header at the front of `buf`, which may hold client bytes after
+/// it. Pure, so it is property-tested on its own (truncations, TLVs, garbage).
+pub fn parse(buf: &[u8]) -> Parsed {
+    // ppp calls some v1 prefixes invalid (one that ends after a port's
+    // space, say), so a header split by TCP would be refused: a v1 header
+    // is complete only at its CRLF, within 107 bytes.
+    const V1: &[u8] = b"PROXY ";
+    const V1_MAX: usize = 107;
+    let v1_prefix = buf.len() < V1.len() && V1.starts_with(buf) || buf.starts_with(V1);
+    if v1_prefix && buf.len() < V1_MAX && !buf.windows(2).any(|w| w == b"\r\n") {
+        return Parsed::Incomplete;
+    }
+    match HeaderResult::parse(buf) {
+        r if r.is_incomplete() => Parsed::Incomplete,
+        HeaderResult::V1(Ok(h)) => Parsed::Header { len: h.header.len(), source: v1_source(&h.addresses) },
+        HeaderResult::V2(Ok(h)) => Parsed::Header { len: h.len(), source: v2_source(&h.addresses) },
+        _ => Parsed::Invalid,
+    }
+}
+
 async fn read(stream: &TcpStream) -> Result<Option<SocketAddr>, ProxyError> {
     let mut buf = vec![0u8; MAX_HEADER];
     let mut last = 0;
@@ -76,8 +108,8 @@ async fn read(stream: &TcpStream) -> Result<Option<SocketAddr>, ProxyError> {
         if n == 0 {
             return Err(ProxyError::Closed);
         }
-        let (len, addr) = match HeaderResult::parse(&buf[..n]) {
-            r if r.is_incomplete() => {
+        let (len, addr) = match parse(&buf[..n]) {
+            Parsed::Incomplete => {
                 if n >= MAX_HEADER {
                     return Err(ProxyError::TooLong);
                 }
@@ -88,9 +120,8 @@ async fn read(stream: &TcpStream) -> Result<Option<SocketAddr>, ProxyError> {
                 last = n;
                 continue;
             }
-            HeaderResult::V1(Ok(h)) => (h.header.len(), v1_source(&h.addresses)),
-            HeaderResult::V2(Ok(h)) => (h.len(), v2_source(&h.addresses)),
-            _ => return Err(ProxyError::Invalid),
+            Parsed::Header { len, source } => (len, source),
+            Parsed::Invalid => return Err(ProxyError::Invalid),
         };
         let mut header = vec![0u8; len];
         let mut read = 0;

@@ -26,9 +26,24 @@ fn server_config(certs: &TestCerts) -> Arc<ServerConfig> {
     Arc::new(c)
 }
 
+/// What the backend does after sending part of the file at RETR.
+#[derive(Clone, Copy, PartialEq)]
+enum AfterPart {
+    /// Drops both connections: no close_notify, no reply.
+    Dies,
+    /// Closes the data connection's TCP without close_notify (a truncation
+    /// an attacker on the path could make) and then claims `226` on the
+    /// control connection, which stays up.
+    Claims226,
+}
+
 /// Answers ftpgate's login and setup like an FTPS server; at RETR it sends
-/// `sent` bytes over TLS and then drops everything.
+/// `sent` bytes over TLS and then does `after`.
 fn dying_backend(config: Arc<ServerConfig>, sent: usize) -> SocketAddr {
+    scripted_backend(config, sent, AfterPart::Dies)
+}
+
+fn scripted_backend(config: Arc<ServerConfig>, sent: usize, after: AfterPart) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -62,10 +77,16 @@ fn dying_backend(config: Arc<ServerConfig>, sent: usize) -> SocketAddr {
                     let mut d = StreamOwned::new(conn, d);
                     let _ = d.write_all(&payload(sent, 7));
                     let _ = d.flush();
-                    // Dies: no close_notify on either connection, no reply.
-                    let _ = d.sock.shutdown(std::net::Shutdown::Both);
-                    let _ = control.get_mut().sock.shutdown(std::net::Shutdown::Both);
-                    return;
+                    if after == AfterPart::Claims226 {
+                        let _ = d.sock.shutdown(std::net::Shutdown::Both);
+                        drop(d);
+                        "226 Transfer complete".to_string()
+                    } else {
+                        // Dies: no close_notify on either connection, no reply.
+                        let _ = d.sock.shutdown(std::net::Shutdown::Both);
+                        let _ = control.get_mut().sock.shutdown(std::net::Shutdown::Both);
+                        return;
+                    }
                 }
                 _ => "200 ok".to_string(),
             };
@@ -99,4 +120,29 @@ fn backend_dying_during_a_tls_download_never_gets_2xx() {
     }
     assert_eq!(*codes.last().unwrap(), 421, "{codes:?}");
     assert!(c.closed());
+}
+
+/// The truncation case: the data connection ends without close_notify and
+/// the backend says 226 anyway. A relay that took the TCP FIN for the end
+/// of the file would pass a short file on with a 2xx; ftpgate must answer
+/// with a 4xx and keep the session.
+#[test]
+fn truncated_tls_data_with_a_226_is_not_passed_on_as_complete() {
+    let certs = TestCerts::new();
+    let sent = 1 << 20;
+    let backend = scripted_backend(server_config(&certs), sent, AfterPart::Claims226);
+    let gate = Gate::start_with(backend, backend_tls(&certs, BackendTlsMode::Explicit, TlsVersion::V13));
+    let mut c = RawClient::connect(gate.addr);
+    c.login();
+    let mut d = c.epsv_data();
+    d.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    assert_eq!(c.cmd("RETR big.bin").0, 150);
+    let mut got = Vec::new();
+    let _ = d.read_to_end(&mut got);
+    let whole = payload(sent, 7);
+    assert!(got.len() <= sent && got[..] == whole[..got.len()], "not a prefix of what the backend sent");
+    let (code, text) = c.reply();
+    assert!((400..500).contains(&code), "a truncated download got {code}: {text}");
+    // The control connection is fine: the session goes on.
+    assert_eq!(c.cmd("NOOP").0, 200);
 }

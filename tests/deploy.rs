@@ -22,7 +22,7 @@ fn exported() -> BTreeSet<String> {
     m.backend_error("closed");
     m.session_opened("127.0.0.1:21".parse().unwrap(), "off");
     m.count_command("RETR", "allowed");
-    let text = ftpgate::exporter::render(&m);
+    let text = ftpgate::server::exporter::render(&m);
     text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).map(|l| l.split(' ').next().unwrap().to_string()).collect()
 }
 

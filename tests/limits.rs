@@ -251,12 +251,14 @@ fn max_transfers_refuses_one_more_with_450() {
     assert_eq!(Metrics::get(&gate.metrics.transfers_refused_max), 1);
     let mut got = Vec::new();
     d1.read_to_end(&mut got).unwrap();
+    assert_eq!(sha256(&got), sha256(&payload(4 * MIB, 31)), "the first transfer is whole");
     assert_eq!(first.reply().0, 226);
     // Once the first ended, the second may go.
     let mut d2 = second.epsv_data();
     assert_eq!(second.cmd("NLST").0, 150);
     let mut listing = Vec::new();
     d2.read_to_end(&mut listing).unwrap();
+    assert_eq!(String::from_utf8_lossy(&listing), "slow.bin\r\n");
     assert_eq!(second.reply().0, 226);
 }
 

@@ -29,7 +29,18 @@ fn start_line_and_one_transfer_ended_line_per_transfer_however_it_ends() {
     backend.put("small.txt", b"small\n");
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("p.toml");
-    std::fs::write(&policy, "").unwrap();
+    // A bastion user, to see that its login names the backend account.
+    let secret = dir.path().join("backend.pw");
+    std::fs::write(&secret, format!("{PASSWORD}\n")).unwrap();
+    let hash = ftpgate::policy::auth::hash_password("gate-secret-pw").unwrap();
+    std::fs::write(
+        &policy,
+        format!(
+            "[users.gate-bob]\npassword = \"{hash}\"\nbackend_user = \"{USER}\"\nbackend_password_file = \"{}\"\n",
+            secret.display()
+        ),
+    )
+    .unwrap();
     let xferlog = dir.path().join("xferlog");
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1".parse().unwrap())).parse().unwrap();
     let (mut cmd, addr) = ftpgate_run(backend.addr);
@@ -105,4 +116,15 @@ fn start_line_and_one_transfer_ended_line_per_transfer_however_it_ends() {
     assert_eq!(lines.len(), 3, "{records}");
     assert!(lines[0].ends_with(" c"), "{}", lines[0]);
     assert!(lines[1].ends_with(" i") && lines[2].ends_with(" i"), "{records}");
+
+    // A bastion login names the backend account it was mapped to; neither
+    // password is ever logged.
+    let mut b = RawClient::connect(addr);
+    assert_eq!(b.reply().0, 220);
+    assert_eq!(b.cmd("USER gate-bob").0, 331);
+    assert_eq!(b.cmd("PASS gate-secret-pw").0, 230);
+    let text = wait_for_log(&log, "backend_account=", 1);
+    let line = text.lines().find(|l| l.contains("backend_account=")).unwrap();
+    assert!(line.contains("gate-bob") && line.contains(&format!("backend_account={USER}")), "{line}");
+    assert!(!text.contains("gate-secret-pw") && !text.contains(PASSWORD), "a password reached the log");
 }

@@ -13,8 +13,9 @@ fn ftpgate(args: &[&str]) -> Output {
     run_client(Command::new(env!("CARGO_BIN_EXE_ftpgate")).args(args), Duration::from_secs(20))
 }
 
+/// A series that must be there: a missing one fails instead of reading 0.
 fn metric_line(metrics: SocketAddr, series: &str) -> u64 {
-    scrape_opt(metrics, series).0.unwrap_or(0)
+    scrape(metrics, series)
 }
 
 #[test]
@@ -51,9 +52,9 @@ fn who_bans_status_and_live_counters() {
     assert_eq!(c.cmd("RETR big.bin").0, 150);
     let mut first = vec![0u8; 1 << 20];
     d.read_exact(&mut first).unwrap();
-    std::thread::sleep(Duration::from_millis(1200));
 
     let series = "ftpgate_data_bytes_total{direction=\"backend_to_client\",leg=\"client\"}";
+    wait_for_metric(metrics, series, 1 << 20);
     let early = metric_line(metrics, series);
     assert!(early >= 1 << 20, "bytes are counted while the transfer runs: {early}");
 
@@ -77,12 +78,30 @@ fn who_bans_status_and_live_counters() {
             .arg(format!("http://{metrics}/status")),
         Duration::from_secs(90),
     );
+    assert_eq!(browser.status, 0, "chromium failed: {}", browser.stderr);
     let dom = browser.stdout;
     assert!(
         dom.contains("<progress") && dom.contains(USER) && dom.contains("RETR /big.bin"),
         "{dom}\n{}",
         browser.stderr
     );
+    assert!(dom.contains("http-equiv=\"refresh\""), "the page refreshes itself: {dom}");
+    let png = std::fs::read(&shot).expect("chromium wrote the screenshot");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 4096, "screenshot of {} bytes", png.len());
+    // The page is live: read again later, the transfer has moved on.
+    let bytes_on = |page: &str| -> u64 {
+        let at = page.find("RETR /big.bin").unwrap_or_else(|| panic!("{page}"));
+        page[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .find_map(|w| w.parse().ok().filter(|&n: &u64| n > 1000))
+            .unwrap_or(0)
+    };
+    let (first_seen, page_again) = (bytes_on(&page), {
+        wait_for_metric(metrics, series, early + (1 << 20));
+        let p = Command::new("curl").args(["-sf", &format!("http://{metrics}/status")]).output().unwrap();
+        String::from_utf8_lossy(&p.stdout).into_owned()
+    });
+    assert!(bytes_on(&page_again) > first_seen, "{page}\n---\n{page_again}");
 
     let mut rest = Vec::new();
     d.read_to_end(&mut rest).unwrap();

@@ -113,12 +113,11 @@ fn network_requiring_tls_and_ftps_ordering() {
     });
     let mut c = RawClient::connect(gate.addr);
     assert_eq!(c.reply().0, 220);
-    let (code, text) = c.cmd(&format!("USER {USER}"));
+    let (code, text) = c.cmd("USER refused-before-tls");
     assert_eq!(code, 530, "{text}");
     assert!(text.contains("network loopback"), "{text}");
     assert_eq!(c.cmd("PBSZ 0").0, 503, "PBSZ before AUTH");
     assert_eq!(c.cmd("PROT P").0, 503, "PROT before AUTH");
-    assert!(!backend.log().contains(&format!("\"USER {USER}\"")), "refused USER must not reach the backend");
     // curl with TLS but clear data: refused transfers; with PROT P: works.
     let ca = certs.path("ca.pem").display().to_string();
     let url = format!("ftp://127.0.0.1:{}/r.txt", gate.addr.port());
@@ -126,6 +125,9 @@ fn network_requiring_tls_and_ftps_ordering() {
     assert_ne!(clear.status, 0, "PROT C must be refused: {}", clear.stdout);
     let private = curl(&["--ssl-reqd", "--cacert", &ca, &url]);
     assert_eq!((private.status, private.stdout.as_str()), (0, "protected\n"), "{}", private.stderr);
+    // curl's logins after TLS reached the backend; the USER refused before TLS did not.
+    let log = backend.log_after(&format!("\"USER {USER}\""));
+    assert!(!log.contains("refused-before-tls"), "refused USER must not reach the backend: {log}");
 }
 
 #[test]
@@ -320,7 +322,8 @@ fn bastion_users_are_mapped_to_backend_accounts_and_backends() {
     // Pass-through users still log in at the default backend.
     let plain = curl_as(USER, &["--list-only", &format!("{url}/")]);
     assert_eq!(plain.status, 0, "{}", plain.stderr);
-    for log in [default_backend.log(), archive.log()] {
+    let marker = format!("\"USER {USER}\"");
+    for log in [default_backend.log_after(&marker), archive.log_after(&marker)] {
         assert!(!log.contains("gate-alice") && !log.contains("gate-carol") && !log.contains("alice-secret"), "{log}");
     }
     assert_eq!(Metrics::get(&gate.metrics.logins_failed), 1);

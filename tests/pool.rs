@@ -57,7 +57,8 @@ fn pool_balances_and_skips_a_dead_backend() {
     let mut held = RawClient::connect(addr);
     held.login();
     upload_lands(addr, "second.txt");
-    assert!(b.root.join("second.txt").exists() && !a.root.join("second.txt").exists());
+    assert_eq!(std::fs::read(b.root.join("second.txt")).unwrap(), b"second.txt");
+    assert!(!a.root.join("second.txt").exists());
     assert_eq!(metric(metrics, &format!("ftpgate_backend_sessions{{backend=\"{}\"}}", a.addr)), Some(1));
     assert_eq!(readyz(metrics), "200");
 
@@ -72,7 +73,7 @@ fn pool_balances_and_skips_a_dead_backend() {
     }
     for i in 0..3 {
         upload_lands(addr, &format!("after{i}.txt"));
-        assert!(a.root.join(format!("after{i}.txt")).exists());
+        assert_eq!(std::fs::read(a.root.join(format!("after{i}.txt"))).unwrap(), format!("after{i}.txt").as_bytes());
     }
     assert_eq!(readyz(metrics), "200", "one backend of the pool is enough");
     drop(held);
@@ -140,9 +141,10 @@ fn named_backend_pool_for_bastion_users() {
         assert_eq!(c.reply().0, 226);
         assert_eq!(c.cmd("QUIT").0, 221);
     }
-    let on = |v: &Vsftpd, n: &str| v.root.join(n).exists();
+    // On a backend with exactly the bytes sent (each upload's data is its name).
+    let on = |v: &Vsftpd, n: &str| std::fs::read(v.root.join(n)).is_ok_and(|b| b == n.as_bytes());
     assert!(on(&archive_a, "first.txt") && on(&archive_b, "second.txt"), "round-robin over the archive pool");
-    assert!(!on(&default, "first.txt") && !on(&default, "second.txt"));
+    assert!(!default.root.join("first.txt").exists() && !default.root.join("second.txt").exists());
     for member in [archive_a.addr, archive_b.addr] {
         assert_eq!(metric(metrics, &format!("ftpgate_backend_up{{backend=\"{member}\"}}")), Some(1));
     }

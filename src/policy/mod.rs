@@ -13,7 +13,7 @@ pub mod limits;
 mod model;
 pub mod path;
 
-use crate::protocol::{Command, Verb};
+use crate::protocol::{codes, Command, Verb};
 use ipnet::IpNet;
 pub use model::PolicyError;
 use std::collections::HashMap;
@@ -299,13 +299,15 @@ impl Policy {
         match self.network_for(ip) {
             Some(n) if n.allow => Ok(n),
             Some(n) => Err(Denial {
-                code: 421,
+                code: codes::NOT_AVAILABLE,
                 rule: format!("network {}", n.name),
                 reason: format!("connections from {ip} are refused"),
             }),
-            None => {
-                Err(Denial { code: 421, rule: "networks".into(), reason: format!("{ip} is in no allowed network") })
-            }
+            None => Err(Denial {
+                code: codes::NOT_AVAILABLE,
+                rule: "networks".into(),
+                reason: format!("{ip} is in no allowed network"),
+            }),
         }
     }
 
@@ -342,56 +344,76 @@ impl Policy {
 
         let listed = |l: &[String]| verb == "QUIT" || l.iter().any(|d| d == verb);
         if net.deny_commands.iter().any(|d| d == verb) || net.allow_commands.as_deref().is_some_and(|l| !listed(l)) {
-            return deny(534, net_rule(), format!("{verb} is not allowed from network {}", net.name));
+            return deny(codes::POLICY_REFUSED, net_rule(), format!("{verb} is not allowed from network {}", net.name));
         }
         if let Some(user) = v.user {
             if self.user_deny_commands.get(user).is_some_and(|l| l.iter().any(|d| d == verb))
                 || self.user_allow_commands.get(user).is_some_and(|l| !listed(l))
             {
-                return deny(534, format!("user {user}"), format!("{verb} is not allowed for user {user}"));
+                return deny(
+                    codes::POLICY_REFUSED,
+                    format!("user {user}"),
+                    format!("{verb} is not allowed for user {user}"),
+                );
             }
         }
         if !v.tls && !net.plain_allowed && !crate::protocol::command::ALLOWED_BEFORE_TLS.contains(&verb) {
-            return deny(534, net_rule(), format!("plain FTP is not allowed from network {}: use AUTH TLS", net.name));
+            return deny(
+                codes::POLICY_REFUSED,
+                net_rule(),
+                format!("plain FTP is not allowed from network {}: use AUTH TLS", net.name),
+            );
         }
         if matches!(cmd.verb, Verb::User | Verb::Pass | Verb::Acct) {
             if !v.tls && net.tls_before_user {
                 return deny(
-                    530,
+                    codes::NOT_LOGGED_IN,
                     net_rule(),
                     format!("TLS required before login from network {}: send AUTH TLS first", net.name),
                 );
             }
             if net.client_cert_required && !v.client_cert {
-                return deny(530, net_rule(), format!("a client certificate is required from network {}", net.name));
+                return deny(
+                    codes::NOT_LOGGED_IN,
+                    net_rule(),
+                    format!("a client certificate is required from network {}", net.name),
+                );
             }
         }
 
         // RFC 959 and RFC 4217 ordering.
         let prev = v.previous.map(Verb::as_str);
         match cmd.verb {
-            Verb::Pbsz if !v.tls => return deny(503, "ordering", "PBSZ requires AUTH TLS first (RFC 4217)"),
-            Verb::Prot if !v.tls => return deny(503, "ordering", "PROT requires AUTH TLS first (RFC 4217)"),
-            Verb::Prot if !v.pbsz => return deny(503, "ordering", "PROT requires PBSZ first (RFC 4217)"),
-            Verb::Pass if prev != Some("USER") => return deny(503, "ordering", "PASS must follow USER"),
+            Verb::Pbsz if !v.tls => {
+                return deny(codes::BAD_SEQUENCE, "ordering", "PBSZ requires AUTH TLS first (RFC 4217)")
+            }
+            Verb::Prot if !v.tls => {
+                return deny(codes::BAD_SEQUENCE, "ordering", "PROT requires AUTH TLS first (RFC 4217)")
+            }
+            Verb::Prot if !v.pbsz => {
+                return deny(codes::BAD_SEQUENCE, "ordering", "PROT requires PBSZ first (RFC 4217)")
+            }
+            Verb::Pass if prev != Some("USER") => {
+                return deny(codes::BAD_SEQUENCE, "ordering", "PASS must follow USER")
+            }
             _ => {}
         }
         if verb == "RNTO" && prev != Some("RNFR") {
-            return deny(503, "ordering", "RNTO must immediately follow RNFR");
+            return deny(codes::BAD_SEQUENCE, "ordering", "RNTO must immediately follow RNFR");
         }
         if prev == Some("REST") && !AFTER_REST.contains(&verb) {
-            return deny(503, "ordering", "REST must be followed by RETR, STOR or APPE");
+            return deny(codes::BAD_SEQUENCE, "ordering", "REST must be followed by RETR, STOR or APPE");
         }
         if !v.logged_in && !BEFORE_LOGIN.contains(&verb) {
-            return deny(530, "login", format!("Please log in with USER and PASS before {verb}"));
+            return deny(codes::NOT_LOGGED_IN, "login", format!("Please log in with USER and PASS before {verb}"));
         }
         let transfer = cmd.verb.transfer_direction().is_some();
         if transfer && !v.data_ready {
-            return deny(503, "ordering", format!("Use PASV, EPSV, PORT or EPRT before {verb}"));
+            return deny(codes::BAD_SEQUENCE, "ordering", format!("Use PASV, EPSV, PORT or EPRT before {verb}"));
         }
         if transfer && net.prot_p_required && !v.prot_private {
             return Verdict::Deny(Denial {
-                code: 521,
+                code: codes::PROTECTION_REQUIRED,
                 rule: net_rule(),
                 reason: format!("data connections from network {} must be protected: send PROT P", net.name),
             });
@@ -403,7 +425,7 @@ impl Policy {
         let (perms, rule) = self.permissions(user, &target);
         let shown = String::from_utf8_lossy(&target).into_owned();
         let denial = |p: Permission| Denial {
-            code: 550,
+            code: codes::FILE_UNAVAILABLE,
             rule: rule.clone(),
             reason: format!("Permission denied: user {user} may not {} {shown} ({rule})", p.name()),
         };

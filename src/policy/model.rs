@@ -38,7 +38,7 @@ struct File {
     users: HashMap<String, UserFile>,
     /// Transfer limits per group (`[group_limits.NAME]`).
     #[serde(default)]
-    group_limits: HashMap<String, LimitsFile>,
+    group_limits: HashMap<String, Spanned<LimitsFile>>,
 }
 
 /// The transfer-limit keys, as written.
@@ -183,6 +183,16 @@ struct UserFile {
     max_transfers: Option<Spanned<usize>>,
 }
 
+/// A TOML or schema error as one line naming the file and line; toml's own
+/// rendering spans several lines with a caret, which logs and journald break.
+fn parse_error(text: &str, path: &str, e: &toml::de::Error) -> PolicyError {
+    let message = e.message().trim_end().replace('\n', "; ");
+    match e.span() {
+        Some(span) => PolicyError::Invalid { path: path.to_string(), line: line_of(text, span.start), message },
+        None => PolicyError::Parse { path: path.to_string(), message },
+    }
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
 }
@@ -208,8 +218,7 @@ fn permissions(
 
 impl Policy {
     pub fn from_toml(text: &str, path: &str) -> Result<Policy, PolicyError> {
-        let file: File =
-            toml::from_str(text).map_err(|e| PolicyError::Parse { path: path.to_string(), message: e.to_string() })?;
+        let file: File = toml::from_str(text).map_err(|e| parse_error(text, path, &e))?;
         let err = |offset: usize, message: String| PolicyError::Invalid {
             path: path.to_string(),
             line: line_of(text, offset),
@@ -298,13 +307,9 @@ impl Policy {
         let mut group_limits = HashMap::new();
         for (name, g) in &file.group_limits {
             if !file.groups.contains_key(name) {
-                let at = g.download_rate.as_ref().or(g.upload_rate.as_ref()).or(g.max_upload_size.as_ref());
-                return Err(err(
-                    at.map_or(0, |s| s.span().start),
-                    format!("group_limits.{name}: no such group in [groups]"),
-                ));
+                return Err(err(g.span().start, format!("group_limits.{name}: no such group in [groups]")));
             }
-            group_limits.insert(name.clone(), transfer_limits(&format!("group_limits.{name}"), g, &err)?);
+            group_limits.insert(name.clone(), transfer_limits(&format!("group_limits.{name}"), g.get_ref(), &err)?);
         }
         let d = LoginLimits::default();
         let login = match file.login {

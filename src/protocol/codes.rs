@@ -46,6 +46,8 @@ pub const TLS_NOT_RESUMED: u16 = 522;
 pub const NOT_LOGGED_IN: u16 = 530;
 /// Request denied for policy reasons (RFC 2228; CCC).
 pub const POLICY_REFUSED: u16 = 534;
+/// Data connections must be protected: send `PROT P` (RFC 4217 9).
+pub const PROTECTION_REQUIRED: u16 = 521;
 /// Requested PROT level not supported (RFC 2228).
 pub const PROTECTION_NOT_SUPPORTED: u16 = 536;
 pub const FILE_UNAVAILABLE: u16 = 550;

@@ -117,10 +117,11 @@ impl RelayReport {
 /// to our close_notify must be read, or closing sends a reset.
 ///
 /// A TLS stream that ends without close_notify (`UnexpectedEof`) may have
-/// been cut by an attacker's forged FIN. From `a`, the peer whose word nothing
-/// else vouches for (a client's upload), that is a failure; from `b`, whose
-/// own protocol reports whether it sent everything (a backend's final
-/// reply), it is the end of data, as many servers close that way.
+/// been cut by a forged FIN on the path, so it is a failure of the side that
+/// was read, whichever it is. The backend's final reply does not vouch for
+/// its data: a server says `226` once its bytes are in its socket buffer,
+/// not once they arrived, so a cut between backend and ftpgate would pass a
+/// short file on as complete (tests/backend_tls_faults.rs).
 pub async fn relay<A, B>(a: A, b: B, stall: Duration, linger: Duration, limits: &Limits) -> RelayReport
 where
     A: AsyncRead + AsyncWrite + Unpin,
@@ -132,8 +133,8 @@ where
     let last_activity = AtomicU64::new(0);
     let (a_to_b, b_to_a) = (&limits.progress.a_to_b, &limits.progress.b_to_a);
     let end = {
-        let ab = copy_half(&mut a_read, &mut b_write, a_to_b, &limits.a_to_b, &last_activity, start, Truncation::Fails);
-        let ba = copy_half(&mut b_read, &mut a_write, b_to_a, &limits.b_to_a, &last_activity, start, Truncation::Ends);
+        let ab = copy_half(&mut a_read, &mut b_write, a_to_b, &limits.a_to_b, &last_activity, start);
+        let ba = copy_half(&mut b_read, &mut a_write, b_to_a, &limits.b_to_a, &last_activity, start);
         tokio::pin!(ab, ba);
         let (end, a_still_running) = tokio::select! {
             r = &mut ab => (end_of(Side::A, r), false),
@@ -173,15 +174,6 @@ pub(crate) fn end_of(reader: Side, r: Result<(), HalfEnd>) -> RelayEnd {
     }
 }
 
-/// What a TLS end without close_notify means for one direction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Truncation {
-    /// A failure of the reading side: nothing proves the data is whole.
-    Fails,
-    /// The end of data.
-    Ends,
-}
-
 /// Copies until EOF, then shuts down `to`. Errors say whether the reading side
 /// (`true`) or the writing side failed. `limit` bounds what passes.
 async fn copy_half<R, W>(
@@ -191,7 +183,6 @@ async fn copy_half<R, W>(
     limit: &Limit,
     last_activity: &AtomicU64,
     start: Instant,
-    truncation: Truncation,
 ) -> Result<(), HalfEnd>
 where
     R: AsyncRead + Unpin,
@@ -201,12 +192,9 @@ where
     let mut moved = 0u64;
     loop {
         let want = if limit.is_none() { buf.len() } else { limit.next_read(buf.len(), moved) };
-        let n = match from.read(&mut buf[..want]).await {
-            Ok(n) => n,
-            // A TLS peer that closed TCP without close_notify (see `relay`).
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && truncation == Truncation::Ends => 0,
-            Err(e) => return Err(HalfEnd::Io(true, e)),
-        };
+        // A TLS peer that closed TCP without close_notify fails here with
+        // `UnexpectedEof` (see `relay`).
+        let n = from.read(&mut buf[..want]).await.map_err(|e| HalfEnd::Io(true, e))?;
         if n == 0 {
             to.shutdown().await.map_err(|e| HalfEnd::Io(false, e))?;
             return Ok(());

@@ -2,7 +2,7 @@
 //! socket -> pipe -> socket inside the kernel and never enter user space.
 //!
 //! The only `unsafe` of the crate lives here, each block with its reason.
-//! Pitfalls handled (see ../shared/DESIGN.md):
+//! Pitfalls handled:
 //! - splice runs inside tokio's `try_io`, so readiness is cleared only when
 //!   the kernel says `EAGAIN` (calling it outside spins).
 //! - `EAGAIN` from socket -> pipe is ambiguous (socket empty, or pipe slots

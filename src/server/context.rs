@@ -2,14 +2,15 @@
 //! login bans and session counts, and the process's lifecycle. SIGHUP builds
 //! a new generation; bans, counts and the drain signal carry over.
 
-use super::session::RateBuckets;
+use super::limits::RateBuckets;
+use super::pool::BackendTarget;
 use super::{limits, pool, registry};
 use crate::config::{BackendTlsMode, Settings};
 use crate::metrics::Metrics;
 use crate::policy::bans::LoginGuard;
 use crate::policy::{Policy, PolicyError};
 use crate::session::feat;
-use crate::tls::{BackendTls, ServerTls, TlsError};
+use crate::tls::{ServerTls, TlsError};
 use std::io;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -117,27 +118,6 @@ pub enum Lifecycle {
 /// started with (backend, TLS, limits), except for the policy, which they all
 /// share.
 pub type LiveContext = tokio::sync::watch::Sender<Arc<SessionContext>>;
-
-/// A backend ftpgate can connect a session to.
-#[derive(Debug)]
-pub struct BackendTarget {
-    /// `HOST:PORT`.
-    pub address: String,
-    pub tls: Option<Arc<BackendTls>>,
-}
-
-impl BackendTarget {
-    fn new(settings: &Settings, address: &str) -> Result<BackendTarget, TlsError> {
-        let tls = match settings.backend_tls {
-            BackendTlsMode::Off => None,
-            _ => {
-                let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
-                Some(Arc::new(BackendTls::build(&settings.backend_tls_options, host)?))
-            }
-        };
-        Ok(BackendTarget { address: address.to_string(), tls })
-    }
-}
 
 /// Every backend a policy maps users to must exist in the configuration.
 fn check_backend_names(

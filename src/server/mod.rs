@@ -5,14 +5,17 @@
 pub mod accept;
 pub mod admin;
 pub mod context;
+pub mod exporter;
 pub mod lifecycle;
 pub mod limits;
+pub mod passive;
 pub mod pool;
 pub mod probe;
 pub mod registry;
 pub mod session;
 
-pub use context::{BackendTarget, ContextError, Lifecycle, LiveContext, SessionContext};
+pub use context::{ContextError, Lifecycle, LiveContext, SessionContext};
+pub use pool::BackendTarget;
 
 use crate::config::ListenerSettings;
 use crate::metrics::{GaugeGuard, Metrics};
@@ -194,7 +197,10 @@ async fn accept_loop(
 }
 
 async fn refuse(mut stream: TcpStream, max: usize) {
-    let reply = Reply::single(421, &format!("Too many sessions (limit {max}); try again later"));
+    let reply = Reply::single(
+        crate::protocol::codes::NOT_AVAILABLE,
+        &format!("Too many sessions (limit {max}); try again later"),
+    );
     let _ = stream.write_all(&reply.raw).await;
     let _ = stream.shutdown().await;
 }

@@ -3,11 +3,33 @@
 //! it is healthy, what ProFTPD mod_proxy calls PerUser). Health checks mark
 //! members down; running sessions on a member that goes down are left alone.
 
-use super::context::BackendTarget;
 use crate::config::Balance;
+use crate::config::{BackendTlsMode, Settings};
+use crate::tls::{BackendTls, TlsError};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+
+/// A backend ftpgate can connect a session to.
+#[derive(Debug)]
+pub struct BackendTarget {
+    /// `HOST:PORT`.
+    pub address: String,
+    pub tls: Option<Arc<BackendTls>>,
+}
+
+impl BackendTarget {
+    pub(super) fn new(settings: &Settings, address: &str) -> Result<BackendTarget, TlsError> {
+        let tls = match settings.backend_tls {
+            BackendTlsMode::Off => None,
+            _ => {
+                let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+                Some(Arc::new(BackendTls::build(&settings.backend_tls_options, host)?))
+            }
+        };
+        Ok(BackendTarget { address: address.to_string(), tls })
+    }
+}
 
 #[derive(Debug)]
 pub struct Pool {

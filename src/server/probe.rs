@@ -47,7 +47,7 @@ async fn probe(ctx: &SessionContext) -> Result<(), BackendError> {
             break r;
         }
     };
-    if greeting.code != 220 {
+    if greeting.code != crate::protocol::codes::READY {
         return Err(BackendError::Refused { command: "the probe", reply: greeting.text() });
     }
     backend.send(&Command::new(Verb::Feat, None)).await?;
@@ -110,7 +110,7 @@ async fn greets(ctx: &SessionContext, address: &str) -> bool {
         let greeting = backend.next().await.ok()?;
         let _ = backend.send(&Command::new(Verb::Quit, None)).await;
         backend.shutdown().await;
-        (greeting.code == 220).then_some(())
+        (greeting.code == crate::protocol::codes::READY).then_some(())
     };
     tokio::time::timeout(s.backend_connect, check).await.ok().flatten().is_some()
 }

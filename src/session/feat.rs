@@ -37,7 +37,7 @@ pub fn filter(backend: &Reply, extra: &[&str]) -> Reply {
     let mut lines = vec!["Features:".to_string()];
     lines.extend(features);
     lines.push("End".to_string());
-    Reply::new(211, &lines)
+    Reply::new(crate::protocol::codes::FEATURES, &lines)
 }
 
 #[cfg(test)]

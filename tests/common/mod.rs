@@ -47,10 +47,39 @@ pub fn free_port(ip: IpAddr) -> u16 {
     TcpListener::bind(SocketAddr::new(ip, 0)).unwrap().local_addr().unwrap().port()
 }
 
-/// A port range in 20000-32000 (below Linux's ephemeral range), random per call.
+/// A range of `len` ports that are free on loopback now, below Linux's
+/// ephemeral range: a random start in 20000-32000, checked port by port and
+/// drawn again when another service holds one of them.
 pub fn port_range(len: u16) -> PortRange {
-    let min = 20000 + (rand_u32() % (12000 - u32::from(len))) as u16;
-    PortRange { min, max: min + len - 1 }
+    for _ in 0..200 {
+        let min = 20000 + (rand_u32() % (12000 - u32::from(len))) as u16;
+        let held: Vec<TcpListener> = (min..min + len).map_while(|p| TcpListener::bind(("127.0.0.1", p)).ok()).collect();
+        if held.len() == usize::from(len) {
+            return PortRange { min, max: min + len - 1 };
+        }
+    }
+    panic!("no run of {len} free ports in 20000-32000 on 127.0.0.1");
+}
+
+/// `listener.accept()` with a deadline: a test waiting for a connection
+/// that never comes fails instead of hanging the suite.
+pub fn accept_within(listener: &TcpListener, limit: Duration) -> TcpStream {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + limit;
+    loop {
+        match listener.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).unwrap();
+                listener.set_nonblocking(false).unwrap();
+                return s;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "no connection to {:?} within {limit:?}", listener.local_addr());
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
 }
 
 pub fn rand_u32() -> u32 {
@@ -177,6 +206,22 @@ impl Vsftpd {
         std::fs::read_to_string(self.dir.path().join("vsftpd.log")).unwrap_or_default()
     }
 
+    /// The protocol log once it shows `marker` (waiting up to 5 s: vsftpd
+    /// writes it from another process). The positive control for a test
+    /// that asserts something is *not* in the log: a log that is missing or
+    /// not written reads as empty, and every "not in the log" would pass.
+    pub fn log_after(&self, marker: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.log();
+            if log.contains(marker) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "vsftpd's log never showed {marker:?}:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Writes a file into the served folder, owned by the FTP user.
     pub fn put(&self, name: &str, data: &[u8]) {
         let p = self.root.join(name);
@@ -287,7 +332,7 @@ impl Gate {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
                 let exporter = tokio::net::TcpListener::from_std(metrics_listener).unwrap();
-                tokio::spawn(ftpgate::exporter::serve(exporter, Arc::clone(&live)));
+                tokio::spawn(ftpgate::server::exporter::serve(exporter, Arc::clone(&live)));
                 ftpgate::server::run(vec![(listener, mode)], live, async {
                     let _ = rx.await;
                 })
@@ -330,7 +375,11 @@ impl Drop for Gate {
             let _ = tx.send(());
         }
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            // A panic in ftpgate's runtime thread fails the test (unless the
+            // test is already failing: a second panic would abort).
+            if t.join().is_err() && !std::thread::panicking() {
+                panic!("ftpgate's server thread panicked");
+            }
         }
     }
 }

@@ -75,6 +75,19 @@ pub fn scrape_opt(addr: SocketAddr, name: &str) -> (Option<u64>, String) {
     (v.map(|v| v as u64), text)
 }
 
+/// The sum of every series of a metric family (all label sets) on a running
+/// ftpgate; 0 when no series of it exists yet (a labelled counter shows
+/// nothing until one of its labels is counted).
+pub fn scrape_sum(addr: SocketAddr, family: &str) -> u64 {
+    let out = Command::new("curl").args(["-sf", &format!("http://{addr}/metrics")]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ftpgate_sessions_total"), "no metrics from {addr}: {text}");
+    text.lines()
+        .filter(|l| l.strip_prefix(family).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// One label-less series from a running ftpgate's /metrics.
 pub fn scrape(addr: SocketAddr, name: &str) -> u64 {
     let (v, text) = scrape_opt(addr, name);

@@ -3,9 +3,9 @@
 //! backend's passive port), TLS on either, and the relay between them.
 
 use crate::metrics::{GaugeGuard, Metrics};
-use crate::passive::PassiveListener;
 use crate::protocol::TransferDirection;
 use crate::relay;
+use crate::server::passive::PassiveListener;
 use crate::tls::stream::{BackendStream, ClientStream};
 use crate::tls::{self, BackendSessionTls, SessionAcceptors};
 use std::future::Future;

@@ -385,7 +385,8 @@ impl Driver {
     fn open_passive(&mut self, backend: SocketAddr, private: bool) -> Result<u16, String> {
         let s = Arc::clone(&self.ctx.settings);
         let range = s.passive_ports;
-        let Some(listener) = crate::passive::bind(self.client_local.ip().to_canonical(), range, &self.ctx.metrics)
+        let Some(listener) =
+            crate::server::passive::bind(self.client_local.ip().to_canonical(), range, &self.ctx.metrics)
         else {
             warn!(min = range.min, max = range.max, "passive port range exhausted");
             return Err(format!(

@@ -16,8 +16,6 @@ mod driver;
 mod throttle;
 mod unwind;
 
-pub use throttle::RateBuckets;
-
 use super::context::{SessionContext, SharedStateDown};
 use super::limits;
 use crate::cluster::leases::Counted;

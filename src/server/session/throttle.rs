@@ -4,37 +4,9 @@
 
 use crate::policy::limits::TransferLimits;
 use crate::protocol::command::TransferDirection;
-use crate::relay::{Limit, Limits, TokenBucket};
+use crate::relay::{Limit, Limits};
 use crate::server::context::SessionContext;
 use crate::server::limits;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
-/// One token bucket per user and direction, shared by all of that user's
-/// transfers on this instance, so two parallel downloads split the rate.
-#[derive(Debug, Default)]
-pub struct RateBuckets {
-    map: Mutex<HashMap<(String, TransferDirection), Arc<TokenBucket>>>,
-}
-
-/// Buckets kept before idle ones (held by no transfer) are dropped.
-const BUCKETS_KEPT: usize = 1024;
-
-impl RateBuckets {
-    /// The user's bucket for `direction` at `rate`; a changed rate (after a
-    /// reload) starts a new bucket for transfers from now on.
-    pub fn get(&self, user: &str, direction: TransferDirection, rate: u64) -> Arc<TokenBucket> {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() > BUCKETS_KEPT {
-            map.retain(|_, b| Arc::strong_count(b) > 1);
-        }
-        let b = map.entry((user.to_string(), direction)).or_insert_with(|| Arc::new(TokenBucket::new(rate)));
-        if b.rate() != rate {
-            *b = Arc::new(TokenBucket::new(rate));
-        }
-        Arc::clone(b)
-    }
-}
 
 /// Everything a running transfer holds: its limits, and its slot among the
 /// user's `max_transfers`.

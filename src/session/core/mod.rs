@@ -1,6 +1,6 @@
 //! The control channel of one session as a state machine with no I/O: no
 //! tokio, no sockets, no TLS objects, no clock. The driver
-//! (`session::driver`) feeds it [`Input`]s (a client command, a backend
+//! (`server::session::driver`) feeds it [`Input`]s (a client command, a backend
 //! reply, a TLS handshake's result, a data transfer's end, a timer) and
 //! carries out the [`Output`]s it queues (a reply to the client, a command to
 //! the backend, a leg to upgrade, a passive port to open, a timer to arm), in
@@ -205,6 +205,11 @@ pub struct Core<E: Env> {
     uploaded: HashMap<Vec<u8>, u64>,
     /// Malformed, unknown and denied commands: counted, logged sparingly.
     bad: bad_input::BadInput,
+    /// The last transfer ended without its data (its final reply a 4xx or
+    /// 5xx) and no command went to the backend since: an `ABOR` the client
+    /// sent while it still saw that transfer running gets `226`, not the
+    /// backend's "no transfer" `225`, as during the transfer.
+    transfer_cut: bool,
 }
 
 impl<E: Env> Core<E> {
@@ -242,6 +247,7 @@ impl<E: Env> Core<E> {
             uploaded: HashMap::new(),
             bad: Default::default(),
             config,
+            transfer_cut: false,
         };
         let banner = core.config.banner.clone();
         core.reply(codes::READY, banner.trim_end());
@@ -522,7 +528,10 @@ impl<E: Env> Core<E> {
     }
 
     /// The final reply to a command forwarded as it is.
-    fn on_forwarded(&mut self, cmd: Command, r: Reply) {
+    fn on_forwarded(&mut self, cmd: Command, mut r: Reply) {
+        if std::mem::take(&mut self.transfer_cut) && cmd.verb == Verb::Abor {
+            r = super::verdict::abor_reply(false, r);
+        }
         let positive = r.is_positive();
         match &cmd.verb {
             Verb::Rest => {

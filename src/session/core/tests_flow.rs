@@ -152,6 +152,36 @@ fn abor_turns_an_early_226_into_426_for_bytes_not_delivered() {
     assert_eq!(codes_of(&out), [226], "ABOR's reply says a transfer was aborted");
 }
 
+/// The backend cut the transfer itself (its 426) and then finds no transfer
+/// to abort (225): the client, which sent ABOR during its transfer, hears
+/// 426 and 226 as RFC 959 says, even though every byte had been relayed.
+#[test]
+fn abor_after_the_backends_own_426_is_answered_226() {
+    let mut h = logged_in();
+    h.epsv();
+    h.start("RETR a.bin");
+    h.input(Input::DataEnded(delivered(10)));
+    h.cmd("ABOR");
+    assert_eq!(codes_of(&h.backend(426, "Failure writing network stream")), [426]);
+    assert_eq!(codes_of(&h.backend(225, "No transfer to ABOR")), [226]);
+}
+
+/// The transfer ended with 426 before the client's ABOR reached ftpgate:
+/// the backend finds no transfer (225), the client hears 226 as it would
+/// have during the transfer. A later ABOR is the backend's to answer.
+#[test]
+fn abor_just_after_a_cut_transfer_is_answered_226() {
+    let mut h = logged_in();
+    h.epsv();
+    h.start("RETR a.bin");
+    h.input(Input::DataEnded(delivered(10)));
+    assert_eq!(codes_of(&h.backend(426, "Failure writing network stream")), [426]);
+    h.cmd("ABOR");
+    assert_eq!(codes_of(&h.backend(225, "No transfer to ABOR")), [226]);
+    h.cmd("ABOR");
+    assert_eq!(codes_of(&h.backend(225, "No transfer to ABOR")), [225]);
+}
+
 #[test]
 fn abor_after_every_byte_arrived_keeps_226() {
     let mut h = logged_in();

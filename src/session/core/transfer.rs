@@ -62,7 +62,9 @@ pub(super) struct Aborting {
     /// A capped upload's file, whose bytes are counted when the stopped
     /// relay reports them.
     cap_path: Option<Vec<u8>>,
-    /// Every byte had been delivered, in order, before `ABOR`.
+    /// Every byte had been delivered, in order, before `ABOR`, and the
+    /// client was told so: once its transfer got a 4xx (ftpgate's or the
+    /// backend's own), ABOR's reply is `226` whatever the backend says.
     delivered: bool,
     /// The transfer's own final reply is still to come from the backend.
     transfer_reply_owed: bool,
@@ -390,6 +392,7 @@ impl<E: Env> Core<E> {
             debug!(backend_code, code = v.reply.code, "replaced the backend's final reply");
         }
         self.metrics().transfer(transfer_kind(cmd), if v.complete { "ok" } else { "failed" });
+        self.transfer_cut = !v.reply.is_positive();
         let bytes = match outcome {
             DataOutcome::Relayed(r) => r.a_to_b + r.b_to_a,
             DataOutcome::Failed(_) => 0,
@@ -415,7 +418,7 @@ impl<E: Env> Core<E> {
     /// `ABOR` goes to the backend.
     pub(super) fn abort_transfer(&mut self) {
         let Waiting::Transfer(t) = std::mem::replace(&mut self.waiting, Waiting::Command) else { return };
-        let delivered = matches!(&t.outcome, Some(DataOutcome::Relayed(r)) if matches!(r.end, RelayEnd::Eof(_)));
+        let mut delivered = matches!(&t.outcome, Some(DataOutcome::Relayed(r)) if matches!(r.end, RelayEnd::Eof(_)));
         // Bytes of a capped upload count whatever ended it: known now, or
         // when the stopped relay reports (`count_aborted_upload`).
         let mut cap_path = t.cap.as_ref().and_then(|c| c.path.clone());
@@ -430,6 +433,7 @@ impl<E: Env> Core<E> {
         let mut log = Some(Box::new(self.cut_log(&t, codes::TRANSFER_ABORTED, "aborted by the client (ABOR)")));
         if let Some(r) = t.final_reply.clone() {
             let reply = verdict::aborted_transfer_reply(delivered, r);
+            delivered &= reply.is_positive();
             self.log_cut_transfer(log.take(), reply.code);
             self.send_reply(reply);
         }
@@ -496,6 +500,7 @@ impl<E: Env> Core<E> {
         if a.transfer_reply_owed {
             a.transfer_reply_owed = false;
             let reply = verdict::aborted_transfer_reply(a.delivered, r);
+            a.delivered &= reply.is_positive();
             self.log_cut_transfer(a.log.take(), reply.code);
             self.send_reply(reply);
             return self.expect_backend(Pending::Abor(a), self.config.backend_reply);
