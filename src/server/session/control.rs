@@ -186,17 +186,18 @@ pub enum BackendError {
     Refused { command: &'static str, reply: String },
 }
 
-impl BackendError {
-    /// A short, bounded name for metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            BackendError::Unreachable(_) => "connect",
-            BackendError::Closed => "closed",
-            BackendError::Io(_) => "io",
-            BackendError::Malformed(_) => "malformed",
-            BackendError::Timeout(_) => "timeout",
-            BackendError::Tls(_) => "tls",
-            BackendError::Refused { .. } => "refused",
+/// What the session core is told of a backend failure.
+impl From<BackendError> for crate::session::core::BackendFailure {
+    fn from(e: BackendError) -> Self {
+        use crate::session::core::BackendFailure as F;
+        match e {
+            BackendError::Unreachable(why) => F::Unreachable(why),
+            BackendError::Closed => F::Closed,
+            BackendError::Io(e) => F::Io(e.to_string()),
+            BackendError::Malformed(e) => F::Malformed(e.to_string()),
+            BackendError::Timeout(secs) => F::Timeout { secs },
+            BackendError::Tls(e) => F::Tls(e.to_string()),
+            BackendError::Refused { command, reply } => F::Refused { command: command.to_string(), reply },
         }
     }
 }

@@ -139,7 +139,7 @@ impl Driver {
                 Ok(r) => Input::BackendReply(r),
                 Err(e) => {
                     self.backend.dead = true;
-                    Input::BackendFailed { kind: e.kind(), text: e.to_string() }
+                    Input::BackendFailed(e.into())
                 }
             },
             o = async { match data.as_mut() { Some(d) => d.ended().await, None => std::future::pending().await } }, if watch_data => {
@@ -175,7 +175,7 @@ impl Driver {
                 }
                 if let Err(e) = self.backend.control.send(&cmd).await {
                     self.backend.dead = true;
-                    self.core.handle(Input::BackendFailed { kind: e.kind(), text: e.to_string() });
+                    self.core.handle(Input::BackendFailed(e.into()));
                 }
             }
             Output::UpgradeClient { ok } => {
@@ -184,7 +184,7 @@ impl Driver {
             }
             Output::ConnectBackend { name } => self.connect_backend(name).await,
             Output::UpgradeBackend => {
-                let r = self.backend.upgrade(&self.ctx).await.map_err(|e| e.to_string());
+                let r = self.backend.upgrade(&self.ctx).await.map_err(core::BackendFailure::from);
                 self.core.handle(Input::BackendTls(r));
             }
             Output::CheckLogin { user } => {
@@ -311,7 +311,7 @@ impl Driver {
             }
             Some(Err(e)) => {
                 self.backend.dead = true;
-                self.core.handle(Input::BackendFailed { kind: e.kind(), text: e.to_string() });
+                self.core.handle(Input::BackendFailed(e.into()));
             }
         }
     }
@@ -345,13 +345,10 @@ impl Driver {
         match self.ctx.take_slot(&self.ctx.per_user, user.clone(), Counted::User, limit).await {
             Ok(Some(slot)) => self.user_slot = Some(slot),
             Ok(None) => {
-                let why = format!("Too many sessions for user {user} (limit {limit}); try again later");
+                let why = core::OverLimit::UserSessions { user: user.clone(), limit };
                 return self.core.handle(Input::LoginOverLimit(why));
             }
-            Err(SharedStateDown) => {
-                let why = "Service not available: shared login state unreachable; try again later".to_string();
-                return self.core.handle(Input::LoginOverLimit(why));
-            }
+            Err(SharedStateDown) => return self.core.handle(Input::LoginOverLimit(core::OverLimit::SharedStateDown)),
         }
         info!(target: "ftpgate::audit", %user, "login");
         self.who.entry.logged_in();
@@ -382,17 +379,14 @@ impl Driver {
 
     /// Binds a passive port and starts accepting the client on it; the
     /// backend leg is connected once the client's is in.
-    fn open_passive(&mut self, backend: SocketAddr, private: bool) -> Result<u16, String> {
+    fn open_passive(&mut self, backend: SocketAddr, private: bool) -> Result<u16, core::DataSetupFailure> {
         let s = Arc::clone(&self.ctx.settings);
         let range = s.passive_ports;
         let Some(listener) =
             crate::server::passive::bind(self.client_local.ip().to_canonical(), range, &self.ctx.metrics)
         else {
             warn!(min = range.min, max = range.max, "passive port range exhausted");
-            return Err(format!(
-                "Cannot open passive port: all ports {}-{} are in use; try again later",
-                range.min, range.max
-            ));
+            return Err(core::DataSetupFailure::PassiveRangeFull { min: range.min, max: range.max });
         };
         let port = listener.port;
         debug!(port, %backend, "passive data channel prepared");
@@ -425,15 +419,15 @@ impl Driver {
         backend_addr: SocketAddr,
         direction: TransferDirection,
         private: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), core::DataSetupFailure> {
         let s = Arc::clone(&self.ctx.settings);
         let backend = data::connect_backend(backend_addr, s.data_connect).await.map_err(|e| {
             self.ctx.metrics.backend_error("data_connect");
-            e.to_string()
+            core::DataSetupFailure::BackendConnect(e.to_string())
         })?;
         let client = data::connect_client(self.client_local.ip(), client_addr, s.data_connect)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| core::DataSetupFailure::ClientConnect(e.to_string()))?;
         let tls = self.data_tls(private);
         let _ = tls.direction.set(direction);
         self.data = Some(data::spawn(std::future::ready(Ok((client, backend))), tls, s.data_connect, s.transfer_stall));

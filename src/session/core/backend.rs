@@ -100,18 +100,18 @@ impl<E: Env> Core<E> {
         self.ask_backend(Command::new(Verb::Pbsz, Some(b"0")), Pending::Opening(OpenStep::Pbsz));
     }
 
-    pub(super) fn on_backend_tls(&mut self, result: Result<(), String>) {
+    pub(super) fn on_backend_tls(&mut self, result: Result<(), BackendFailure>) {
         if !matches!(self.waiting, Waiting::BackendTls) {
             return;
         }
         match result {
             Ok(()) => self.ask_pbsz(),
-            Err(e) => self.backend_failed("tls", &format!("backend TLS: {e}")),
+            Err(e) => self.backend_failed(e),
         }
     }
 
     fn refused_by_backend(&mut self, command: &str, r: &Reply) {
-        self.backend_failed("refused", &format!("backend refused {command}: {}", r.text()));
+        self.backend_failed(BackendFailure::Refused { command: command.to_string(), reply: r.text() });
     }
 
     fn replay_next(&mut self) {

@@ -2,6 +2,7 @@
 //! outputs it asks the driver to carry out, the settings it runs under and
 //! what it reads from the rest of the process.
 
+use super::failure::{BackendFailure, DataSetupFailure, OverLimit};
 use super::{BackendSecurity, DataOutcome, TransferLog, TransferStart};
 use crate::config::ClientTlsMode;
 use crate::metrics::Metrics;
@@ -98,11 +99,8 @@ pub enum Input {
     ClientGone,
     BackendReply(Reply),
     /// The backend control connection failed (closed, I/O, malformed reply,
-    /// TLS, refused greeting): `kind` is the metric label.
-    BackendFailed {
-        kind: &'static str,
-        text: String,
-    },
+    /// TLS, refused greeting).
+    BackendFailed(BackendFailure),
     /// The backend connection asked for with [`Output::ConnectBackend`] is
     /// connected (and TLS already, for implicit FTPS); `peer` is its control
     /// address. Its greeting comes next.
@@ -112,20 +110,20 @@ pub enum Input {
         security: BackendSecurity,
     },
     /// The backend control connection's TLS handshake after `AUTH TLS`.
-    BackendTls(Result<(), String>),
+    BackendTls(Result<(), BackendFailure>),
     ClientTls(Result<ClientTls, ClientTlsRefused>),
     LoginChecked(LoginGate),
     /// The login succeeded on the backend but the user's session slot,
     /// taken atomically at that moment, was refused (the per-user limit is
     /// full, or the shared state is unreachable and fails closed): why.
-    LoginOverLimit(String),
+    LoginOverLimit(OverLimit),
     PasswordChecked(bool),
     /// The passive port asked for, or why none could be opened.
-    PassiveReady(Result<u16, String>),
+    PassiveReady(Result<u16, DataSetupFailure>),
     /// The transfer may run (`false`: the user's `max_transfers` are all running).
     TransferPlanned(bool),
     /// The active-mode legs are connected, or why not.
-    ActiveConnected(Result<(), String>),
+    ActiveConnected(Result<(), DataSetupFailure>),
     DataEnded(DataOutcome),
     Timeout(Timer),
     /// ftpgate stops taking work: close once between commands.

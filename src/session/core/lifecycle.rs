@@ -21,7 +21,7 @@ impl<E: Env> Core<E> {
             }
             (Timer::BackendReply, Waiting::BackendReply(_) | Waiting::Transfer(_)) => {
                 let secs = self.config.backend_reply.as_secs();
-                self.backend_failed("timeout", &format!("backend did not reply within {secs} s"));
+                self.backend_failed(BackendFailure::Timeout { secs });
             }
             (Timer::BackendReply | Timer::DepartedGrace, Waiting::Departed(_)) => self.close(),
             _ => {}
@@ -42,9 +42,10 @@ impl<E: Env> Core<E> {
     /// The backend is gone or broke its protocol: the client hears why, with
     /// `421`, which answers whatever command was waiting (RFC 959 allows it
     /// as the reply to any command), a running transfer's included.
-    pub(super) fn backend_failed(&mut self, kind: &'static str, text: &str) {
-        self.metrics().backend_error(kind);
-        warn!(error = text, "closing session: backend failed");
+    pub(super) fn backend_failed(&mut self, failure: BackendFailure) {
+        self.metrics().backend_error(failure.label());
+        let text = failure.to_string();
+        warn!(error = %text, "closing session: backend failed");
         if matches!(self.waiting, Waiting::Departed(_)) {
             return self.close();
         }

@@ -330,10 +330,11 @@ impl<E: Env> Core<E> {
     /// Two logins of one user raced past the check at USER: the slot taken
     /// at login decides, so exactly the limit get in. The backend session
     /// is ended (QUIT) and the client hears `421` instead of `230`.
-    pub(super) fn on_login_over_limit(&mut self, why: &str) {
+    pub(super) fn on_login_over_limit(&mut self, why: OverLimit) {
         self.metrics().session_refused("user_limit");
+        let why = why.to_string();
         info!(target: "ftpgate::audit", user = %self.user_name(), why, "login refused at the session limit");
-        self.reply(codes::NOT_AVAILABLE, why);
+        self.reply(codes::NOT_AVAILABLE, &why);
         self.close();
     }
 

@@ -23,6 +23,7 @@
 
 mod backend;
 mod bad_input;
+mod failure;
 mod interface;
 mod lifecycle;
 mod login;
@@ -38,6 +39,7 @@ mod tests_flow;
 mod tests_prop;
 
 pub use backend::BackendSecurity;
+pub use failure::{BackendFailure, DataSetupFailure, OverLimit};
 pub use interface::{ClientTls, ClientTlsRefused, CoreConfig, Env, Input, LoginGate, Output, Timer};
 pub use setup::DataSetup;
 pub use transfer::{TransferLog, TransferStart};
@@ -304,12 +306,12 @@ impl<E: Env> Core<E> {
             Input::Invalid(e) => self.on_queued(Queued::Invalid(e)),
             Input::ClientGone => self.on_client_gone(),
             Input::BackendReply(r) => self.on_backend_reply(r),
-            Input::BackendFailed { kind, text } => self.backend_failed(kind, &text),
+            Input::BackendFailed(f) => self.backend_failed(f),
             Input::BackendConnected { peer, name, security } => self.on_backend_connected(peer, name, security),
             Input::BackendTls(r) => self.on_backend_tls(r),
             Input::ClientTls(r) => self.on_client_tls(r),
             Input::LoginChecked(gate) => self.on_login_checked(gate),
-            Input::LoginOverLimit(why) => self.on_login_over_limit(&why),
+            Input::LoginOverLimit(why) => self.on_login_over_limit(why),
             Input::PasswordChecked(ok) => self.on_password_checked(ok),
             Input::PassiveReady(r) => self.on_passive_ready(r),
             Input::TransferPlanned(ok) => self.on_transfer_planned(ok),
@@ -470,7 +472,7 @@ impl<E: Env> Core<E> {
                 // only if it ends the session, which the client must hear.
                 self.waiting = other;
                 if r.code == codes::NOT_AVAILABLE {
-                    self.backend_failed("closed", &format!("backend closed the session: {}", r.text()));
+                    self.backend_failed(BackendFailure::ClosedWith(r.text()));
                 } else {
                     debug!(code = r.code, "unsolicited backend reply dropped");
                 }

@@ -82,7 +82,7 @@ impl<E: Env> Core<E> {
     pub(super) fn on_backend_passive(&mut self, epsv: bool, purpose: PassivePurpose, r: Reply) {
         let ip = match self.backend_peer {
             Some(p) => p.ip(),
-            None => return self.backend_failed("closed", "backend control connection is not open"),
+            None => return self.backend_failed(BackendFailure::Closed),
         };
         let addr = match (epsv, r.code) {
             (true, codes::EXTENDED_PASSIVE) => address::parse_229(&r.text()).map(|port| SocketAddr::new(ip, port)),
@@ -129,7 +129,7 @@ impl<E: Env> Core<E> {
         self.resume();
     }
 
-    pub(super) fn on_passive_ready(&mut self, port: Result<u16, String>) {
+    pub(super) fn on_passive_ready(&mut self, port: Result<u16, DataSetupFailure>) {
         let Waiting::PassivePort { pasv } = std::mem::replace(&mut self.waiting, Waiting::Command) else { return };
         match port {
             Ok(port) => {
@@ -140,7 +140,10 @@ impl<E: Env> Core<E> {
                     None => self.reply(codes::EXTENDED_PASSIVE, &address::format_229(port)),
                 }
             }
-            Err(why) => self.reply(codes::CANNOT_OPEN_DATA, &why),
+            Err(why) => {
+                debug!(reason = why.label(), "no passive port");
+                self.reply(codes::CANNOT_OPEN_DATA, &why.to_string())
+            }
         }
         self.resume();
     }

@@ -311,7 +311,7 @@ fn a_backend_that_refuses_the_session_or_its_tls_gets_the_client_a_421() {
     });
     h.backend(220, "ready");
     h.backend(234, "Proceed");
-    let out = h.input(Input::BackendTls(Err("TLS handshake failed: unknown issuer".into())));
+    let out = h.input(Input::BackendTls(Err(BackendFailure::Tls("TLS handshake failed: unknown issuer".into()))));
     assert_eq!(codes_of(&out), [421]);
     assert!(text_of(&out, 421).contains("unknown issuer"));
     assert_eq!(h.metrics.backend_errors_for("tls"), 1);
@@ -558,7 +558,7 @@ fn passive_port_exhaustion_gets_425_with_the_reason() {
     h.login();
     h.cmd("EPSV");
     h.backend(229, "(|||30000|)");
-    let out = h.input(Input::PassiveReady(Err("Cannot open passive port: all ports 50000-50001 are in use".into())));
+    let out = h.input(Input::PassiveReady(Err(DataSetupFailure::PassiveRangeFull { min: 50000, max: 50001 })));
     assert_eq!(codes_of(&out), [425]);
     assert!(text_of(&out, 425).contains("50000-50001"));
 }

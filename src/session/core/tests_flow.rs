@@ -242,7 +242,7 @@ fn active_mode_connects_both_legs_before_the_command_goes_out() {
     });
     assert_eq!(connect, Some(("127.0.0.1:51210".parse().unwrap(), "127.0.0.9:30001".parse().unwrap())));
     assert!(sent(&out).is_empty());
-    let out = h.input(Input::ActiveConnected(Err("connection refused".into())));
+    let out = h.input(Input::ActiveConnected(Err(DataSetupFailure::ClientConnect("connection refused".into()))));
     assert_eq!(codes_of(&out), [425]);
     assert!(sent(&out).is_empty(), "STOR never reached the backend");
 }
@@ -331,7 +331,7 @@ fn a_backend_that_stops_answering_gets_the_client_a_421() {
     assert_eq!(h.metrics.backend_errors_for("timeout"), 1);
     let mut h = logged_in();
     h.cmd("SIZE a");
-    let out = h.input(Input::BackendFailed { kind: "closed", text: "backend closed the control connection".into() });
+    let out = h.input(Input::BackendFailed(BackendFailure::Closed));
     assert_eq!(codes_of(&out), [421]);
 }
 

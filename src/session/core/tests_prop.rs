@@ -166,7 +166,7 @@ impl World {
         }
         let mut follow = VecDeque::from([input]);
         while let Some(input) = follow.pop_front() {
-            if matches!(input, Input::BackendFailed { .. }) {
+            if matches!(input, Input::BackendFailed(_)) {
                 self.backend_failures = true;
             }
             // After a failed handshake on the client's control connection
@@ -202,7 +202,7 @@ impl World {
                     Output::ConnectBackend { .. } => {
                         if self.one_in(25) {
                             self.driver_failures = true;
-                            follow.push_back(Input::BackendFailed { kind: "connect", text: "refused".into() });
+                            follow.push_back(Input::BackendFailed(BackendFailure::Unreachable("refused".into())));
                         } else {
                             self.owed = VecDeque::from([Owed::Greeting]);
                             follow.push_back(Input::BackendConnected {
@@ -215,19 +215,31 @@ impl World {
                     Output::UpgradeBackend => {
                         let ok = !self.one_in(25);
                         self.tls_failures |= !ok;
-                        follow.push_back(Input::BackendTls(if ok { Ok(()) } else { Err("handshake failed".into()) }))
+                        follow.push_back(Input::BackendTls(if ok {
+                            Ok(())
+                        } else {
+                            Err(BackendFailure::Tls("handshake failed".into()))
+                        }))
                     }
                     Output::VerifyPassword { .. } => follow.push_back(Input::PasswordChecked(true)),
                     Output::OpenPassive { .. } => {
                         let ok = !self.one_in(12);
                         self.driver_failures |= !ok;
-                        follow.push_back(Input::PassiveReady(if ok { Ok(50000) } else { Err("exhausted".into()) }))
+                        follow.push_back(Input::PassiveReady(if ok {
+                            Ok(50000)
+                        } else {
+                            Err(DataSetupFailure::PassiveRangeFull { min: 50000, max: 50000 })
+                        }))
                     }
                     Output::PlanTransfer { .. } => follow.push_back(Input::TransferPlanned(!self.one_in(10))),
                     Output::ConnectActive { .. } => {
                         let ok = !self.one_in(6);
                         self.driver_failures |= !ok;
-                        follow.push_back(Input::ActiveConnected(if ok { Ok(()) } else { Err("refused".into()) }))
+                        follow.push_back(Input::ActiveConnected(if ok {
+                            Ok(())
+                        } else {
+                            Err(DataSetupFailure::ClientConnect("refused".into()))
+                        }))
                     }
                     Output::UpgradeClient { ok } => {
                         if self.one_in(20) {
@@ -389,7 +401,7 @@ impl World {
                     self.feed(h, Input::BackendReply(r))?;
                     self.owed.clear();
                     if h.core.reads_backend() {
-                        self.feed(h, Input::BackendFailed { kind: "closed", text: "closed by the server".into() })?;
+                        self.feed(h, Input::BackendFailed(BackendFailure::Closed))?;
                     }
                     Ok(())
                 }
@@ -419,7 +431,7 @@ impl World {
             Step::DrainDeadline => self.feed(h, Input::DrainDeadline),
             Step::ClientGone => self.feed(h, Input::ClientGone),
             Step::BackendDies if h.core.reads_backend() => {
-                self.feed(h, Input::BackendFailed { kind: "closed", text: "connection reset".into() })
+                self.feed(h, Input::BackendFailed(BackendFailure::Io("connection reset".into())))
             }
             _ => Ok(()),
         }

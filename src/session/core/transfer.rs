@@ -227,13 +227,14 @@ impl<E: Env> Core<E> {
         self.waiting = Waiting::ActiveConnect(s);
     }
 
-    pub(super) fn on_active_connected(&mut self, r: Result<(), String>) {
+    pub(super) fn on_active_connected(&mut self, r: Result<(), DataSetupFailure>) {
         let Waiting::ActiveConnect(s) = std::mem::replace(&mut self.waiting, Waiting::Command) else { return };
         match r {
             Ok(()) => self.send_transfer(s),
             Err(why) => {
                 self.release_data_setup();
-                self.reply(codes::CANNOT_OPEN_DATA, &format!("Cannot open data connection: {why}"));
+                debug!(reason = why.label(), "active data connection failed");
+                self.reply(codes::CANNOT_OPEN_DATA, &why.to_string());
                 self.resume();
             }
         }
