@@ -43,34 +43,34 @@ impl core::Env for ContextEnv {
 }
 
 pub(super) struct Driver {
-    pub ctx: Arc<SessionContext>,
-    pub core: Core<ContextEnv>,
-    pub client: ClientControl,
+    ctx: Arc<SessionContext>,
+    core: Core<ContextEnv>,
+    client: ClientControl,
     /// The client's control connection failed or closed; the core knows.
-    pub client_dead: bool,
-    pub backend: BackendSide,
-    pub client_peer: SocketAddr,
-    pub client_local: SocketAddr,
+    client_dead: bool,
+    backend: BackendSide,
+    client_peer: SocketAddr,
+    client_local: SocketAddr,
     /// Data connections, like control ones, start with a PROXY protocol
     /// header, believed only from these senders.
-    pub proxy_from: Option<crate::config::ProxySenders>,
+    proxy_from: Option<crate::config::ProxySenders>,
     /// This session's TLS server configs (control and data), if TLS is offered.
-    pub acceptor: Option<SessionAcceptors>,
+    acceptor: Option<SessionAcceptors>,
     /// The data channel set up (passive) or running.
-    pub data: Option<DataChannel>,
+    data: Option<DataChannel>,
     /// The running transfer's limits and slot.
-    pub plan: Option<TransferPlan>,
-    pub transfer_started: Option<Instant>,
+    plan: Option<TransferPlan>,
+    transfer_started: Option<Instant>,
     /// When each armed timer fires, indexed by `Timer as usize` (no heap:
     /// idle sessions are most sessions).
-    pub deadlines: [Option<tokio::time::Instant>; Timer::ALL.len()],
-    pub drain_seen: bool,
+    deadlines: [Option<tokio::time::Instant>; Timer::ALL.len()],
+    drain_seen: bool,
     /// This session's line in `ftpgate who` and `/status`.
-    pub who: registry::Registration,
-    pub _address_slot: SessionSlot<IpAddr>,
+    who: registry::Registration,
+    _address_slot: SessionSlot<IpAddr>,
     /// Held from a successful login on, for the per-user session limit.
-    pub user_slot: Option<SessionSlot<String>>,
-    pub user: String,
+    user_slot: Option<SessionSlot<String>>,
+    user: String,
 }
 
 /// Resolves once the drain deadline has passed.
@@ -80,6 +80,42 @@ async fn drain_deadline(closing: &tokio::sync::watch::Sender<Lifecycle>) {
 }
 
 impl Driver {
+    /// The driver of an admitted session: its core (greeting queued), the
+    /// client's control connection (TLS already, for implicit FTPS), its
+    /// line in `ftpgate who`, and the per-address slot it holds.
+    pub fn new(
+        ctx: Arc<SessionContext>,
+        id: u64,
+        client: ClientControl,
+        config: core::CoreConfig,
+        proxy_from: Option<crate::config::ProxySenders>,
+        acceptor: Option<SessionAcceptors>,
+        address_slot: SessionSlot<IpAddr>,
+    ) -> Driver {
+        let (client_peer, client_local) = (config.client_peer, config.client_local);
+        let client_tls = client.is_tls().then(|| client_tls(&client));
+        Driver {
+            core: Core::new(ContextEnv(Arc::clone(&ctx)), config, client_tls),
+            who: ctx.registry.register(id, client_peer),
+            ctx,
+            client,
+            client_dead: false,
+            backend: BackendSide::detached(),
+            client_peer,
+            client_local,
+            proxy_from,
+            acceptor,
+            data: None,
+            plan: None,
+            transfer_started: None,
+            deadlines: [None; Timer::ALL.len()],
+            drain_seen: false,
+            _address_slot: address_slot,
+            user_slot: None,
+            user: String::new(),
+        }
+    }
+
     /// Runs the session until the core closes it, or the drain deadline.
     pub async fn run(&mut self) {
         let closing = Arc::clone(&self.ctx.closing);
@@ -519,7 +555,7 @@ impl Driver {
 }
 
 /// What the core needs to know about the client's TLS.
-pub(super) fn client_tls(client: &ClientControl) -> ClientTls {
+fn client_tls(client: &ClientControl) -> ClientTls {
     let certificate_names = client
         .peer_certificates()
         .map(|chain| chain.first().map(|leaf| crate::tls::certificate_names(leaf.as_ref())).unwrap_or_default());

@@ -16,7 +16,7 @@ mod driver;
 mod throttle;
 mod unwind;
 
-use super::context::{SessionContext, SharedStateDown};
+use super::context::{SessionContext, SessionSlot, SharedStateDown};
 use super::limits;
 use crate::cluster::leases::Counted;
 use crate::config::{ClientTlsMode, ListenerSettings};
@@ -24,6 +24,7 @@ use crate::metrics::{GaugeGuard, Metrics};
 use crate::protocol::{codes, Reply};
 use crate::session::core;
 use crate::tls::stream::ClientStream;
+use crate::tls::SessionAcceptors;
 use control::ClientControl;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,10 +35,10 @@ use tracing::{debug, info, warn, Instrument};
 /// Bound on any TLS handshake on a control connection.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Runs one client session to its end. Never panics on peer input; every exit
-/// path closes both control connections and any data channel.
-/// `proxied` is the client's address from a PROXY protocol header, if the
-/// listener takes one.
+/// Runs one client session to its end: admission, implicit TLS, then the
+/// driver. Never panics on peer input; every exit path closes both control
+/// connections and any data channel. `proxied` is the client's address from
+/// a PROXY protocol header, if the listener takes one.
 pub async fn run(
     client: TcpStream,
     listener: ListenerSettings,
@@ -53,18 +54,8 @@ pub async fn run(
     async move {
         let _open = GaugeGuard::new(&ctx.metrics, |m| &m.sessions_open);
         let _running = ctx.sessions.enter();
-        let tls_label = match mode {
-            ClientTlsMode::Off => "off",
-            ClientTlsMode::Explicit => "explicit",
-            ClientTlsMode::Required => "required",
-            ClientTlsMode::Implicit => "implicit",
-        };
-        ctx.metrics.session_opened(listener.address, tls_label);
-        let _ = client.set_nodelay(true);
-        // Clients send ABOR as urgent data (Python's ftplib sends the whole line
-        // with MSG_OOB); inline delivery keeps that byte in the command stream
-        // instead of losing the line's LF.
-        let _ = socket2::SockRef::from(&client).set_out_of_band_inline(true);
+        ctx.metrics.session_opened(listener.address, tls_label(mode));
+        prepare_socket(&client);
         // One acceptor per session: its session cache binds data connections to
         // this control connection.
         let acceptor = match (mode, &ctx.client_tls) {
@@ -78,93 +69,16 @@ pub async fn run(
             },
         };
         let mut client = ClientControl::new(ClientStream::Plain(client));
-        let policy = ctx.policy();
-        let per_address =
-            limits::combined(ctx.settings.max_sessions_per_address, policy.login.max_sessions_per_address);
-        let ip = client_peer.ip();
-        let (refusal, reason, address_slot) = match (policy.admit(ip), ctx.banned_for(ip).await) {
-            (Err(d), _) => (Some(d.reason), "policy", None),
-            (Ok(_), Err(SharedStateDown)) => {
-                (Some("shared login state unreachable; try again later".to_string()), "cluster", None)
-            }
-            (Ok(_), Ok(Some(left))) => {
-                // Its login is refused before it can try.
-                Metrics::inc(&ctx.metrics.logins_refused);
-                let why = format!("too many failed logins from your address; try again in {} s", left.as_secs() + 1);
-                (Some(why), "banned", None)
-            }
-            (Ok(_), Ok(None)) => {
-                match ctx.take_slot(&ctx.per_address, ctx.address_key(ip), Counted::Address, per_address).await {
-                    Ok(slot) => (None, "address_limit", slot),
-                    Err(SharedStateDown) => {
-                        (Some("shared login state unreachable; try again later".to_string()), "cluster", None)
-                    }
-                }
-            }
+        let address_slot = match admit(&ctx, client_peer.ip()).await {
+            Ok(slot) => slot,
+            Err(refusal) => return refuse(&ctx, &mut client, mode, refusal).await,
         };
-        let Some(address_slot) = address_slot else {
-            let why = refusal.unwrap_or_else(|| format!("too many sessions from your address (limit {per_address})"));
-            ctx.metrics.count_denial("connect");
-            ctx.metrics.session_refused(reason);
-            info!(target: "ftpgate::audit", why, "connection refused");
-            // Implicit-TLS clients expect a handshake first; they get a plain close.
-            if mode != ClientTlsMode::Implicit {
-                let _ =
-                    client.send(&Reply::single(codes::NOT_AVAILABLE, &format!("Service not available: {why}"))).await;
-            }
-            client.close_after_reply().await;
+        if mode == ClientTlsMode::Implicit && !implicit_tls(&ctx, &mut client, acceptor.as_ref()).await {
             return;
-        };
-        if mode == ClientTlsMode::Implicit {
-            let Some(acceptor) = &acceptor else { return };
-            let started = Instant::now();
-            let upgraded = client.upgrade(&acceptor.control, TLS_HANDSHAKE_TIMEOUT).await;
-            ctx.metrics.latency.client_tls_handshake.observe(started.elapsed().as_secs_f64());
-            if let Err(e) = upgraded {
-                Metrics::inc(&ctx.metrics.tls_client_failures);
-                warn!(error = %e, "implicit TLS handshake with client failed");
-                return;
-            }
-            Metrics::inc(&ctx.metrics.tls_client_control);
-            ctx.metrics.tls_version("client_control", client.tls_version());
         }
-        let client_tls = client.is_tls().then(|| driver::client_tls(&client));
-        let s = &ctx.settings;
-        let config = core::CoreConfig {
-            mode,
-            tls_offered: acceptor.is_some(),
-            client_peer,
-            client_local,
-            public_address: s.public_address,
-            banner: s.banner.clone(),
-            idle: s.idle_control,
-            login_timeout: s.login_timeout,
-            backend_reply: s.backend_reply,
-            data_connect: s.data_connect,
-            client_cert_user_match: s.client_cert_user_match,
-            max_bad_commands: s.max_bad_commands,
-            max_bad_commands_after_login: s.max_bad_commands_after_login,
-        };
-        let mut session = driver::Driver {
-            core: core::Core::new(driver::ContextEnv(Arc::clone(&ctx)), config, client_tls),
-            ctx: Arc::clone(&ctx),
-            client,
-            client_dead: false,
-            backend: backend::BackendSide::detached(),
-            client_peer,
-            client_local,
-            proxy_from: listener.proxy_protocol.then(|| listener.proxy_from.clone()),
-            acceptor,
-            data: None,
-            plan: None,
-            transfer_started: None,
-            deadlines: [None; core::Timer::ALL.len()],
-            drain_seen: false,
-            who: ctx.registry.register(id, client_peer),
-            _address_slot: address_slot,
-            user_slot: None,
-            user: String::new(),
-        };
+        let config = core_config(&ctx, mode, acceptor.is_some(), client_peer, client_local);
+        let proxy_from = listener.proxy_protocol.then(|| listener.proxy_from.clone());
+        let mut session = driver::Driver::new(Arc::clone(&ctx), id, client, config, proxy_from, acceptor, address_slot);
         info!(tls = ?mode, "session opened");
         let ran = unwind::CatchUnwind::new(session.run()).await;
         if let Err(panic) = ran {
@@ -177,4 +91,113 @@ pub async fn run(
     }
     .instrument(span)
     .await
+}
+
+fn tls_label(mode: ClientTlsMode) -> &'static str {
+    match mode {
+        ClientTlsMode::Off => "off",
+        ClientTlsMode::Explicit => "explicit",
+        ClientTlsMode::Required => "required",
+        ClientTlsMode::Implicit => "implicit",
+    }
+}
+
+fn prepare_socket(client: &TcpStream) {
+    let _ = client.set_nodelay(true);
+    // Clients send ABOR as urgent data (Python's ftplib sends the whole line
+    // with MSG_OOB); inline delivery keeps that byte in the command stream
+    // instead of losing the line's LF.
+    let _ = socket2::SockRef::from(client).set_out_of_band_inline(true);
+}
+
+/// Why a connecting client is turned away before its greeting.
+struct Refusal {
+    /// The label in `ftpgate_sessions_refused_total{reason}`.
+    reason: &'static str,
+    /// What the client hears after "Service not available: ".
+    why: String,
+}
+
+/// The checks at connect, in order: the policy's networks, a ban on the
+/// address, then a slot under the per-address limit (IPv6 by prefix).
+async fn admit(ctx: &SessionContext, ip: std::net::IpAddr) -> Result<SessionSlot<std::net::IpAddr>, Refusal> {
+    let policy = ctx.policy();
+    let cluster_down = || Refusal { reason: "cluster", why: "shared login state unreachable; try again later".into() };
+    if let Err(d) = policy.admit(ip) {
+        return Err(Refusal { reason: "policy", why: d.reason });
+    }
+    match ctx.banned_for(ip).await {
+        Err(SharedStateDown) => return Err(cluster_down()),
+        Ok(Some(left)) => {
+            // Its login is refused before it can try.
+            Metrics::inc(&ctx.metrics.logins_refused);
+            let why = format!("too many failed logins from your address; try again in {} s", left.as_secs() + 1);
+            return Err(Refusal { reason: "banned", why });
+        }
+        Ok(None) => {}
+    }
+    let per_address = limits::combined(ctx.settings.max_sessions_per_address, policy.login.max_sessions_per_address);
+    match ctx.take_slot(&ctx.per_address, ctx.address_key(ip), Counted::Address, per_address).await {
+        Ok(Some(slot)) => Ok(slot),
+        Ok(None) => Err(Refusal {
+            reason: "address_limit",
+            why: format!("too many sessions from your address (limit {per_address})"),
+        }),
+        Err(SharedStateDown) => Err(cluster_down()),
+    }
+}
+
+/// Counts and logs a refusal, tells the client why (`421`; implicit-TLS
+/// clients expect a handshake first and get a plain close), and closes.
+async fn refuse(ctx: &SessionContext, client: &mut ClientControl, mode: ClientTlsMode, r: Refusal) {
+    ctx.metrics.count_denial("connect");
+    ctx.metrics.session_refused(r.reason);
+    info!(target: "ftpgate::audit", why = r.why, "connection refused");
+    if mode != ClientTlsMode::Implicit {
+        let _ = client.send(&Reply::single(codes::NOT_AVAILABLE, &format!("Service not available: {}", r.why))).await;
+    }
+    client.close_after_reply().await;
+}
+
+/// Implicit FTPS: the handshake comes before the greeting. `false`: it
+/// failed (counted and logged) and the session ends.
+async fn implicit_tls(ctx: &SessionContext, client: &mut ClientControl, acceptor: Option<&SessionAcceptors>) -> bool {
+    let Some(acceptor) = acceptor else { return false };
+    let started = Instant::now();
+    let upgraded = client.upgrade(&acceptor.control, TLS_HANDSHAKE_TIMEOUT).await;
+    ctx.metrics.latency.client_tls_handshake.observe(started.elapsed().as_secs_f64());
+    if let Err(e) = upgraded {
+        Metrics::inc(&ctx.metrics.tls_client_failures);
+        warn!(error = %e, "implicit TLS handshake with client failed");
+        return false;
+    }
+    Metrics::inc(&ctx.metrics.tls_client_control);
+    ctx.metrics.tls_version("client_control", client.tls_version());
+    true
+}
+
+/// The core's settings for one session, from the process settings.
+fn core_config(
+    ctx: &SessionContext,
+    mode: ClientTlsMode,
+    tls_offered: bool,
+    client_peer: SocketAddr,
+    client_local: SocketAddr,
+) -> core::CoreConfig {
+    let s = &ctx.settings;
+    core::CoreConfig {
+        mode,
+        tls_offered,
+        client_peer,
+        client_local,
+        public_address: s.public_address,
+        banner: s.banner.clone(),
+        idle: s.idle_control,
+        login_timeout: s.login_timeout,
+        backend_reply: s.backend_reply,
+        data_connect: s.data_connect,
+        client_cert_user_match: s.client_cert_user_match,
+        max_bad_commands: s.max_bad_commands,
+        max_bad_commands_after_login: s.max_bad_commands_after_login,
+    }
 }

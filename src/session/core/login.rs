@@ -4,7 +4,8 @@
 //! logging in, through to the backend or as a bastion user checked here.
 
 use super::*;
-use crate::policy::{Denial, SessionView, Verdict};
+use crate::policy::limits::TransferLimits;
+use crate::policy::{Denial, Network, Policy, SessionView, Verdict};
 
 /// `SYST` before login: what nearly every server says, and what clients
 /// expect for listing parsers; it names no software.
@@ -22,12 +23,15 @@ impl<E: Env> Core<E> {
             return self.reply(codes::NOT_LOGGED_IN, &text);
         }
         let policy = self.env.policy();
-        if let Err(d) = policy.admit(self.config.client_peer.ip()) {
-            // A reload removed this client's network.
-            self.metrics().count_command(cmd.verb.as_str(), "denied");
-            self.deny(&cmd, &d);
-            return self.close();
-        }
+        let network = match policy.admit(self.config.client_peer.ip()) {
+            Ok(network) => network,
+            Err(d) => {
+                // A reload removed this client's network.
+                self.metrics().count_command(cmd.verb.as_str(), "denied");
+                self.deny(&cmd, &d);
+                return self.close();
+            }
+        };
         if matches!(cmd.verb, Verb::User | Verb::Pass) {
             let limit = policy.login.max_sessions_per_user;
             let user = (cmd.verb == Verb::User && limit > 0).then(|| cmd.arg_str().unwrap_or("").to_string());
@@ -35,7 +39,7 @@ impl<E: Env> Core<E> {
             self.waiting = Waiting::LoginCheck(cmd);
             return;
         }
-        self.evaluate(cmd);
+        self.evaluate_on(&policy, network, cmd);
     }
 
     pub(super) fn on_login_checked(&mut self, gate: LoginGate) {
@@ -60,10 +64,18 @@ impl<E: Env> Core<E> {
         self.resume_if_idle();
     }
 
-    /// The policy's rules for `cmd`.
+    /// The policy's rules for `cmd` after a wait (the login checks), with
+    /// the policy as it is now.
     fn evaluate(&mut self, cmd: Command) {
         let policy = self.env.policy();
         let Ok(network) = policy.admit(self.config.client_peer.ip()) else { return self.close() };
+        self.evaluate_on(&policy, network, cmd);
+    }
+
+    /// The policy's rules for `cmd` from the client's `network`: one
+    /// evaluation per command, the transfer limits included (they travel
+    /// with the command to its start).
+    fn evaluate_on(&mut self, policy: &Policy, network: &Network, cmd: Command) {
         let view = SessionView {
             network,
             tls: self.client_tls.is_some(),
@@ -76,13 +88,15 @@ impl<E: Env> Core<E> {
             previous: self.previous.as_ref(),
             data_ready: self.data.is_some(),
         };
-        let denial = match policy.evaluate(&view, &cmd) {
+        let verdict = policy.evaluate(&view, &cmd);
+        let limits = cmd.verb.transfer_direction().map(|_| policy.limits_for(self.user.as_deref(), network));
+        let denial = match verdict {
             Verdict::Allow => None,
             Verdict::Deny(d) => Some(d),
             Verdict::AllowIfNew { path, denial } if self.backend_open => {
                 // Asked with SIZE, which every server here answers with 213 for a file.
-                return self
-                    .ask_backend(Command::new(Verb::Size, Some(&path)), Pending::OverwriteCheck { cmd, denial });
+                let check = Pending::OverwriteCheck { cmd, denial, limits };
+                return self.ask_backend(Command::new(Verb::Size, Some(&path)), check);
             }
             Verdict::AllowIfNew { .. } => None,
         };
@@ -93,7 +107,7 @@ impl<E: Env> Core<E> {
             }
             None => {
                 self.metrics().count_command(cmd.verb.as_str(), "allowed");
-                self.allowed(cmd);
+                self.allowed(cmd, limits);
             }
         }
     }
@@ -138,8 +152,8 @@ impl<E: Env> Core<E> {
     }
 
     /// A command the policy let through: answered before a backend exists,
-    /// or run.
-    pub(super) fn allowed(&mut self, cmd: Command) {
+    /// or run. `limits`: a transfer's, decided with its verdict.
+    pub(super) fn allowed(&mut self, cmd: Command, limits: Option<TransferLimits>) {
         if cmd.verb == Verb::User && self.config.client_cert_user_match {
             let name = cmd.arg_str().unwrap_or("");
             if !self.matches_certificate(name) {
@@ -163,7 +177,7 @@ impl<E: Env> Core<E> {
                 _ => return self.before_backend(cmd),
             }
         }
-        self.dispatch(cmd);
+        self.dispatch(cmd, limits);
     }
 
     /// The front door: what ftpgate answers itself before a backend exists,
@@ -211,14 +225,14 @@ impl<E: Env> Core<E> {
     }
 
     /// Runs an allowed command.
-    pub(super) fn dispatch(&mut self, cmd: Command) {
+    pub(super) fn dispatch(&mut self, cmd: Command, limits: Option<TransferLimits>) {
         self.previous = Some(cmd.verb.clone());
         match cmd.verb.clone() {
             Verb::Pasv | Verb::Epsv => self.passive(cmd),
             Verb::Port | Verb::Eprt => self.active(&cmd),
             v if v.transfer_direction().is_some() => {
                 let direction = v.transfer_direction().unwrap_or(TransferDirection::Download);
-                self.start_transfer(cmd, direction)
+                self.start_transfer(cmd, direction, limits.unwrap_or_default())
             }
             Verb::Feat => self.ask_backend(cmd, Pending::Feat),
             Verb::Auth => self.auth(&cmd),

@@ -75,6 +75,7 @@ enum Pending {
     OverwriteCheck {
         cmd: Command,
         denial: crate::policy::Denial,
+        limits: Option<crate::policy::limits::TransferLimits>,
     },
     /// `REST 0` after a refused transfer; `then` is the refusal.
     ClearRest {
@@ -486,12 +487,12 @@ impl<E: Env> Core<E> {
             Pending::Login(cmd) => self.on_login_reply(cmd, r),
             Pending::DeferredUser(pass) => self.on_deferred_user_reply(pass, r),
             Pending::AppendSize(s) => self.on_append_size(s, &r),
-            Pending::OverwriteCheck { cmd, denial } => {
+            Pending::OverwriteCheck { cmd, denial, limits } => {
                 if r.code == codes::FILE_STATUS {
                     self.deny(&cmd, &denial);
                 } else {
                     self.metrics().count_command(cmd.verb.as_str(), "allowed");
-                    self.allowed(cmd);
+                    self.allowed(cmd, limits);
                 }
                 self.resume_if_idle();
             }

@@ -5,7 +5,7 @@
 //! commands sent before `ABOR`, then `ABOR`'s).
 
 use super::*;
-use crate::policy::limits::size_text;
+use crate::policy::limits::{size_text, TransferLimits};
 use crate::relay::RelayEnd;
 use crate::session::verdict;
 
@@ -125,15 +125,11 @@ impl<E: Env> Core<E> {
         crate::policy::path::resolve(&self.cwd, cmd.arg.as_deref().unwrap_or_default())
     }
 
-    pub(super) fn start_transfer(&mut self, cmd: Command, direction: TransferDirection) {
+    /// `limits`: decided with the command's verdict (`evaluate_on`).
+    pub(super) fn start_transfer(&mut self, cmd: Command, direction: TransferDirection, limits: TransferLimits) {
         // The policy refuses transfers without a data setup; this is the backstop.
         let Some(setup) = self.data.take() else {
             return self.reply(codes::BAD_SEQUENCE, &format!("Use PASV, EPSV, PORT or EPRT before {}", cmd.verb));
-        };
-        let policy = self.env.policy();
-        let limits = match policy.admit(self.config.client_peer.ip()) {
-            Ok(network) => policy.limits_for(self.user.as_deref(), network),
-            Err(_) => Default::default(),
         };
         let (mut cap, mut used) = (None, 0);
         if let (TransferDirection::Upload, Some(max)) = (direction, limits.max_upload_size) {
