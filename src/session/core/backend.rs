@@ -18,6 +18,94 @@ pub enum BackendSecurity {
     ExplicitTls,
 }
 
+/// The backend control connection as the core knows it: one state at a
+/// time, each owning only what is true in it.
+#[derive(Debug)]
+pub(super) enum BackendLink {
+    /// No backend connection yet (before login). `replay`: what the client
+    /// said before login that the backend must hear too (`HOST`, `OPTS UTF8`).
+    Detached { replay: Vec<Command> },
+    /// Asked of the driver (`ConnectBackend`), not connected yet.
+    Connecting(Opening),
+    /// Connected: greeting, ftpgate's own FTPS and the replay under way.
+    /// Replies are read; the client's commands wait.
+    Opening(Conn, Opening),
+    /// Takes the client's commands.
+    Open(Conn),
+}
+
+/// A connected backend control connection.
+#[derive(Debug)]
+pub(super) struct Conn {
+    /// Its control address: data connections go to this host.
+    peer: SocketAddr,
+    /// The named backend; `None`: the default.
+    name: Option<String>,
+    /// Cleared once it refuses EPSV; PASV is used from then on.
+    pub(super) epsv: bool,
+    /// QUIT went to it, or it is gone: nothing more is sent at the end.
+    pub(super) quit_sent: bool,
+}
+
+impl BackendLink {
+    pub(super) fn new() -> BackendLink {
+        BackendLink::Detached { replay: Vec::new() }
+    }
+
+    fn conn(&self) -> Option<&Conn> {
+        match self {
+            BackendLink::Opening(c, _) | BackendLink::Open(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    pub(super) fn conn_mut(&mut self) -> Option<&mut Conn> {
+        match self {
+            BackendLink::Opening(c, _) | BackendLink::Open(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Connected: its replies are read.
+    pub(super) fn connected(&self) -> bool {
+        self.conn().is_some()
+    }
+
+    /// Takes the client's commands.
+    pub(super) fn is_open(&self) -> bool {
+        matches!(self, BackendLink::Open(_))
+    }
+
+    /// The named backend of the connection; `None`: the default, or none.
+    pub(super) fn name(&self) -> Option<&str> {
+        self.conn().and_then(|c| c.name.as_deref())
+    }
+
+    pub(super) fn peer(&self) -> Option<SocketAddr> {
+        self.conn().map(|c| c.peer)
+    }
+
+    /// Whether QUIT is still to be sent to it when the session closes.
+    pub(super) fn owes_quit(&self) -> bool {
+        self.conn().is_some_and(|c| !c.quit_sent)
+    }
+
+    /// QUIT went, or the connection is gone: nothing more to say to it.
+    pub(super) fn quit_sent(&mut self) {
+        if let Some(c) = self.conn_mut() {
+            c.quit_sent = true;
+        }
+    }
+
+    /// What to replay once a backend is open; `None` once one was asked for.
+    pub(super) fn replay_mut(&mut self) -> Option<&mut Vec<Command>> {
+        match self {
+            BackendLink::Detached { replay } => Some(replay),
+            _ => None,
+        }
+    }
+}
+
 /// A backend connection on its way to taking commands.
 #[derive(Debug)]
 pub(super) struct Opening {
@@ -42,8 +130,8 @@ impl<E: Env> Core<E> {
     /// `None`: the default pool); `then` runs once it is ready.
     pub(super) fn open_backend(&mut self, name: Option<String>, then: AfterOpen) {
         self.out.push_back(Output::ConnectBackend { name });
-        let replay = std::mem::take(&mut self.replay).into();
-        self.opening = Some(Opening { then, security: BackendSecurity::Plain, replay });
+        let replay = self.backend.replay_mut().map(std::mem::take).unwrap_or_default().into();
+        self.backend = BackendLink::Connecting(Opening { then, security: BackendSecurity::Plain, replay });
         self.waiting = Waiting::BackendConnect;
     }
 
@@ -51,21 +139,26 @@ impl<E: Env> Core<E> {
         if !matches!(self.waiting, Waiting::BackendConnect) {
             return;
         }
-        let Some(opening) = &mut self.opening else { return };
+        let BackendLink::Connecting(mut opening) = std::mem::replace(&mut self.backend, BackendLink::new()) else {
+            return;
+        };
         opening.security = security;
         // A new connection: whatever the last one was (a bastion user may move
         // to another backend), it takes no commands until it is ready.
-        self.backend_connected = true;
-        self.backend_open = false;
-        self.backend_quit = false;
-        self.backend_peer = Some(peer);
-        self.backend_name = name;
-        self.backend_epsv = true;
+        let conn = Conn { peer, name, epsv: true, quit_sent: false };
+        self.backend = BackendLink::Opening(conn, opening);
         self.expect_backend(Pending::Opening(OpenStep::Greeting), self.config.backend_reply);
     }
 
+    fn opening_mut(&mut self) -> Option<&mut Opening> {
+        match &mut self.backend {
+            BackendLink::Opening(_, o) => Some(o),
+            _ => None,
+        }
+    }
+
     pub(super) fn on_opening_reply(&mut self, step: OpenStep, r: Reply) {
-        let security = self.opening.as_ref().map_or(BackendSecurity::Plain, |o| o.security);
+        let security = self.opening_mut().map_or(BackendSecurity::Plain, |o| o.security);
         match (step, r.code) {
             (OpenStep::Greeting, codes::READY) => match security {
                 BackendSecurity::ExplicitTls => {
@@ -115,16 +208,14 @@ impl<E: Env> Core<E> {
     }
 
     fn replay_next(&mut self) {
-        if let Some(cmd) = self.opening.as_mut().and_then(|o| o.replay.pop_front()) {
+        if let Some(cmd) = self.opening_mut().and_then(|o| o.replay.pop_front()) {
             return self.ask_backend(cmd, Pending::Opening(OpenStep::Replay));
         }
-        let Some(opening) = self.opening.take() else { return };
-        self.backend_open = true;
-        info!(
-            backend = %self.backend_peer.map(|p| p.to_string()).unwrap_or_default(),
-            name = self.backend_name.as_deref().unwrap_or("default"),
-            "backend control connection open"
-        );
+        let BackendLink::Opening(conn, opening) = std::mem::replace(&mut self.backend, BackendLink::new()) else {
+            return;
+        };
+        info!(backend = %conn.peer, name = conn.name.as_deref().unwrap_or("default"), "backend control connection open");
+        self.backend = BackendLink::Open(conn);
         self.waiting = Waiting::Command;
         match opening.then {
             AfterOpen::Bastion(name) => self.bastion_backend_login(name),

@@ -66,7 +66,7 @@ impl<E: Env> Core<E> {
     /// commands, so the bad command itself was answered first.
     pub(super) fn too_many_bad_commands(&mut self) -> bool {
         let limit =
-            if self.logged_in { self.config.max_bad_commands_after_login } else { self.config.max_bad_commands };
+            if self.login.logged_in { self.config.max_bad_commands_after_login } else { self.config.max_bad_commands };
         if limit == 0 || self.bad.count <= limit {
             return false;
         }

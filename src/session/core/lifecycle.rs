@@ -13,8 +13,8 @@ impl<E: Env> Core<E> {
                 self.reply(codes::NOT_AVAILABLE, &format!("Idle timeout ({secs} s); closing control connection"));
                 self.close();
             }
-            (Timer::Login, _) if !self.logged_in => {
-                self.login_overdue = true;
+            (Timer::Login, _) if !self.login.logged_in => {
+                self.login.overdue = true;
                 if matches!(self.waiting, Waiting::Command) {
                     self.login_timeout();
                 }
@@ -60,7 +60,7 @@ impl<E: Env> Core<E> {
             }
         }
         self.reply(codes::NOT_AVAILABLE, &format!("Service not available: {text}"));
-        self.backend_quit = true;
+        self.backend.quit_sent();
         self.close();
     }
 

@@ -11,12 +11,37 @@ use crate::policy::{Denial, Network, Policy, SessionView, Verdict};
 /// expect for listing parsers; it names no software.
 const SYST_REPLY: &str = "UNIX Type: L8";
 
+/// Who the client is, as far as its login got.
+#[derive(Debug, Default)]
+pub(super) struct LoginState {
+    /// The name in the last USER.
+    pub(super) user: Option<String>,
+    /// A USER answered by ftpgate itself, waiting for its PASS.
+    pub(super) awaiting: AwaitingPass,
+    pub(super) logged_in: bool,
+    /// The login deadline passed while the session was busy.
+    pub(super) overdue: bool,
+}
+
+/// A USER that ftpgate answered `331` itself.
+#[derive(Debug, Default)]
+pub(super) enum AwaitingPass {
+    #[default]
+    Nothing,
+    /// A bastion user: its PASS is checked by ftpgate.
+    Bastion(String),
+    /// A pass-through user: the backend is opened only when PASS comes
+    /// (then USER and PASS go to it), so a client that never sends one holds
+    /// no backend connection.
+    Deferred(Command),
+}
+
 impl<E: Env> Core<E> {
     /// One command from the queue, from the top.
     pub(super) fn run_command(&mut self, cmd: Command) {
         debug!(command = %cmd, "client command");
         if self.config.mode == ClientTlsMode::Required
-            && self.client_tls.is_none()
+            && self.protection.tls.is_none()
             && !crate::protocol::command::ALLOWED_BEFORE_TLS.contains(&cmd.verb.as_str())
         {
             let text = format!("TLS required on this listener: send AUTH TLS before {}", cmd.verb);
@@ -78,22 +103,22 @@ impl<E: Env> Core<E> {
     fn evaluate_on(&mut self, policy: &Policy, network: &Network, cmd: Command) {
         let view = SessionView {
             network,
-            tls: self.client_tls.is_some(),
-            pbsz: self.pbsz,
-            prot_private: self.prot_private,
+            tls: self.protection.tls.is_some(),
+            pbsz: self.protection.pbsz,
+            prot_private: self.protection.prot_private,
             client_cert: self.has_certificate(),
-            user: self.user.as_deref(),
-            logged_in: self.logged_in,
+            user: self.login.user.as_deref(),
+            logged_in: self.login.logged_in,
             cwd: &self.cwd,
             previous: self.previous.as_ref(),
-            data_ready: self.data.is_some(),
+            data_ready: self.transfers.setup.is_some(),
         };
         let verdict = policy.evaluate(&view, &cmd);
-        let limits = cmd.verb.transfer_direction().map(|_| policy.limits_for(self.user.as_deref(), network));
+        let limits = cmd.verb.transfer_direction().map(|_| policy.limits_for(self.login.user.as_deref(), network));
         let denial = match verdict {
             Verdict::Allow => None,
             Verdict::Deny(d) => Some(d),
-            Verdict::AllowIfNew { path, denial } if self.backend_open => {
+            Verdict::AllowIfNew { path, denial } if self.backend.is_open() => {
                 // Asked with SIZE, which every server here answers with 213 for a file.
                 let check = Pending::OverwriteCheck { cmd, denial, limits };
                 return self.ask_backend(Command::new(Verb::Size, Some(&path)), check);
@@ -142,7 +167,7 @@ impl<E: Env> Core<E> {
     fn log_denial(&self, cmd: &Command, d: &Denial) {
         info!(
             target: "ftpgate::audit",
-            user = self.user.as_deref().unwrap_or("-"),
+            user = self.login.user.as_deref().unwrap_or("-"),
             command = %cmd.verb,
             rule = %d.rule,
             code = d.code,
@@ -164,15 +189,15 @@ impl<E: Env> Core<E> {
                     .reply(codes::NOT_LOGGED_IN, "Login refused: user name does not match your client certificate");
             }
         }
-        if !self.backend_open {
+        if !self.backend.is_open() {
             match cmd.verb {
                 Verb::Auth | Verb::Pbsz | Verb::Prot | Verb::Ccc | Verb::Rein => {}
                 Verb::User => {}
-                Verb::Pass if self.bastion_pending.is_some() => {}
-                Verb::Pass if self.deferred_user.is_some() => {
+                Verb::Pass if matches!(self.login.awaiting, AwaitingPass::Bastion(_)) => {}
+                Verb::Pass if matches!(self.login.awaiting, AwaitingPass::Deferred(_)) => {
                     // As dispatch would: the ordering rules see this PASS.
                     self.previous = Some(Verb::Pass);
-                    return self.open_backend(self.backend_name.clone(), AfterOpen::Login(cmd));
+                    return self.open_backend(self.backend.name().map(str::to_string), AfterOpen::Login(cmd));
                 }
                 _ => return self.before_backend(cmd),
             }
@@ -186,7 +211,7 @@ impl<E: Env> Core<E> {
     fn before_backend(&mut self, cmd: Command) {
         match cmd.verb {
             Verb::Quit => {
-                self.backend_quit = true;
+                self.backend.quit_sent();
                 self.reply(codes::CLOSING, "Goodbye.");
                 self.close();
             }
@@ -203,7 +228,9 @@ impl<E: Env> Core<E> {
                 let arg = cmd.arg_str().unwrap_or("").to_ascii_uppercase();
                 if arg == "UTF8" || arg == "UTF8 ON" {
                     // Replayed to the backend once it is connected.
-                    self.replay.push(cmd);
+                    if let Some(replay) = self.backend.replay_mut() {
+                        replay.push(cmd);
+                    }
                     self.reply(codes::OK, "Always in UTF8 mode.");
                 } else {
                     self.reply(codes::BAD_ARGUMENT, "Option not understood before login.");
@@ -215,8 +242,10 @@ impl<E: Env> Core<E> {
                 } else {
                     // RFC 7151: the backend's virtual host is chosen at login,
                     // so HOST goes to the backend before USER does.
-                    self.replay.retain(|c| c.verb != Verb::Host);
-                    self.replay.push(cmd);
+                    if let Some(replay) = self.backend.replay_mut() {
+                        replay.retain(|c| c.verb != Verb::Host);
+                        replay.push(cmd);
+                    }
                     self.reply(codes::READY, "Host accepted.");
                 }
             }
@@ -242,15 +271,18 @@ impl<E: Env> Core<E> {
                 self.reply(codes::POLICY_REFUSED, "CCC refused: ftpgate keeps the control connection encrypted")
             }
             Verb::Quit => {
-                self.backend_quit = true;
+                self.backend.quit_sent();
                 self.ask_backend(cmd.clone(), Pending::Forward(cmd));
             }
             // Resetting a session that may have TLS on both legs, each set up
             // on its own, is not something any client needs; vsftpd refuses too.
             Verb::Rein => self.reply(codes::NOT_IMPLEMENTED, "REIN is not supported; reconnect instead"),
             Verb::User => self.user(cmd),
-            Verb::Pass if self.bastion_pending.is_some() => {
-                let name = self.bastion_pending.take().unwrap_or_default();
+            Verb::Pass if matches!(self.login.awaiting, AwaitingPass::Bastion(_)) => {
+                let name = match std::mem::take(&mut self.login.awaiting) {
+                    AwaitingPass::Bastion(name) => name,
+                    _ => String::new(),
+                };
                 self.bastion_password(name, &cmd);
             }
             Verb::Pass | Verb::Acct => self.ask_backend(cmd.clone(), Pending::Login(cmd)),
@@ -259,13 +291,14 @@ impl<E: Env> Core<E> {
     }
 
     fn has_certificate(&self) -> bool {
-        self.client_tls.as_ref().is_some_and(|t| t.certificate_names.is_some())
+        self.protection.tls.as_ref().is_some_and(|t| t.certificate_names.is_some())
     }
 
     /// Whether `user` is one of the names in the client certificate. No
     /// certificate (no TLS yet, or mutual TLS off) never matches.
     fn matches_certificate(&self, user: &str) -> bool {
-        self.client_tls
+        self.protection
+            .tls
             .as_ref()
             .and_then(|t| t.certificate_names.as_ref())
             .is_some_and(|names| names.iter().any(|n| n == user))
@@ -273,10 +306,9 @@ impl<E: Env> Core<E> {
 
     fn user(&mut self, cmd: Command) {
         let name = cmd.arg_str().unwrap_or("").to_string();
-        self.user = Some(name.clone());
+        self.login.user = Some(name.clone());
         self.out.push_back(Output::UserNamed(name.clone()));
-        self.bastion_pending = None;
-        self.deferred_user = None;
+        self.login.awaiting = AwaitingPass::Nothing;
         let policy = self.env.policy();
         if let Some(bu) = policy.bastion_users.get(&name) {
             if bu.client_cert && !self.has_certificate() {
@@ -287,12 +319,12 @@ impl<E: Env> Core<E> {
                 };
                 return self.deny(&cmd, &d);
             }
-            self.bastion_pending = Some(name);
+            self.login.awaiting = AwaitingPass::Bastion(name);
             return self.reply(codes::NEED_PASSWORD, "Password required");
         }
-        if !self.backend_open {
+        if !self.backend.is_open() {
             // Answered here; the backend hears USER once PASS comes.
-            self.deferred_user = Some(cmd);
+            self.login.awaiting = AwaitingPass::Deferred(cmd);
             return self.reply(codes::NEED_PASSWORD, "Password required.");
         }
         self.ask_backend(cmd.clone(), Pending::Login(cmd));
@@ -300,9 +332,9 @@ impl<E: Env> Core<E> {
 
     /// The backend is open for a deferred login: USER goes first.
     pub(super) fn deferred_login(&mut self, pass: Command) {
-        match self.deferred_user.take() {
-            Some(user) => self.ask_backend(user, Pending::DeferredUser(pass)),
-            None => self.reply(codes::BAD_SEQUENCE, "Login with USER first."),
+        match std::mem::take(&mut self.login.awaiting) {
+            AwaitingPass::Deferred(user) => self.ask_backend(user, Pending::DeferredUser(pass)),
+            _ => self.reply(codes::BAD_SEQUENCE, "Login with USER first."),
         }
     }
 
@@ -334,7 +366,7 @@ impl<E: Env> Core<E> {
     /// backend so rules see paths as the backend resolves them; `then` (the
     /// `230`) goes to the client after that.
     fn logged_in(&mut self, then: Option<Reply>) {
-        self.logged_in = true;
+        self.login.logged_in = true;
         self.reset_bad_count();
         self.out.push_back(Output::Disarm(Timer::Login));
         self.out.push_back(Output::LoginSucceeded { user: self.user_name() });
@@ -370,7 +402,7 @@ impl<E: Env> Core<E> {
             self.reply(codes::NOT_LOGGED_IN, "Login incorrect.");
             return self.resume();
         };
-        if !self.backend_open || backend != self.backend_name {
+        if !self.backend.is_open() || backend.as_deref() != self.backend.name() {
             return self.open_backend(backend, AfterOpen::Bastion(name));
         }
         self.bastion_backend_login(name);
@@ -406,7 +438,7 @@ impl<E: Env> Core<E> {
         info!(
             target: "ftpgate::audit",
             user = %name,
-            backend = self.backend_name.as_deref().unwrap_or("default"),
+            backend = self.backend.name().unwrap_or("default"),
             backend_account = %account,
             "bastion login mapped to a backend account"
         );

@@ -163,56 +163,21 @@ pub struct Core<E: Env> {
     waiting: Waiting,
     queue: VecDeque<Queued>,
     out: VecDeque<Output>,
-    client_tls: Option<ClientTls>,
-    /// `PBSZ` done (RFC 4217 order: AUTH, PBSZ, PROT).
-    pbsz: bool,
-    /// `PROT P`: client data connections are TLS.
-    prot_private: bool,
-    /// Replies are read from the backend (its connection exists).
-    backend_connected: bool,
-    /// The backend connection is greeted, secured and takes commands.
-    backend_open: bool,
-    /// A backend connection on its way to `backend_open`.
-    opening: Option<backend::Opening>,
-    backend_peer: Option<SocketAddr>,
-    /// The named backend in use; `None`: the default.
-    backend_name: Option<String>,
-    /// Cleared once the backend refuses EPSV; PASV is used from then on.
-    backend_epsv: bool,
-    /// QUIT already went to the backend.
-    backend_quit: bool,
-    /// Said before login and replayed to the backend once it is open.
-    replay: Vec<Command>,
-    user: Option<String>,
-    /// A bastion user sent USER; its PASS is checked by ftpgate.
-    bastion_pending: Option<String>,
-    /// A pass-through USER answered `331` by ftpgate: the backend is opened
-    /// only when PASS comes, so a client that never sends one holds none.
-    deferred_user: Option<Command>,
-    logged_in: bool,
-    /// The login deadline passed while the session was busy.
-    login_overdue: bool,
+    /// TLS on the client's control connection and its data protection.
+    protection: security::Protection,
+    /// The backend control connection: detached, connecting, opening, open.
+    backend: backend::BackendLink,
+    /// Who the client is, as far as its login got.
+    login: login::LoginState,
+    /// Data setup, transfer modes and what the session uploaded.
+    transfers: transfer::TransferState,
     draining: bool,
-    data: Option<DataSetup>,
-    /// `EPSV ALL` (RFC 2428): every other setup command is refused.
-    epsv_all: bool,
-    /// The backend holds this REST offset for the next transfer.
-    rest_offset: Option<u64>,
-    /// TYPE I (or L 8) in force, for the transfer log.
-    binary: bool,
     /// Working directory as the backend reports it.
     cwd: Vec<u8>,
     /// Verb of the last command the policy allowed.
     previous: Option<Verb>,
-    /// Bytes uploaded per file in this session, for `max_upload_size`.
-    uploaded: HashMap<Vec<u8>, u64>,
     /// Malformed, unknown and denied commands: counted, logged sparingly.
     bad: bad_input::BadInput,
-    /// The last transfer ended without its data (its final reply a 4xx or
-    /// 5xx) and no command went to the backend since: an `ABOR` the client
-    /// sent while it still saw that transfer running gets `226`, not the
-    /// backend's "no transfer" `225`, as during the transfer.
-    transfer_cut: bool,
 }
 
 impl<E: Env> Core<E> {
@@ -220,37 +185,19 @@ impl<E: Env> Core<E> {
     /// FTPS, already up). Queues the greeting.
     pub fn new(env: E, config: CoreConfig, client_tls: Option<ClientTls>) -> Core<E> {
         let mut core = Core {
+            backend: backend::BackendLink::new(),
+            login: login::LoginState::default(),
+            transfers: transfer::TransferState::default(),
             env,
             waiting: Waiting::Command,
             queue: VecDeque::new(),
             out: VecDeque::new(),
-            client_tls,
-            pbsz: false,
-            prot_private: false,
-            backend_connected: false,
-            backend_open: false,
-            opening: None,
-            backend_peer: None,
-            backend_name: None,
-            backend_epsv: true,
-            backend_quit: false,
-            replay: Vec::new(),
-            user: None,
-            bastion_pending: None,
-            deferred_user: None,
-            logged_in: false,
-            login_overdue: false,
+            protection: security::Protection { tls: client_tls, pbsz: false, prot_private: false },
             draining: false,
-            data: None,
-            epsv_all: false,
-            rest_offset: None,
-            binary: false,
             cwd: b"/".to_vec(),
             previous: None,
-            uploaded: HashMap::new(),
             bad: Default::default(),
             config,
-            transfer_cut: false,
         };
         let banner = core.config.banner.clone();
         core.reply(codes::READY, banner.trim_end());
@@ -290,7 +237,7 @@ impl<E: Env> Core<E> {
 
     /// Whether backend replies are read: once a backend is connected.
     pub fn reads_backend(&self) -> bool {
-        self.backend_connected && !self.is_closed()
+        self.backend.connected() && !self.is_closed()
     }
 
     /// Whether a transfer is running (for the registry and the deadline).
@@ -362,13 +309,13 @@ impl<E: Env> Core<E> {
         if !self.is_closed() {
             self.log_bad_summary();
         }
-        let quit_backend = self.backend_connected && !self.backend_quit;
+        let quit_backend = self.backend.owes_quit();
         self.out.push_back(Output::Close { quit_backend });
         self.waiting = Waiting::Closed;
     }
 
     fn user_name(&self) -> String {
-        self.user.clone().unwrap_or_default()
+        self.login.user.clone().unwrap_or_default()
     }
 
     // ---- the command queue ----------------------------------------------------
@@ -397,7 +344,7 @@ impl<E: Env> Core<E> {
             if !matches!(self.waiting, Waiting::Command) {
                 return;
             }
-            if self.login_overdue && !self.logged_in {
+            if self.login.overdue && !self.login.logged_in {
                 return self.login_timeout();
             }
             if self.too_many_bad_commands() {
@@ -464,7 +411,7 @@ impl<E: Env> Core<E> {
                 let closing = r.code == codes::NOT_AVAILABLE;
                 self.send_reply(r);
                 if closing {
-                    self.backend_quit = true;
+                    self.backend.quit_sent();
                     self.close();
                 }
             }
@@ -497,7 +444,7 @@ impl<E: Env> Core<E> {
                 self.resume_if_idle();
             }
             Pending::ClearRest { then } => {
-                self.rest_offset = None;
+                self.transfers.rest_offset = None;
                 self.send_reply(then);
                 self.resume();
             }
@@ -513,7 +460,7 @@ impl<E: Env> Core<E> {
                 self.resume();
             }
             Pending::Feat => {
-                if self.backend_name.is_none() {
+                if self.backend.name().is_none() {
                     self.out.push_back(Output::FeatLearned(r.clone()));
                 }
                 let reply = self.feat_reply(Some(r));
@@ -532,7 +479,7 @@ impl<E: Env> Core<E> {
 
     /// The final reply to a command forwarded as it is.
     fn on_forwarded(&mut self, cmd: Command, mut r: Reply) {
-        if std::mem::take(&mut self.transfer_cut) && cmd.verb == Verb::Abor {
+        if std::mem::take(&mut self.transfers.cut) && cmd.verb == Verb::Abor {
             r = super::verdict::abor_reply(false, r);
         }
         let positive = r.is_positive();
@@ -540,7 +487,7 @@ impl<E: Env> Core<E> {
             Verb::Rest => {
                 // An offset the backend took but ftpgate cannot read counts
                 // as the whole cap used (no upload passes unseen).
-                self.rest_offset = (r.code == codes::PENDING)
+                self.transfers.rest_offset = (r.code == codes::PENDING)
                     .then(|| cmd.arg_str().and_then(|a| a.trim().parse().ok()).unwrap_or(u64::MAX))
             }
             Verb::Quit => {
@@ -552,7 +499,7 @@ impl<E: Env> Core<E> {
             }
             Verb::Type if positive => {
                 let t = cmd.arg_str().unwrap_or("").to_ascii_uppercase();
-                self.binary = t.starts_with('I') || t.starts_with('L');
+                self.transfers.binary = t.starts_with('I') || t.starts_with('L');
             }
             Verb::Cwd | Verb::Cdup | Verb::Xcwd | Verb::Xcup if positive => {
                 self.send_reply(r);

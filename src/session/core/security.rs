@@ -4,6 +4,18 @@
 
 use super::*;
 
+/// The client's side of RFC 4217: TLS on its control connection, then
+/// `PBSZ` and `PROT`, in that order.
+#[derive(Debug)]
+pub(super) struct Protection {
+    /// The control connection's TLS, once up.
+    pub(super) tls: Option<ClientTls>,
+    /// `PBSZ` done.
+    pub(super) pbsz: bool,
+    /// `PROT P`: client data connections are TLS.
+    pub(super) prot_private: bool,
+}
+
 impl<E: Env> Core<E> {
     /// `AUTH TLS` from the client. `AUTH SSL` and `TLS-P` are the older
     /// spellings that also imply protected data connections.
@@ -14,7 +26,7 @@ impl<E: Env> Core<E> {
                 "AUTH is not offered on this listener: ftpgate has no TLS configured here",
             );
         }
-        if self.client_tls.is_some() {
+        if self.protection.tls.is_some() {
             return self.reply(codes::BAD_SEQUENCE, "TLS is already active on this control connection");
         }
         let mechanism = cmd.arg_str().unwrap_or("").to_ascii_uppercase();
@@ -45,8 +57,8 @@ impl<E: Env> Core<E> {
         let Waiting::ClientTls { private } = self.waiting else { return };
         match result {
             Ok(tls) => {
-                self.client_tls = Some(tls);
-                self.prot_private = private;
+                self.protection.tls = Some(tls);
+                self.protection.prot_private = private;
                 debug!("client control connection secured");
                 self.resume();
             }
@@ -60,7 +72,7 @@ impl<E: Env> Core<E> {
         if cmd.arg_str().is_none_or(|a| a.parse::<u64>().is_err()) {
             return self.reply(codes::BAD_ARGUMENT, "PBSZ needs a decimal buffer size; use PBSZ 0");
         }
-        self.pbsz = true;
+        self.protection.pbsz = true;
         // The only buffer size TLS has (RFC 4217 section 8).
         self.reply(codes::OK, "PBSZ=0");
     }
@@ -68,11 +80,11 @@ impl<E: Env> Core<E> {
     pub(super) fn prot(&mut self, cmd: &Command) {
         match cmd.arg_str().map(str::to_ascii_uppercase).as_deref() {
             Some("P") => {
-                self.prot_private = true;
+                self.protection.prot_private = true;
                 self.reply(codes::OK, "Protection level set to Private: data connections use TLS");
             }
             Some("C") => {
-                self.prot_private = false;
+                self.protection.prot_private = false;
                 self.reply(codes::OK, "Protection level set to Clear: data connections are plain");
             }
             Some("S") | Some("E") => {

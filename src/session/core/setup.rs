@@ -35,7 +35,7 @@ impl<E: Env> Core<E> {
             match cmd.arg_str().map(str::to_ascii_uppercase).as_deref() {
                 None | Some("") => {}
                 Some("ALL") => {
-                    self.epsv_all = true;
+                    self.transfers.epsv_all = true;
                     return self.reply(codes::OK, "EPSV ALL accepted; PORT, EPRT and PASV are now refused");
                 }
                 Some("1") if client_v4 => {}
@@ -48,7 +48,7 @@ impl<E: Env> Core<E> {
                     );
                 }
             }
-        } else if self.epsv_all {
+        } else if self.transfers.epsv_all {
             return self.reply(codes::BAD_SEQUENCE, "PASV refused after EPSV ALL (RFC 2428)");
         }
         // Any earlier unused setup is abandoned, as a server would.
@@ -67,20 +67,20 @@ impl<E: Env> Core<E> {
     }
 
     pub(super) fn drop_data(&mut self) {
-        if self.data.take() == Some(DataSetup::Passive) {
+        if self.transfers.setup.take() == Some(DataSetup::Passive) {
             self.out.push_back(Output::DropData);
         }
     }
 
     /// Asks the backend for a passive port.
     pub(super) fn backend_passive(&mut self, purpose: PassivePurpose) {
-        let epsv = self.backend_epsv;
+        let epsv = self.backend.conn_mut().is_none_or(|c| c.epsv);
         let verb = if epsv { Verb::Epsv } else { Verb::Pasv };
         self.ask_backend(Command::new(verb, None), Pending::BackendPassive { epsv, purpose });
     }
 
     pub(super) fn on_backend_passive(&mut self, epsv: bool, purpose: PassivePurpose, r: Reply) {
-        let ip = match self.backend_peer {
+        let ip = match self.backend.peer() {
             Some(p) => p.ip(),
             None => return self.backend_failed(BackendFailure::Closed),
         };
@@ -88,7 +88,9 @@ impl<E: Env> Core<E> {
             (true, codes::EXTENDED_PASSIVE) => address::parse_229(&r.text()).map(|port| SocketAddr::new(ip, port)),
             (true, code) if EPSV_REFUSED.contains(&code) => {
                 debug!(code, "backend refused EPSV; using PASV from now on");
-                self.backend_epsv = false;
+                if let Some(c) = self.backend.conn_mut() {
+                    c.epsv = false;
+                }
                 return self.backend_passive(purpose);
             }
             (false, codes::PASSIVE) => address::parse_227(&r.text()).map(|named| {
@@ -113,7 +115,7 @@ impl<E: Env> Core<E> {
         };
         match purpose {
             PassivePurpose::Client { pasv } => {
-                self.out.push_back(Output::OpenPassive { backend, private: self.prot_private });
+                self.out.push_back(Output::OpenPassive { backend, private: self.protection.prot_private });
                 self.waiting = Waiting::PassivePort { pasv };
             }
             PassivePurpose::Transfer(s) => self.connect_active(s, backend),
@@ -134,7 +136,7 @@ impl<E: Env> Core<E> {
         match port {
             Ok(port) => {
                 debug!(port, "passive data channel prepared");
-                self.data = Some(DataSetup::Passive);
+                self.transfers.setup = Some(DataSetup::Passive);
                 match pasv {
                     Some(ip) => self.reply(codes::PASSIVE, &address::format_227(std::net::SocketAddrV4::new(ip, port))),
                     None => self.reply(codes::EXTENDED_PASSIVE, &address::format_229(port)),
@@ -149,13 +151,13 @@ impl<E: Env> Core<E> {
     }
 
     pub(super) fn active(&mut self, cmd: &Command) {
-        if self.epsv_all {
+        if self.transfers.epsv_all {
             return self.reply(codes::BAD_SEQUENCE, &format!("{} refused after EPSV ALL (RFC 2428)", cmd.verb));
         }
         match crate::session::active::check(cmd, self.config.client_peer.ip()) {
             Ok(addr) => {
                 self.drop_data();
-                self.data = Some(DataSetup::Active(addr));
+                self.transfers.setup = Some(DataSetup::Active(addr));
                 self.reply(codes::OK, &format!("{} command successful", cmd.verb));
             }
             Err(reply) => {

@@ -322,7 +322,7 @@ fn pass_through_login_counts_before_the_client_hears() {
     let mut h = harness();
     h.login();
     assert_eq!(h.core.cwd, b"/home/alice");
-    assert!(h.core.logged_in);
+    assert!(h.core.login.logged_in);
 }
 
 #[test]
@@ -529,7 +529,7 @@ fn epsv_falls_back_to_pasv_for_the_rest_of_the_session() {
 fn a_lying_227_cannot_aim_ftpgate_elsewhere() {
     let mut h = harness();
     h.login();
-    h.core.backend_epsv = false;
+    h.core.backend.conn_mut().expect("open after login").epsv = false;
     h.cmd("PASV");
     let out = h.backend(227, "Entering Passive Mode (10,0,0,99,117,48)");
     let backend = out.iter().find_map(|o| match o {

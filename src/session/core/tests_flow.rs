@@ -97,7 +97,7 @@ fn rest_is_cleared_after_a_transfer_refused_before_the_backend() {
     assert!(codes_of(&out).is_empty(), "450 after the REST is cleared");
     let out = h.backend(350, "Restarting at 0");
     assert_eq!(codes_of(&out), [450]);
-    assert!(h.core.rest_offset.is_none());
+    assert!(h.core.transfers.rest_offset.is_none());
 }
 
 #[test]
@@ -116,7 +116,7 @@ fn commands_sent_during_a_transfer_are_answered_after_it_in_order() {
     assert_eq!(codes_of(&h.backend(200, "NOOP ok")), [200]);
     assert_eq!(codes_of(&h.backend(257, "\"/home/alice\"")), [257]);
     assert_eq!(codes_of(&h.backend(200, "Binary")), [200]);
-    assert!(h.core.binary);
+    assert!(h.core.transfers.binary);
 }
 
 #[test]

@@ -11,6 +11,7 @@
 //! client left). The test prints what its cases reached and fails when they
 //! stop reaching logins, transfers and aborts.
 
+use super::login::AwaitingPass;
 use super::tests::*;
 use super::*;
 use crate::relay::Side;
@@ -291,7 +292,7 @@ impl World {
                     _ => {}
                 }
             }
-            self.logged_in |= h.core.logged_in;
+            self.logged_in |= h.core.login.logged_in;
             prop_assert_eq!(self.closed, h.core.is_closed());
         }
         Ok(())
@@ -363,8 +364,8 @@ impl World {
             Step::Client(line) if h.core.wants_client() => {
                 // Clients mostly log in first: before login, other lines
                 // often become the next step of a login.
-                let line: &str = if !h.core.logged_in && !line.starts_with("USER") && self.one_in(2) {
-                    if h.core.deferred_user.is_some() {
+                let line: &str = if !h.core.login.logged_in && !line.starts_with("USER") && self.one_in(2) {
+                    if matches!(h.core.login.awaiting, AwaitingPass::Deferred(_)) {
                         "PASS pw"
                     } else {
                         "USER alice"

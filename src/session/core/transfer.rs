@@ -56,6 +56,26 @@ pub(super) struct Finishing {
     reply: Reply,
 }
 
+/// The session's data side between transfers.
+#[derive(Debug, Default)]
+pub(super) struct TransferState {
+    /// The data connection prepared for the next transfer.
+    pub(super) setup: Option<DataSetup>,
+    /// `EPSV ALL` (RFC 2428): every other setup command is refused.
+    pub(super) epsv_all: bool,
+    /// The backend holds this REST offset for the next transfer.
+    pub(super) rest_offset: Option<u64>,
+    /// TYPE I (or L 8) in force, for the transfer log.
+    pub(super) binary: bool,
+    /// Bytes uploaded per file in this session, for `max_upload_size`.
+    pub(super) uploaded: HashMap<Vec<u8>, u64>,
+    /// The last transfer ended without its data (its final reply a 4xx or
+    /// 5xx) and no command went to the backend since: an `ABOR` the client
+    /// sent while it still saw that transfer running gets `226`, not the
+    /// backend's "no transfer" `225`, as during the transfer.
+    pub(super) cut: bool,
+}
+
 /// After `ABOR` went to the backend.
 #[derive(Debug)]
 pub(super) struct Aborting {
@@ -128,14 +148,14 @@ impl<E: Env> Core<E> {
     /// `limits`: decided with the command's verdict (`evaluate_on`).
     pub(super) fn start_transfer(&mut self, cmd: Command, direction: TransferDirection, limits: TransferLimits) {
         // The policy refuses transfers without a data setup; this is the backstop.
-        let Some(setup) = self.data.take() else {
+        let Some(setup) = self.transfers.setup.take() else {
             return self.reply(codes::BAD_SEQUENCE, &format!("Use PASV, EPSV, PORT or EPRT before {}", cmd.verb));
         };
         let (mut cap, mut used) = (None, 0);
         if let (TransferDirection::Upload, Some(max)) = (direction, limits.max_upload_size) {
             let path = (cmd.verb != Verb::Stou).then(|| self.resolve(&cmd));
-            let seen = path.as_ref().and_then(|p| self.uploaded.get(p)).copied().unwrap_or(0);
-            used = match (&cmd.verb, self.rest_offset) {
+            let seen = path.as_ref().and_then(|p| self.transfers.uploaded.get(p)).copied().unwrap_or(0);
+            used = match (&cmd.verb, self.transfers.rest_offset) {
                 // A new file (or one overwritten from its start).
                 (Verb::Stor | Verb::Stou, None | Some(0)) => 0,
                 // Resumed: the file grows from the offset on.
@@ -145,7 +165,7 @@ impl<E: Env> Core<E> {
             };
             if let Some(p) = &path {
                 if used == 0 {
-                    self.uploaded.remove(p);
+                    self.transfers.uploaded.remove(p);
                 }
             }
             cap = Some(UploadCap {
@@ -156,7 +176,7 @@ impl<E: Env> Core<E> {
         }
         let max_transfers = limits.max_transfers;
         let s = Starting { cmd, direction, setup, cap, max_transfers, limits: Some(Box::new(limits)), used };
-        if s.cmd.verb == Verb::Appe && s.cap.is_some() && self.backend_open {
+        if s.cmd.verb == Verb::Appe && s.cap.is_some() && self.backend.is_open() {
             let path = s.cap.as_ref().and_then(|c| c.path.clone()).unwrap_or_default();
             return self.ask_backend(Command::new(Verb::Size, Some(&path)), Pending::AppendSize(s));
         }
@@ -210,7 +230,7 @@ impl<E: Env> Core<E> {
     /// resets its offset on any transfer attempt).
     pub(super) fn refuse_transfer(&mut self, reply: Reply) {
         self.drop_data();
-        if self.rest_offset.is_some() {
+        if self.transfers.rest_offset.is_some() {
             return self.ask_backend(Command::new(Verb::Rest, Some(b"0")), Pending::ClearRest { then: reply });
         }
         self.send_reply(reply);
@@ -218,7 +238,7 @@ impl<E: Env> Core<E> {
 
     pub(super) fn connect_active(&mut self, s: Starting, backend: SocketAddr) {
         let DataSetup::Active(client) = s.setup else { return self.send_transfer(s) };
-        let (direction, private) = (s.direction, self.prot_private);
+        let (direction, private) = (s.direction, self.protection.prot_private);
         self.out.push_back(Output::ConnectActive { client, backend, direction, private });
         self.waiting = Waiting::ActiveConnect(s);
     }
@@ -241,7 +261,7 @@ impl<E: Env> Core<E> {
     /// timeout allows for both.
     fn send_transfer(&mut self, s: Starting) {
         self.out.push_back(Output::SetDirection(s.direction));
-        self.rest_offset = None;
+        self.transfers.rest_offset = None;
         let timeout = self.config.backend_reply + self.config.data_connect;
         self.ask_backend_within(s.cmd.clone(), Pending::TransferStart(s), timeout);
     }
@@ -257,7 +277,7 @@ impl<E: Env> Core<E> {
             }
         }
         let path = String::from_utf8_lossy(&self.resolve(&s.cmd)).into_owned();
-        info!(user = self.user.as_deref().unwrap_or("-"), command = %s.cmd, "transfer started");
+        info!(user = self.login.user.as_deref().unwrap_or("-"), command = %s.cmd, "transfer started");
         self.out.push_back(Output::StartRelay(TransferStart {
             command: s.cmd.verb.to_string(),
             path,
@@ -312,7 +332,7 @@ impl<E: Env> Core<E> {
             Waiting::BackendReply(Pending::Abor(mut a)) => {
                 // The relay stopped by ABOR: a capped upload's bytes count.
                 if let Some(p) = a.cap_path.take() {
-                    *self.uploaded.entry(p).or_insert(0) += outcome.written_to_backend();
+                    *self.transfers.uploaded.entry(p).or_insert(0) += outcome.written_to_backend();
                 }
                 self.waiting = Waiting::BackendReply(Pending::Abor(a));
             }
@@ -340,7 +360,7 @@ impl<E: Env> Core<E> {
         let mut over_cap = None;
         if let Some(cap) = t.cap.take() {
             if let Some(p) = &cap.path {
-                *self.uploaded.entry(p.clone()).or_insert(0) += written;
+                *self.transfers.uploaded.entry(p.clone()).or_insert(0) += written;
             }
             if capped {
                 Metrics::inc(&self.metrics().uploads_capped);
@@ -389,7 +409,7 @@ impl<E: Env> Core<E> {
             debug!(backend_code, code = v.reply.code, "replaced the backend's final reply");
         }
         self.metrics().transfer(transfer_kind(cmd), if v.complete { "ok" } else { "failed" });
-        self.transfer_cut = !v.reply.is_positive();
+        self.transfers.cut = !v.reply.is_positive();
         let bytes = match outcome {
             DataOutcome::Relayed(r) => r.a_to_b + r.b_to_a,
             DataOutcome::Failed(_) => 0,
@@ -403,7 +423,7 @@ impl<E: Env> Core<E> {
             complete: v.complete,
             code: v.reply.code,
             result: v.result,
-            binary: self.binary,
+            binary: self.transfers.binary,
             user: self.user_name(),
         })));
         self.send_reply(v.reply);
@@ -420,7 +440,7 @@ impl<E: Env> Core<E> {
         // when the stopped relay reports (`count_aborted_upload`).
         let mut cap_path = t.cap.as_ref().and_then(|c| c.path.clone());
         if let (Some(p), Some(o)) = (&cap_path, &t.outcome) {
-            *self.uploaded.entry(p.clone()).or_insert(0) += o.written_to_backend();
+            *self.transfers.uploaded.entry(p.clone()).or_insert(0) += o.written_to_backend();
             cap_path = None;
         }
         self.out.push_back(Output::StopData);
@@ -456,7 +476,7 @@ impl<E: Env> Core<E> {
             complete: false,
             code,
             result: result.to_string(),
-            binary: self.binary,
+            binary: self.transfers.binary,
             user: self.user_name(),
         }
     }
