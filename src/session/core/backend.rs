@@ -6,7 +6,20 @@
 //! that the backend must hear too (`HOST`, `OPTS UTF8`). Then the command
 //! that needed the backend runs.
 
-use super::*;
+use super::failure::BackendFailure;
+use super::interface::Output;
+use super::AfterOpen;
+use super::Pending;
+use super::Waiting;
+use super::{Core, Env};
+use crate::protocol::codes;
+use crate::protocol::Command;
+use crate::protocol::Reply;
+use crate::protocol::Verb;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use tracing::debug;
+use tracing::info;
 
 /// How the backend control connection is secured, once connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,7 +3,15 @@
 //! Whatever ends it, the client hears why first (`421`, after a cut
 //! transfer's `426` at the deadline), unless it is the one that left.
 
-use super::*;
+use super::failure::BackendFailure;
+use super::interface::Output;
+use super::interface::Timer;
+use super::Waiting;
+use super::{Core, Env};
+use crate::protocol::codes;
+use tracing::debug;
+use tracing::info;
+use tracing::warn;
 
 impl<E: Env> Core<E> {
     pub(super) fn on_timeout(&mut self, timer: Timer) {

@@ -3,9 +3,26 @@
 //! ftpgate answers itself before a backend exists (the front door), and
 //! logging in, through to the backend or as a bastion user checked here.
 
-use super::*;
+use super::failure::OverLimit;
+use super::interface::LoginGate;
+use super::interface::Output;
+use super::interface::Timer;
+use super::AfterOpen;
+use super::Pending;
+use super::Waiting;
+use super::{Core, Env};
+use crate::config::ClientTlsMode;
+use crate::metrics::Metrics;
 use crate::policy::limits::TransferLimits;
 use crate::policy::{Denial, Network, Policy, SessionView, Verdict};
+use crate::protocol::codes;
+use crate::protocol::command::TransferDirection;
+use crate::protocol::Command;
+use crate::protocol::Reply;
+use crate::protocol::Verb;
+use tracing::debug;
+use tracing::info;
+use tracing::warn;
 
 /// `SYST` before login: what nearly every server says, and what clients
 /// expect for listing parsers; it names no software.

@@ -45,15 +45,12 @@ pub use setup::DataSetup;
 pub use transfer::{TransferLog, TransferStart};
 
 use super::outcome::DataOutcome;
-use crate::config::ClientTlsMode;
 use crate::metrics::Metrics;
 use crate::protocol::codes;
-use crate::protocol::command::TransferDirection;
 use crate::protocol::{Command, Reply, Verb};
-use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::collections::VecDeque;
 use std::time::Duration;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 /// Commands a client may pipeline while the session waits for something
 /// else before the driver stops reading from it.

@@ -2,7 +2,17 @@
 //! (RFC 4217). Their order is the policy's to check; the backend's own TLS
 //! is set up by the driver when it opens the backend, hidden from the client.
 
-use super::*;
+use super::interface::ClientTls;
+use super::interface::ClientTlsRefused;
+use super::interface::Output;
+use super::Waiting;
+use super::{Core, Env};
+use crate::metrics::Metrics;
+use crate::protocol::codes;
+use crate::protocol::Command;
+use crate::protocol::Reply;
+use tracing::debug;
+use tracing::warn;
 
 /// The client's side of RFC 4217: TLS on its control connection, then
 /// `PBSZ` and `PROT`, in that order.

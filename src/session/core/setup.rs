@@ -3,9 +3,24 @@
 //! passive mode (EPSV first, PASV once refused), and never aimed anywhere but
 //! the backend's control address, whatever its reply says.
 
-use super::*;
+use super::failure::BackendFailure;
+use super::failure::DataSetupFailure;
+use super::interface::Output;
+use super::transfer;
+use super::Pending;
+use super::Waiting;
+use super::{Core, Env};
+use crate::metrics::Metrics;
 use crate::protocol::address;
+use crate::protocol::codes;
+use crate::protocol::Command;
+use crate::protocol::Reply;
+use crate::protocol::Verb;
+use std::net::IpAddr;
 use std::net::Ipv4Addr;
+use std::net::SocketAddr;
+use tracing::debug;
+use tracing::warn;
 
 /// The data connection the client has asked for and not used yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::policy::auth::{BastionUser, Secret};
+use crate::config::ClientTlsMode;
 use crate::policy::Policy;
 pub(super) use crate::relay::{RelayEnd, RelayReport, Side};
 use std::sync::Arc;

@@ -4,10 +4,31 @@
 //! queued around it (RFC 959: the transfer's reply, then the replies of the
 //! commands sent before `ABOR`, then `ABOR`'s).
 
-use super::*;
+use super::failure::DataSetupFailure;
+use super::interface::Output;
+use super::interface::Timer;
+use super::setup;
+use super::setup::DataSetup;
+use super::Pending;
+use super::Queued;
+use super::Waiting;
+use super::{Core, Env};
+use crate::metrics::Metrics;
 use crate::policy::limits::{size_text, TransferLimits};
+use crate::protocol::codes;
+use crate::protocol::command::TransferDirection;
+use crate::protocol::Command;
+use crate::protocol::Reply;
+use crate::protocol::Verb;
 use crate::relay::RelayEnd;
+use crate::session::outcome::DataOutcome;
 use crate::session::verdict;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tracing::debug;
+use tracing::info;
+use tracing::warn;
 
 /// How long a departed client's upload may take to report its end.
 const DEPARTED_GRACE: Duration = Duration::from_secs(2);
