@@ -5,7 +5,7 @@
 //! a state machine with no I/O), [`server`] (sockets, TLS streams, data
 //! channels, timers, lifecycle). [`relay`], [`tls`], [`config`] and
 //! [`metrics`] are leaves that know nothing of sessions. The map of the
-//! whole house is `docs/architecture.md`.
+//! whole house is `docs/ARCHITECTURE.md`.
 
 #![deny(unsafe_code)]
 

@@ -3,8 +3,8 @@
 //! transfer, ABOR and lifecycle flows, `tests_prop` the property test.
 
 use super::*;
-use crate::policy::auth::{BastionUser, Secret};
 use crate::config::ClientTlsMode;
+use crate::policy::auth::{BastionUser, Secret};
 use crate::policy::Policy;
 pub(super) use crate::relay::{RelayEnd, RelayReport, Side};
 use std::sync::Arc;
