@@ -534,8 +534,10 @@ Profiled with `perf record -g` on ftpgate during single 1 GiB transfers
   16 KiB records, and mod_proxy sits near the same cap, so the ratio to
   mod_proxy cannot reach 1.6 with this backend.
 - mod_proxy rows use TLS 1.2 towards vsftpd: with TLS 1.3 its uploads fail with
-  426 (the unread-session-ticket reset described in ../shared/DESIGN.md;
-  ftpgate sends no tickets on upload data connections for that reason).
+  426: a TLS 1.3 server sends session tickets after the handshake; on an
+  upload data connection the client never reads them, and closing a socket
+  with unread data sends a reset that cuts the upload. ftpgate sends no
+  tickets on upload data connections for that reason.
 - Logins per second come from a Rust client (examples/login_load.rs, 8
   threads). vsftpd's own cost per login (a process, PAM, a TLS handshake)
   caps the direct row, and every proxy in front of it is bound by the same
