@@ -84,6 +84,8 @@ pub struct Metrics {
     /// TLS handshakes by leg (client_control, client_data, backend_control,
     /// backend_data) and negotiated version.
     pub tls_versions: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
+    /// The highest TLS version each backend is offered (`backend.max_tls_version`).
+    pub backend_tls_max: std::sync::Mutex<std::collections::BTreeMap<String, &'static str>>,
     /// Uploads stopped at `max_upload_size`.
     pub uploads_capped: AtomicU64,
     /// Transfers refused by `max_transfers`.

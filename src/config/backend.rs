@@ -61,8 +61,9 @@ pub struct BackendConfig {
     /// Do not verify the backend certificate at all. Logged on every start.
     #[serde(default)]
     pub insecure_skip_verify: bool,
-    /// Highest TLS version offered to the backend (some vsftpd builds fail TLS
-    /// 1.3 resumption): `"1.2"` or `"1.3"`.
+    /// Highest TLS version offered to the backend: `"1.2"` (the default, see
+    /// `default_max_tls`) or `"1.3"` for servers that send new session
+    /// tickets on data connections (vsftpd, pure-ftpd).
     #[serde(default = "default_max_tls")]
     pub max_tls_version: TlsVersion,
     /// Send a PROXY protocol header (`"v1"` or `"v2"`) at the start of each

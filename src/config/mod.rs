@@ -210,8 +210,17 @@ fn default_true() -> bool {
 fn default_min_tls() -> TlsVersion {
     TlsVersion::V12
 }
+/// TLS 1.2 towards backends unless `backend.max_tls_version = "1.3"`.
+/// FTP servers that require session reuse (ProFTPD, vsftpd's
+/// `require_ssl_reuse`) accept a data connection only if it resumes the
+/// control connection's session. A TLS 1.2 session resumes any number of
+/// times; a TLS 1.3 ticket is spent by one resumption in rustls (it cannot
+/// offer one twice), so a server that sends no new tickets on data
+/// connections (ProFTPD) refuses the session's data connections once the
+/// control handshake's tickets are gone. TLS 1.2 here is ECDHE with AEAD
+/// suites only (rustls offers nothing weaker).
 pub(super) fn default_max_tls() -> TlsVersion {
-    TlsVersion::V13
+    TlsVersion::V12
 }
 
 impl Default for TlsConfig {

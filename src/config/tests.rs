@@ -59,7 +59,8 @@ fn validation_names_field() {
 /// The defaults the README and the example promise, asserted as defaults
 /// (nothing set by the test): session reuse required, 50 sessions per
 /// address, login within 60 s, 10 bad commands before login (100 after),
-/// IPv6 counted per /64, the /status page on.
+/// IPv6 counted per /64, the /status page on, TLS 1.2 at most towards
+/// backends.
 #[test]
 fn documented_defaults_hold() {
     let minimal = "[[listener]]\naddress = \"127.0.0.1:2121\"\n\n[backend]\naddress = \"127.0.0.1:21\"\n";
@@ -70,5 +71,6 @@ fn documented_defaults_hold() {
     assert_eq!((s.max_bad_commands, s.max_bad_commands_after_login), (10, 100));
     assert_eq!(s.ipv6_prefix, 64);
     assert!(s.status_page);
+    assert_eq!(s.backend_tls_options.max_version, crate::tls_options::TlsVersion::V12, "TLS 1.2 towards backends");
     assert!(s.listeners.iter().all(|l| !l.proxy_protocol && !l.proxy_from.trusts("127.0.0.1".parse().unwrap())));
 }

@@ -119,6 +119,35 @@ pub enum Lifecycle {
 /// share.
 pub type LiveContext = tokio::sync::watch::Sender<Arc<SessionContext>>;
 
+/// One line per backend saying which TLS version it is offered and why, and
+/// the same in `ftpgate_backend_tls_max_version`.
+fn announce_backend_tls(settings: &Settings, metrics: &Metrics) {
+    let (version, why) = match settings.backend_tls_options.max_version {
+        crate::tls::TlsVersion::V12 => (
+            "1.2",
+            "TLS 1.3 tickets are single-use in rustls, and a server that requires session reuse but sends no new \
+             tickets on data connections (ProFTPD) would refuse a session's data connections once they ran out; \
+             TLS 1.2 sessions resume any number of times (set backend.max_tls_version = \"1.3\" for servers that \
+             send tickets on data connections, such as vsftpd and pure-ftpd)",
+        ),
+        crate::tls::TlsVersion::V13 => (
+            "1.3",
+            "backend.max_tls_version = \"1.3\": each data connection spends one TLS 1.3 ticket, so the server \
+             must send new ones on data connections (vsftpd and pure-ftpd do, ProFTPD does not)",
+        ),
+    };
+    let addresses = std::iter::once(&settings.backend)
+        .chain(&settings.backend_pool)
+        .chain(settings.named_backends.values().flat_map(|n| &n.addresses));
+    let mut seen = std::collections::BTreeMap::new();
+    for address in addresses {
+        if seen.insert(address.clone(), version).is_none() {
+            tracing::info!(backend = %address, max_tls_version = version, "backend TLS: {why}");
+        }
+    }
+    *metrics.backend_tls_max.lock().unwrap_or_else(|e| e.into_inner()) = seen;
+}
+
 /// Every backend a policy maps users to must exist in the configuration.
 fn check_backend_names(
     policy: &Policy,
@@ -167,6 +196,9 @@ impl SessionContext {
         for (name, named) in &settings.named_backends {
             let members = named.addresses.iter().map(|a| BackendTarget::new(&settings, a)).collect::<Result<_, _>>()?;
             named_backends.insert(name.clone(), Arc::new(pool::Pool::new(members, named.balance)));
+        }
+        if settings.backend_tls != BackendTlsMode::Off {
+            announce_backend_tls(&settings, &metrics);
         }
         let policy = match &settings.policy {
             Some(p) => Policy::load(p)?,

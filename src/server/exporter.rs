@@ -183,6 +183,18 @@ pub fn render(m: &Metrics) -> String {
         &["leg", "version"],
         lock(&m.tls_versions).iter().map(|((l, v), n)| (vec![l.to_string(), v.to_string()], *n)),
     );
+    let max = prometheus::IntGaugeVec::new(
+        Opts::new(
+            "ftpgate_backend_tls_max_version",
+            "1 for the highest TLS version each backend is offered (backend.max_tls_version; 1.2 by default).",
+        ),
+        &["backend", "version"],
+    )
+    .expect("valid metric name");
+    for (backend, version) in lock(&m.backend_tls_max).iter() {
+        max.with_label_values(&[backend.as_str(), version]).set(1);
+    }
+    let _ = r.register(Box::new(max));
     from_map(
         &r,
         "ftpgate_accept_errors_total",
