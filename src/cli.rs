@@ -70,9 +70,34 @@ pub const DEFAULT_CONFIG: &str = "/etc/ftpgate/ftpgate.toml";
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {
-    /// The running instance's admin socket (`[admin] socket`).
-    #[arg(long, value_name = "PATH", default_value = crate::config::DEFAULT_ADMIN_SOCKET)]
-    pub admin_socket: PathBuf,
+    /// The configuration whose `[admin] socket` to ask (default:
+    /// /etc/ftpgate/ftpgate.toml, if it exists).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The running instance's admin socket, overriding the configuration's.
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
+}
+
+impl AdminArgs {
+    /// `--admin-socket`, else the configuration's `[admin] socket`, else
+    /// /run/ftpgate/admin.sock when there is no configuration file at all.
+    fn socket(&self) -> anyhow::Result<PathBuf> {
+        if let Some(p) = &self.admin_socket {
+            return Ok(p.clone());
+        }
+        let path = self.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+        if self.config.is_none() && !path.exists() {
+            return Ok(PathBuf::from(crate::config::DEFAULT_ADMIN_SOCKET));
+        }
+        let config = Config::load(&path)?;
+        config.admin.socket.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: no [admin] socket, so the running ftpgate opens none; set one there (or pass --admin-socket)",
+                path.display()
+            )
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -526,11 +551,12 @@ async fn run(settings: Settings, args: RunArgs) -> anyhow::Result<()> {
 /// Asks the running instance over its admin socket and prints the answer;
 /// an answer that starts with `error:` fails the command.
 fn admin_request(a: &AdminArgs, request: &str) -> anyhow::Result<()> {
+    let socket = a.socket()?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let answer = runtime.block_on(crate::server::admin::ask(&a.admin_socket, request)).with_context(|| {
+    let answer = runtime.block_on(crate::server::admin::ask(&socket, request)).with_context(|| {
         format!(
             "cannot reach ftpgate's admin socket {} (is ftpgate running with [admin] socket or --admin-socket?)",
-            a.admin_socket.display()
+            socket.display()
         )
     })?;
     if let Some(e) = answer.strip_prefix("error: ") {

@@ -136,3 +136,49 @@ fn who_bans_status_and_live_counters() {
     let who = ftpgate(&["who", "--admin-socket", socket.to_str().unwrap()]);
     assert!(who.stdout.contains("127.0.0.2") && started.elapsed() < Duration::from_secs(5), "{}", who.stdout);
 }
+
+/// `who` and `bans` find the admin socket in the configuration file, as
+/// the running instance does (`--admin-socket` still overrides it); a file
+/// without `[admin] socket` is named in the error.
+#[test]
+fn admin_commands_read_the_socket_from_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("admin.sock");
+    let config = dir.path().join("ftpgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listener]]\naddress = \"127.0.0.1:2121\"\n\n[backend]\naddress = \"127.0.0.1:21\"\n\n[admin]\nsocket = \"{}\"\n",
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let backend = Vsftpd::start();
+    let (mut cmd, addr) = ftpgate_run(backend.addr);
+    let _child = KillOnDrop::new(cmd.args(["--config", config.to_str().unwrap()]).spawn().unwrap());
+    wait_for_greeting(addr);
+    let mut c = RawClient::connect(addr);
+    c.login();
+    let config_arg = config.to_str().unwrap();
+    let who = ftpgate(&["who", "--config", config_arg]);
+    assert_eq!(who.status, 0, "{}", who.stderr);
+    assert!(who.stdout.contains(USER), "{}", who.stdout);
+    let bans = ftpgate(&["bans", "list", "--config", config_arg]);
+    assert_eq!(bans.status, 0, "{}", bans.stderr);
+    assert!(bans.stdout.contains("0 address(es) banned") || bans.stdout.contains("no address"), "{}", bans.stdout);
+    let lift = ftpgate(&["bans", "lift", "127.0.0.9", "--config", config_arg]);
+    assert_ne!(lift.status, 0, "no such ban: {}", lift.stdout);
+    // An explicit --admin-socket wins over the file.
+    let wrong = ftpgate(&["who", "--config", config_arg, "--admin-socket", "/nonexistent/admin.sock"]);
+    assert!(wrong.status != 0 && wrong.stderr.contains("/nonexistent/admin.sock"), "{}", wrong.stderr);
+    // A configuration without [admin] socket says so, naming the file.
+    let bare = dir.path().join("bare.toml");
+    std::fs::write(&bare, "[[listener]]\naddress = \"127.0.0.1:2121\"\n\n[backend]\naddress = \"127.0.0.1:21\"\n")
+        .unwrap();
+    let none = ftpgate(&["who", "--config", bare.to_str().unwrap()]);
+    assert!(
+        none.status != 0 && none.stderr.contains("bare.toml") && none.stderr.contains("[admin] socket"),
+        "{}",
+        none.stderr
+    );
+}
