@@ -48,12 +48,12 @@ impl TransferRecord {
     }
 }
 
-/// `Www Mmm dd hh:mm:ss yyyy` in UTC, as ctime(3) writes it.
-fn ctime(t: SystemTime) -> String {
+/// Days since 1970-01-01, seconds into that day, and the civil date
+/// (year, month, day) in UTC (Howard Hinnant's algorithm): no time-zone
+/// crate for two log formats.
+fn utc(t: SystemTime) -> (i64, u64, i64, i64, i64) {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -62,7 +62,18 @@ fn ctime(t: SystemTime) -> String {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    (days, secs % 86_400, yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ`, for log lines an operator reads against a clock.
+pub fn rfc3339_utc(t: SystemTime) -> String {
+    let (_, rem, year, month, day) = utc(t);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+/// `Www Mmm dd hh:mm:ss yyyy` in UTC, as ctime(3) writes it.
+fn ctime(t: SystemTime) -> String {
+    let (days, rem, year, month, day) = utc(t);
     const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     format!(
@@ -103,6 +114,12 @@ impl XferLog {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn rfc3339_format() {
+        let t = UNIX_EPOCH + std::time::Duration::from_secs(1_780_000_000);
+        assert_eq!(rfc3339_utc(t), "2026-05-28T20:26:40Z");
+    }
 
     #[test]
     fn ctime_format() {

@@ -249,6 +249,10 @@ fn sigterm_drains_running_transfers_and_systemd_is_notified() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
+    // The log says what drains and until when.
+    let log = std::fs::read_to_string(std::env::temp_dir().join(format!("ftpgate-test-{}.log", addr.port()))).unwrap();
+    let line = log.lines().find(|l| l.contains("draining")).unwrap_or_else(|| panic!("no draining line:\n{log}"));
+    assert!(line.contains("sessions=2") && line.contains("transfers=1") && line.contains("deadline=20"), "{line}");
 }
 
 /// JSON logs: one object per line, every session line carries the user once

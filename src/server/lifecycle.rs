@@ -102,6 +102,14 @@ pub async fn drain(live: &LiveContext) {
     let ctx = Arc::clone(&live.borrow());
     ctx.closing.send_replace(Lifecycle::Draining);
     let sessions = Arc::clone(&ctx.sessions);
+    let deadline = std::time::SystemTime::now() + ctx.settings.drain;
+    tracing::info!(
+        sessions = sessions.count(),
+        transfers = crate::metrics::Metrics::get(&ctx.metrics.data_channels_open),
+        drain_seconds = ctx.settings.drain.as_secs(),
+        deadline = %crate::xferlog::rfc3339_utc(deadline),
+        "draining: listeners closed; idle sessions get 421 now, running transfers may finish until the deadline"
+    );
     if tokio::time::timeout(ctx.settings.drain, sessions.all_ended()).await.is_ok() {
         return;
     }
