@@ -59,8 +59,9 @@ pub enum CliCommand {
 pub struct CheckArgs {
     #[command(flatten)]
     pub run: RunArgs,
-    /// Also print the effective configuration: every setting, after the
-    /// file, the defaults and the flags.
+    /// Print the effective configuration instead of the summary: every
+    /// setting after the file, the defaults and the flags, as TOML that
+    /// reads back as a configuration file (a Redis password masked).
     #[arg(long)]
     pub print: bool,
 }
@@ -278,6 +279,12 @@ pub struct RunArgs {
 
 impl RunArgs {
     pub fn settings(&self) -> anyhow::Result<Settings> {
+        Ok(self.config()?.validate()?)
+    }
+
+    /// The configuration as the file says it with the flags applied, before
+    /// validation: what `check --print` prints.
+    pub fn config(&self) -> anyhow::Result<Config> {
         let mut config = match &self.config {
             Some(path) => Config::load(path)?,
             None if std::path::Path::new(DEFAULT_CONFIG).exists() => {
@@ -385,7 +392,7 @@ impl RunArgs {
                 b.proxy_protocol = Some(v);
             }
         }
-        Ok(config.validate()?)
+        Ok(config)
     }
 }
 
@@ -407,11 +414,17 @@ impl Cli {
 pub fn main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         CliCommand::Check(CheckArgs { run: args, print }) => {
-            let s = args.settings()?;
+            let config = args.config()?;
+            let s = config.validate()?;
             if print {
-                // No secret lives in the settings (keys and passwords stay in
-                // their files); paths are shown as given.
-                println!("{s:#?}");
+                // The effective configuration in the file's own names, and
+                // nothing else on stdout, so it reads back as a configuration
+                // file. Keys and passwords live in their files; a password in
+                // the Redis URL is masked.
+                SessionContext::new(s, Metrics::new())?;
+                print!("{}", config.to_toml_masked().context("printing the configuration")?);
+                eprintln!("configuration OK");
+                return Ok(());
             }
             let describe = |l: &crate::config::ListenerSettings| match l.tls {
                 ClientTlsMode::Off => "plain FTP",

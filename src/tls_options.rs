@@ -3,11 +3,11 @@
 //! configurations from them and loads the files). No rustls and no file
 //! access here, so `config` does not depend on `tls`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Protocol versions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, clap::ValueEnum)]
 pub enum TlsVersion {
     #[serde(rename = "1.2")]
     #[value(name = "1.2")]

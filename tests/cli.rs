@@ -174,12 +174,26 @@ fn policy_check_explain_and_passwd() {
     };
     assert_eq!(status("full", "RETR report.csv"), 0, "an allowed command exits 0");
     assert_ne!(status("writer", "RETR report.csv"), 0, "a denied command exits non-zero");
-    let printed =
-        run_client(ftpgate().args(["check", "--config", "deploy/ftpgate.toml", "--print"]), Duration::from_secs(20));
-    assert_eq!(printed.status, 0, "{}", printed.stderr);
-    for setting in ["idle_control", "max_sessions_per_address", "login_timeout", "banner", "passive_ports"] {
-        assert!(printed.stdout.contains(setting), "check --print lacks {setting}: {}", printed.stdout);
+    // check --print: the effective configuration as TOML in the file's own
+    // names, flags applied, that reads back to the same configuration.
+    let print = |config: &str, extra: &[&str]| {
+        let out =
+            run_client(ftpgate().args(["check", "--config", config, "--print"]).args(extra), Duration::from_secs(20));
+        assert_eq!(out.status, 0, "{}", out.stderr);
+        out.stdout
+    };
+    let printed = print("deploy/ftpgate.toml", &["--backend-max-tls-version", "1.3"]);
+    for setting in
+        ["[timeouts]", "idle_control = 900", "max_sessions_per_address = 50", "login = 60", "banner = ", "ports = "]
+    {
+        assert!(printed.contains(setting), "check --print lacks {setting}: {printed}");
     }
+    assert!(printed.contains("max_tls_version = \"1.3\""), "the flag is applied: {printed}");
+    assert!(!printed.contains("Settings {") && !printed.contains("V12"), "no Rust debug output: {printed}");
+    let dir = tempfile::tempdir().unwrap();
+    let again = dir.path().join("printed.toml");
+    std::fs::write(&again, &printed).unwrap();
+    assert_eq!(print(again.to_str().unwrap(), &[]), printed, "the printed configuration reads back the same");
     assert!(explain("full", "203.0.113.9", "no", "USER full").starts_with("DENY 530 TLS required before login"));
     assert!(explain("full", "203.0.113.9", "yes", "SITE CHMOD 600 x")
         .starts_with("DENY 534 SITE is not allowed from network internet"));

@@ -3,10 +3,10 @@
 use super::units::seconds;
 use super::{default_max_tls, BackendTlsMode};
 use crate::tls_options::TlsVersion;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NamedBackend {
     /// `HOST:PORT`, or a list of them: a pool, balanced by `balance`, checked
@@ -32,7 +32,7 @@ impl NamedPool {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     /// `HOST:PORT` of the backend FTP server (a host name is resolved per
@@ -76,7 +76,7 @@ pub struct BackendConfig {
 }
 
 /// A PROXY protocol version ftpgate sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ProxyVersion {
     V1,
@@ -84,7 +84,7 @@ pub enum ProxyVersion {
 }
 
 /// How a backend pool balances new sessions.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Balance {
     #[default]

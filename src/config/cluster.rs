@@ -2,11 +2,11 @@
 
 use super::units::seconds;
 use super::{invalid, ConfigError};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// `redis://HOST:PORT/DB` (or `rediss://` for TLS, verified with `ca` or
@@ -36,7 +36,7 @@ pub struct ClusterConfig {
 }
 
 /// Logins while the shared state is unreachable.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum FailMode {
     /// Serve logins with this instance's own state (an attacker's budget
@@ -126,6 +126,18 @@ impl ClusterConfig {
 
 type ParsedUrl = (String, bool, i64, Option<String>, Option<String>);
 
+/// The URL with its password (if any) replaced by `***`, for printing.
+pub(super) fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    match rest.rsplit_once('@') {
+        Some((auth, host)) => match auth.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
 /// `redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB]`, as Redis clients write it.
 fn parse_url(url: &str) -> Result<ParsedUrl, String> {
     let (tls, rest) = if let Some(r) = url.strip_prefix("redis://") {
@@ -163,6 +175,16 @@ fn parse_url(url: &str) -> Result<ParsedUrl, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printed_urls_hide_the_password() {
+        assert_eq!(
+            mask_password("rediss://ftp:s3cret@redis.internal:6390/1"),
+            "rediss://ftp:***@redis.internal:6390/1"
+        );
+        assert_eq!(mask_password("redis://:pw@cache"), "redis://:***@cache");
+        assert_eq!(mask_password("redis://cache:6379/0"), "redis://cache:6379/0");
+    }
 
     #[test]
     fn urls_as_redis_clients_write_them() {

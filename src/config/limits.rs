@@ -2,10 +2,10 @@
 //! session in ports, time and numbers.
 
 use super::units::seconds;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PassiveConfig {
     /// Client-facing passive data ports, `"MIN-MAX"`. These must be open at the
@@ -30,7 +30,7 @@ impl Default for PassiveConfig {
 
 /// All in seconds: a number, or a string with a unit (`"90s"`, `"15m"`,
 /// `"1h"`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timeouts {
     /// A client that sends no command for this long gets `421` and is closed.
@@ -97,7 +97,7 @@ impl Default for Timeouts {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Client sessions open at once; past it new clients get `421` and are closed.

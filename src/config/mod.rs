@@ -11,7 +11,7 @@ pub use limits::{Limits, PassiveConfig, PortRange, Timeouts};
 pub use units::{parse_seconds, with_ftp_port};
 
 use crate::tls_options::{BackendTlsOptions, BackendVerify, ServerTlsOptions, TlsVersion};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,7 +32,7 @@ fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
 }
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Policy file (TOML): networks, permissions, login limits. Without one,
@@ -72,7 +72,7 @@ pub struct Config {
 }
 
 /// The admin socket `ftpgate who` and `ftpgate bans` talk to.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// A Unix socket (mode 0600, never on the network). Default: none.
@@ -84,7 +84,7 @@ pub struct AdminConfig {
 pub const DEFAULT_ADMIN_SOCKET: &str = "/run/ftpgate/admin.sock";
 
 /// What clients see of ftpgate itself.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Text of ftpgate's own `220` greeting. The backend's greeting is never
@@ -97,7 +97,7 @@ pub struct ServerConfig {
 /// The greeting's default text: names no server software and no version.
 pub const DEFAULT_BANNER: &str = "FTP service ready";
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogsConfig {
     /// Transfer log in the standard xferlog format (one line per file transfer).
@@ -108,7 +108,7 @@ pub struct LogsConfig {
     pub format: LogFormat,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -116,7 +116,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// `IP:PORT` for `/metrics`, `/healthz` and `/readyz`; off unless set.
@@ -129,7 +129,7 @@ pub struct MetricsConfig {
     pub status: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     /// `IP:PORT` to accept FTP clients on, IPv4 or IPv6 (`[::1]:2121`).
@@ -152,7 +152,7 @@ pub struct ListenerConfig {
     pub proxy_from: Vec<ipnet::IpNet>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientTlsMode {
     #[default]
@@ -162,7 +162,7 @@ pub enum ClientTlsMode {
     Implicit,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendTlsMode {
     #[default]
@@ -173,7 +173,7 @@ pub enum BackendTlsMode {
     Implicit,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Certificate chain (PEM) presented to clients.
@@ -320,6 +320,17 @@ pub struct Settings {
 }
 
 impl Config {
+    /// The whole configuration as TOML, with every default written out and
+    /// the one secret a file may hold (a password in `[cluster] redis`)
+    /// replaced by `***`.
+    pub fn to_toml_masked(&self) -> Result<String, toml::ser::Error> {
+        let mut c = self.clone();
+        if let Some(url) = &mut c.cluster.redis {
+            *url = cluster::mask_password(url);
+        }
+        toml::to_string(&c)
+    }
+
     pub fn from_toml(text: &str, path: &str) -> Result<Config, ConfigError> {
         // toml's message carries the line, column and field name.
         toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_string(), message: e.to_string() })
