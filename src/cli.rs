@@ -279,7 +279,57 @@ pub struct RunArgs {
 
 impl RunArgs {
     pub fn settings(&self) -> anyhow::Result<Settings> {
-        Ok(self.config()?.validate()?)
+        self.config()?.validate().map_err(|e| self.placed(e.into()))
+    }
+
+    /// The configuration file this run reads, if any.
+    fn config_path(&self) -> Option<PathBuf> {
+        match &self.config {
+            Some(p) => Some(p.clone()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
+        }
+    }
+
+    /// An error about a setting, placed where the setting is written: the
+    /// configuration file and the key's line in it. Errors that name no
+    /// setting, and settings given only by flags or left at their default,
+    /// keep the file's name alone.
+    pub fn placed(&self, e: anyhow::Error) -> anyhow::Error {
+        use crate::config::ConfigError;
+        use crate::policy::PolicyError;
+        use crate::server::ContextError;
+        use crate::tls::TlsError;
+        let Some(path) = self.config_path() else { return e };
+        let key: Option<&str> = if let Some(c) = e.downcast_ref::<ConfigError>() {
+            match c {
+                // Read and parse errors name the file and line already.
+                ConfigError::Read { .. } | ConfigError::Parse { .. } => return e,
+                ConfigError::Invalid { field, .. } => Some(field),
+            }
+        } else if let Some(c) = e.downcast_ref::<ContextError>() {
+            match c {
+                ContextError::Tls(TlsError::Setting { setting, .. }) => Some(setting),
+                ContextError::Tls(_) => Some("tls.cert"),
+                ContextError::Policy(PolicyError::UnknownBackend { .. }) => Some("policy"),
+                ContextError::Policy(_) => Some("policy"),
+                ContextError::Xferlog(..) => Some("logs.xferlog"),
+            }
+        } else {
+            None
+        };
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let file = path.display();
+        match key.and_then(|k| crate::config::line_of_key(&text, k)) {
+            Some(line) => {
+                let key = key.unwrap_or_default().split(" (").next().unwrap_or_default();
+                if e.to_string().starts_with(key) {
+                    e.context(format!("{file}: line {line}"))
+                } else {
+                    e.context(format!("{file}: line {line}: {key}"))
+                }
+            }
+            None => e.context(format!("{file}")),
+        }
     }
 
     /// The configuration as the file says it with the flags applied, before
@@ -415,13 +465,13 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         CliCommand::Check(CheckArgs { run: args, print }) => {
             let config = args.config()?;
-            let s = config.validate()?;
+            let s = config.validate().map_err(|e| args.placed(e.into()))?;
             if print {
                 // The effective configuration in the file's own names, and
                 // nothing else on stdout, so it reads back as a configuration
                 // file. Keys and passwords live in their files; a password in
                 // the Redis URL is masked.
-                SessionContext::new(s, Metrics::new())?;
+                SessionContext::new(s, Metrics::new()).map_err(|e| args.placed(e.into()))?;
                 print!("{}", config.to_toml_masked().context("printing the configuration")?);
                 eprintln!("configuration OK");
                 return Ok(());
@@ -448,7 +498,7 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
                 println!("metrics http://{m}/metrics");
             }
             // Loading the certificates and the policy is part of checking.
-            SessionContext::new(s, Metrics::new())?;
+            SessionContext::new(s, Metrics::new()).map_err(|e| args.placed(e.into()))?;
             println!("configuration OK");
             Ok(())
         }
@@ -544,7 +594,7 @@ async fn run(settings: Settings, args: RunArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let ctx = Arc::new(SessionContext::new(settings, Metrics::new())?);
+    let ctx = Arc::new(SessionContext::new(settings, Metrics::new()).map_err(|e| args.placed(e.into()))?);
     let live = Arc::new(crate::server::LiveContext::new(Arc::clone(&ctx)));
     crate::server::lifecycle::spawn_background(&live);
     if let Some(l) = metrics_listener {

@@ -448,3 +448,29 @@ fn every_flag_has_a_help_text() {
     walk(&cmd, "ftpgate", &mut missing);
     assert!(missing.is_empty(), "without help text: {missing:?}");
 }
+
+/// Every configuration error names the file, the key and its line, once.
+#[test]
+fn configuration_errors_name_file_key_and_line_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = run_client(ftpgate().args(["check", "--config", path.to_str().unwrap()]), Duration::from_secs(20));
+        assert_ne!(out.status, 0, "{name} was accepted");
+        out.stderr.trim().to_string()
+    };
+    let base = "[[listener]]\naddress = \"127.0.0.1:2121\"\n\n[backend]\naddress = \"127.0.0.1:21\"\n";
+    let e = check("range.toml", &format!("{base}\n[passive]\nports = \"60000-50000\"\n"));
+    assert!(e.contains("range.toml: line 8: passive.ports:") && e.contains("60000-50000"), "{e}");
+    let e = check("policy.toml", &format!("policy = \"/nonexistent/p.toml\"\n{base}"));
+    assert!(e.contains("policy.toml: line 1: policy: cannot read the policy file /nonexistent/p.toml"), "{e}");
+    assert_eq!(e.matches("No such file").count(), 1, "printed once: {e}");
+    let e = check(
+        "cert.toml",
+        "[[listener]]\naddress = \"127.0.0.1:2121\"\ntls = \"explicit\"\n\n[backend]\naddress = \"127.0.0.1:21\"\n\n\
+         [tls]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n",
+    );
+    assert!(e.contains("cert.toml: line 9: tls.cert") && e.contains("/nonexistent/c.pem"), "{e}");
+    assert_eq!(e.matches("No such file").count(), 1, "printed once: {e}");
+}

@@ -27,6 +27,41 @@ pub enum ConfigError {
     Invalid { field: &'static str, message: String },
 }
 
+/// The line of `key` (`"passive.ports"`, `"policy"`, `"tls.cert (--cert)"`)
+/// in a configuration file's text: the first `key =` inside its table
+/// (`[passive]`, or `[[listener]]` for `listener.*`), or before any table
+/// for a top-level key. `None`: the key is not in the file (a default, or
+/// a flag).
+pub fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    let key = key.split(" (").next().unwrap_or(key);
+    let (table, name) = match key.rsplit_once('.') {
+        Some((t, n)) => (t, n),
+        None => ("", key),
+    };
+    let mut current = "";
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if let Some(h) = l.strip_prefix('[') {
+            current = h.trim_start_matches('[').trim_end_matches(']').trim();
+            if current == table && name.is_empty() {
+                return Some(i + 1);
+            }
+            continue;
+        }
+        let defines = l.strip_prefix(name).is_some_and(|rest| rest.trim_start().starts_with('='));
+        if current == table && defines {
+            return Some(i + 1);
+        }
+    }
+    // A whole table named as the field (`listener`, `backend`).
+    text.lines()
+        .position(|l| {
+            let h = l.trim().trim_start_matches('[').trim_end_matches(']');
+            l.trim().starts_with('[') && h == key
+        })
+        .map(|i| i + 1)
+}
+
 fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { field, message: message.into() }
 }

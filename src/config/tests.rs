@@ -74,3 +74,14 @@ fn documented_defaults_hold() {
     assert_eq!(s.backend_tls_options.max_version, crate::tls_options::TlsVersion::V12, "TLS 1.2 towards backends");
     assert!(s.listeners.iter().all(|l| !l.proxy_protocol && !l.proxy_from.trusts("127.0.0.1".parse().unwrap())));
 }
+
+#[test]
+fn keys_are_found_in_their_tables() {
+    let text = "policy = \"p.toml\"\n\n[[listener]]\naddress = \"127.0.0.1:21\"\n\n[passive]\n# ports = \"1-2\"\nports = \"60000-50000\"\n\n[tls]\ncert = \"c.pem\"\n";
+    assert_eq!(super::line_of_key(text, "policy"), Some(1));
+    assert_eq!(super::line_of_key(text, "passive.ports"), Some(8), "not the comment");
+    assert_eq!(super::line_of_key(text, "tls.cert (--cert)"), Some(11));
+    assert_eq!(super::line_of_key(text, "listener.address"), Some(4));
+    assert_eq!(super::line_of_key(text, "listener"), Some(3));
+    assert_eq!(super::line_of_key(text, "tls.key"), None, "a default or a flag has no line");
+}

@@ -11,7 +11,7 @@ use toml::Spanned;
 
 #[derive(Debug, Error)]
 pub enum PolicyError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read the policy file {path}")]
     Read { path: String, source: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
