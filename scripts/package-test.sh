@@ -26,6 +26,15 @@ grep -qx /etc/ftpgate/ftpgate.toml /var/lib/dpkg/info/ftpgate.conffiles || fail 
 [ "$(stat -c %a /etc/ftpgate/certs/server.key)" = 600 ] || fail "postinst did not make a 0600 key"
 [ ! -e /etc/ftpgate/certs/ca.key ] || fail "postinst left the CA's private key on the edge host"
 zcat /usr/share/man/man1/ftpgate.1.gz | grep -q '^\.TH ftpgate 1' || fail "man page ftpgate(1) missing"
+# Every page ftpgate(1) refers to is installed, and the sections an operator
+# looks for are there.
+page=$(MANWIDTH=100 man -l /usr/share/man/man1/ftpgate.1.gz 2>/dev/null)
+for section in NAME SYNOPSIS DESCRIPTION OPTIONS SUBCOMMANDS FILES SIGNALS "EXIT STATUS" ENVIRONMENT EXAMPLES "SEE ALSO"; do
+  grep -q "^$section" <<<"$page" || fail "ftpgate(1) has no $section section"
+done
+for ref in $(grep -o 'ftpgate-[a-z-]*(1)' <<<"$page" | sort -u); do
+  [ -e "/usr/share/man/man1/${ref%(1)}.1.gz" ] || fail "ftpgate(1) refers to $ref, which is not installed"
+done
 grep -q 'complete' /usr/share/bash-completion/completions/ftpgate || fail "bash completion missing"
 [ -s /usr/share/zsh/vendor-completions/_ftpgate ] && [ -s /usr/share/fish/vendor_completions.d/ftpgate.fish ] || fail "zsh/fish completions missing"
 unit=/lib/systemd/system/ftpgate.service

@@ -13,7 +13,9 @@ echo "package.sh: building the release binary"
 cargo build --release --locked
 mkdir -p target/package
 bin=target/release/ftpgate
-"$bin" man | gzip -9n > target/package/ftpgate.1.gz
+rm -rf target/package/man
+"$bin" man --dir target/package/man >/dev/null
+gzip -9n target/package/man/*.1
 "$bin" completions bash > target/package/ftpgate.bash
 "$bin" completions zsh > target/package/_ftpgate
 "$bin" completions fish > target/package/ftpgate.fish

@@ -11,11 +11,22 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+mod admin;
+mod man;
+mod placed;
+
+use admin::admin_request;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ftpgate",
     version,
     about = "TLS-terminating FTP/FTPS proxy and bastion",
+    long_about = "TLS-terminating FTP/FTPS proxy and bastion. ftpgate sits between FTP clients and an FTP \
+                  server: plain, explicit and implicit FTPS clients; control and data relayed through its own \
+                  passive ports; the backend leg upgraded to TLS with session reuse, so strict servers accept \
+                  legacy clients; a policy engine (command order, TLS per network, per-user paths, bans, bastion \
+                  users, limits); Prometheus metrics and a status page.",
     after_help = "Environment:\n  FTPGATE_LOG   log filter (error, warn, info, debug; or per target, e.g. ftpgate::audit=info,warn)\n  NO_COLOR      no colour codes in logs (none are written when stderr is not a terminal)"
 )]
 pub struct Cli {
@@ -51,8 +62,13 @@ pub enum CliCommand {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the ftpgate(1) man page (roff) to standard output.
-    Man,
+    /// Print the ftpgate(1) man page (roff) to standard output, or write it
+    /// and one page per subcommand (ftpgate-run.1, ...) into a folder.
+    Man {
+        /// Write every page into this folder instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -78,27 +94,6 @@ pub struct AdminArgs {
     /// The running instance's admin socket, overriding the configuration's.
     #[arg(long, value_name = "PATH")]
     pub admin_socket: Option<PathBuf>,
-}
-
-impl AdminArgs {
-    /// `--admin-socket`, else the configuration's `[admin] socket`, else
-    /// /run/ftpgate/admin.sock when there is no configuration file at all.
-    fn socket(&self) -> anyhow::Result<PathBuf> {
-        if let Some(p) = &self.admin_socket {
-            return Ok(p.clone());
-        }
-        let path = self.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-        if self.config.is_none() && !path.exists() {
-            return Ok(PathBuf::from(crate::config::DEFAULT_ADMIN_SOCKET));
-        }
-        let config = Config::load(&path)?;
-        config.admin.socket.clone().ok_or_else(|| {
-            anyhow::anyhow!(
-                "{}: no [admin] socket, so the running ftpgate opens none; set one there (or pass --admin-socket)",
-                path.display()
-            )
-        })
-    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -282,56 +277,6 @@ impl RunArgs {
         self.config()?.validate().map_err(|e| self.placed(e.into()))
     }
 
-    /// The configuration file this run reads, if any.
-    fn config_path(&self) -> Option<PathBuf> {
-        match &self.config {
-            Some(p) => Some(p.clone()),
-            None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
-        }
-    }
-
-    /// An error about a setting, placed where the setting is written: the
-    /// configuration file and the key's line in it. Errors that name no
-    /// setting, and settings given only by flags or left at their default,
-    /// keep the file's name alone.
-    pub fn placed(&self, e: anyhow::Error) -> anyhow::Error {
-        use crate::config::ConfigError;
-        use crate::policy::PolicyError;
-        use crate::server::ContextError;
-        use crate::tls::TlsError;
-        let Some(path) = self.config_path() else { return e };
-        let key: Option<&str> = if let Some(c) = e.downcast_ref::<ConfigError>() {
-            match c {
-                // Read and parse errors name the file and line already.
-                ConfigError::Read { .. } | ConfigError::Parse { .. } => return e,
-                ConfigError::Invalid { field, .. } => Some(field),
-            }
-        } else if let Some(c) = e.downcast_ref::<ContextError>() {
-            match c {
-                ContextError::Tls(TlsError::Setting { setting, .. }) => Some(setting),
-                ContextError::Tls(_) => Some("tls.cert"),
-                ContextError::Policy(PolicyError::UnknownBackend { .. }) => Some("policy"),
-                ContextError::Policy(_) => Some("policy"),
-                ContextError::Xferlog(..) => Some("logs.xferlog"),
-            }
-        } else {
-            None
-        };
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let file = path.display();
-        match key.and_then(|k| crate::config::line_of_key(&text, k)) {
-            Some(line) => {
-                let key = key.unwrap_or_default().split(" (").next().unwrap_or_default();
-                if e.to_string().starts_with(key) {
-                    e.context(format!("{file}: line {line}"))
-                } else {
-                    e.context(format!("{file}: line {line}: {key}"))
-                }
-            }
-            None => e.context(format!("{file}")),
-        }
-    }
-
     /// The configuration as the file says it with the flags applied, before
     /// validation: what `check --print` prints.
     pub fn config(&self) -> anyhow::Result<Config> {
@@ -513,12 +458,16 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             clap_complete::generate(shell, &mut cmd, "ftpgate", &mut out);
             print_all(&out)
         }
-        CliCommand::Man => {
-            // Generated from the same definitions as --help, so they never disagree.
-            let cmd = <Cli as clap::CommandFactory>::command();
+        CliCommand::Man { dir: None } => {
             let mut out = Vec::new();
-            clap_mangen::Man::new(cmd).render(&mut out).context("rendering the man page")?;
+            man::main_page(&mut out).context("rendering the man page")?;
             print_all(&out)
+        }
+        CliCommand::Man { dir: Some(dir) } => {
+            for page in man::write_all(&dir).with_context(|| format!("writing the man pages into {}", dir.display()))? {
+                println!("wrote {}", page.display());
+            }
+            Ok(())
         }
         CliCommand::Who(a) => admin_request(&a, "who"),
         CliCommand::Bans(BansCommand::List(a)) => admin_request(&a, "bans"),
@@ -608,24 +557,6 @@ async fn run(settings: Settings, args: RunArgs) -> anyhow::Result<()> {
     // SIGHUP reads the file again, with the same command-line overrides.
     let reread = move || args.settings().map_err(|e| format!("{e:#}"));
     crate::server::lifecycle::serve(listeners, live, reread).await;
-    Ok(())
-}
-
-/// Asks the running instance over its admin socket and prints the answer;
-/// an answer that starts with `error:` fails the command.
-fn admin_request(a: &AdminArgs, request: &str) -> anyhow::Result<()> {
-    let socket = a.socket()?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let answer = runtime.block_on(crate::server::admin::ask(&socket, request)).with_context(|| {
-        format!(
-            "cannot reach ftpgate's admin socket {} (is ftpgate running with [admin] socket or --admin-socket?)",
-            socket.display()
-        )
-    })?;
-    if let Some(e) = answer.strip_prefix("error: ") {
-        anyhow::bail!("{}", e.trim_end());
-    }
-    print!("{answer}");
     Ok(())
 }
 

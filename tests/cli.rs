@@ -424,6 +424,46 @@ fn completions_and_man_page() {
     let man = run_client(ftpgate().arg("man"), Duration::from_secs(20));
     assert_eq!(man.status, 0, "{}", man.stderr);
     assert!(man.stdout.contains(".TH ftpgate 1") && man.stdout.contains("who"), "{}", man.stdout);
+    // Every page: rendered by man(1), with the sections an operator looks
+    // for, and every page it refers to written beside it.
+    let dir = tempfile::tempdir().unwrap();
+    let wrote = run_client(ftpgate().args(["man", "--dir", dir.path().to_str().unwrap()]), Duration::from_secs(20));
+    assert_eq!(wrote.status, 0, "{}", wrote.stderr);
+    let page = run_client(
+        Command::new("man").arg("-l").arg(dir.path().join("ftpgate.1")).env("MANWIDTH", "100"),
+        Duration::from_secs(20),
+    );
+    assert_eq!(page.status, 0, "{}", page.stderr);
+    for section in [
+        "NAME",
+        "SYNOPSIS",
+        "DESCRIPTION",
+        "OPTIONS",
+        "SUBCOMMANDS",
+        "FILES",
+        "SIGNALS",
+        "EXIT STATUS",
+        "ENVIRONMENT",
+        "EXAMPLES",
+        "SEE ALSO",
+    ] {
+        assert!(page.stdout.lines().any(|l| l == section), "no {section} section:\n{}", page.stdout);
+    }
+    assert!(page.stdout.contains("/etc/ftpgate/ftpgate.toml") && page.stdout.contains("SIGHUP"), "{}", page.stdout);
+    let mut refs: Vec<&str> = page
+        .stdout
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|w| w.starts_with("ftpgate-") && w.ends_with("(1)"))
+        .collect();
+    refs.sort();
+    refs.dedup();
+    assert!(refs.len() >= 8, "{refs:?}");
+    for r in refs {
+        let file = dir.path().join(format!("{}.1", r.trim_end_matches("(1)")));
+        assert!(file.exists(), "ftpgate(1) refers to {r}, which was not written");
+    }
+    let run = std::fs::read_to_string(dir.path().join("ftpgate-run.1")).unwrap();
+    assert!(run.contains("backend\\-max\\-tls\\-version") || run.contains("backend-max-tls-version"), "{run}");
 }
 
 /// Every flag and subcommand says what it does in --help.
