@@ -6,6 +6,8 @@
 #
 #   scripts/quickstart.sh           interactive: runs until Ctrl-C
 #   scripts/quickstart.sh --check   downloads and uploads once on each listener, then stops
+#   scripts/quickstart.sh --remove  removes what it made: the ftpdemo user, its PAM file and
+#                                   any run folder left behind (config, certificates, share)
 #
 # Ports: FTPGATE_PORT (plain, default 2121) and FTPGATE_TLS_PORT (explicit
 # FTPS, default FTPGATE_PORT+1). Needs root (apt-get, useradd); everything
@@ -24,6 +26,17 @@ check=no
 demo_user=ftpdemo
 demo_pass=ftpdemo-pass
 
+if [ "${1:-}" = "--remove" ]; then
+  # Only what this script makes: the demo user, its PAM service, run folders.
+  if id -u "$demo_user" >/dev/null 2>&1; then userdel "$demo_user" && echo "quickstart: removed user $demo_user"; fi
+  if [ -f /etc/pam.d/ftpgate-demo ]; then rm -f /etc/pam.d/ftpgate-demo && echo "quickstart: removed /etc/pam.d/ftpgate-demo"; fi
+  for d in /tmp/ftpgate-quickstart.*; do
+    [ -d "$d" ] && rm -rf "$d" && echo "quickstart: removed $d"
+  done
+  echo "quickstart: nothing of the quick start is left"
+  exit 0
+fi
+
 apt_install() {
   # Waits for another apt/dpkg run (unattended upgrades) instead of failing.
   apt-get -o DPkg::Lock::Timeout=300 update -qq
@@ -38,7 +51,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-port_free() { python3 -c 'import socket,sys; s=socket.socket(); s.bind(("127.0.0.1",int(sys.argv[1])))' "$1" 2>/dev/null; }
+# As a server binds (SO_REUSEADDR): connections in TIME_WAIT do not make a port busy.
+port_free() { python3 -c 'import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1",int(sys.argv[1])))' "$1" 2>/dev/null; }
 
 backend_port=$(free_port)
 if [ "$check" = yes ]; then
@@ -141,6 +155,12 @@ trap cleanup EXIT INT TERM
 
 vsftpd "$work/vsftpd.conf" &
 pids+=($!)
+# ftpgate starts once vsftpd answers, so its first lines are not a failed
+# backend probe.
+for _ in $(seq 100); do
+  python3 -c 'import socket,sys; s=socket.create_connection(("127.0.0.1",int(sys.argv[1])),1); s.settimeout(1); sys.exit(0 if s.recv(4).startswith(b"220") else 1)' "$backend_port" 2>/dev/null && break
+  sleep 0.1
+done
 "$bin" run --config "$work/ftpgate.toml" &
 gate_pid=$!
 pids+=("$gate_pid")
@@ -213,6 +233,6 @@ f = FTPS(context=ssl.create_default_context(cafile='$ca'))
 f.connect('127.0.0.1', $tls_port); f.login('$demo_user', '$demo_pass'); f.prot_p(); print(f.nlst()); f.quit()
 PY
 
-Ctrl-C stops both.
+Ctrl-C stops both. scripts/quickstart.sh --remove removes the demo user and its PAM file.
 MSG
 wait

@@ -70,6 +70,21 @@ fn quickstart_script_works() {
     );
     assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("quickstart check passed (plain and explicit FTPS)"), "{}", out.stdout);
+    // The backend is up before ftpgate starts: no failed probe first.
+    assert!(!out.stderr.contains("backend probe failed"), "{}", out.stderr);
+    // --remove takes away what the quick start made.
+    assert!(Command::new("id").arg("ftpdemo").output().unwrap().status.success(), "the demo user exists after a run");
+    let removed = run_client(Command::new("bash").args(["scripts/quickstart.sh", "--remove"]), Duration::from_secs(60));
+    assert_eq!(removed.status, 0, "{}\n{}", removed.stdout, removed.stderr);
+    assert!(removed.stdout.contains("removed user ftpdemo"), "{}", removed.stdout);
+    assert!(!Command::new("id").arg("ftpdemo").output().unwrap().status.success(), "the demo user is gone");
+    assert!(!std::path::Path::new("/etc/pam.d/ftpgate-demo").exists(), "the PAM file is gone");
+    let left: Vec<_> = std::fs::read_dir("/tmp")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ftpgate-quickstart."))
+        .collect();
+    assert!(left.is_empty(), "run folders left: {left:?}");
 }
 
 /// With its port taken, the quick start says which port and how to pick
