@@ -519,7 +519,7 @@ fn log_start(settings: &Settings) {
             format!("{} tls={:?}{proxy}", l.address, l.tls).to_lowercase()
         })
         .collect();
-    tracing::info!(
+    tracing::info!(target: "ftpgate::server",
         version = env!("CARGO_PKG_VERSION"),
         listeners = %listeners.join(", "),
         backend = %settings.backend_pool.join(", "),

@@ -50,7 +50,7 @@ static UNTRUSTED_LOGGED: std::sync::LazyLock<crate::log_limit::PerKey<std::net::
 pub fn refuse_untrusted(peer: SocketAddr, port: u16, metrics: &crate::metrics::Metrics) {
     metrics.proxy_header_error("untrusted");
     if UNTRUSTED_LOGGED.allow(&peer.ip().to_canonical()) {
-        tracing::warn!(
+        tracing::warn!(target: "ftpgate::proxy",
             %peer, port,
             "closed a connection to a PROXY protocol port from a sender not in proxy_from (further ones from \
              this address are counted in ftpgate_proxy_header_errors_total, not logged, for a minute)"

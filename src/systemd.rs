@@ -16,6 +16,6 @@ pub fn notify(state: &str) {
         sock.send_to(state.as_bytes(), std::path::Path::new(&path))
     };
     if let Err(e) = sent {
-        tracing::warn!(error = %e, "cannot notify systemd");
+        tracing::warn!(target: "ftpgate::server", error = %e, "cannot notify systemd");
     }
 }

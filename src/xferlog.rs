@@ -105,7 +105,7 @@ impl XferLog {
         let line = r.line();
         let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = f.write_all(line.as_bytes()) {
-            tracing::error!(error = %e, "cannot write the transfer log");
+            tracing::error!(target: "ftpgate::transfer", error = %e, "cannot write the transfer log");
         }
     }
 }

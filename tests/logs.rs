@@ -127,4 +127,36 @@ fn start_line_and_one_transfer_ended_line_per_transfer_however_it_ends() {
     let line = text.lines().find(|l| l.contains("backend_account=")).unwrap();
     assert!(line.contains("gate-bob") && line.contains(&format!("backend_account={USER}")), "{line}");
     assert!(!text.contains("gate-secret-pw") && !text.contains(PASSWORD), "a password reached the log");
+
+    // Targets name what a line is about, from a short documented list; no
+    // internal module path leaks into the log.
+    let target_of = |what: &str| {
+        let line = text.lines().find(|l| l.contains(what)).unwrap_or_else(|| panic!("no {what:?} line:\n{text}"));
+        line.split_whitespace()
+            .find(|w| w.starts_with("ftpgate::"))
+            .unwrap_or_default()
+            .trim_end_matches(':')
+            .to_string()
+    };
+    assert_eq!(target_of("transfer ended"), "ftpgate::transfer");
+    assert_eq!(target_of("transfer started"), "ftpgate::transfer");
+    assert_eq!(target_of("session opened"), "ftpgate::session");
+    assert_eq!(target_of("bastion login mapped"), "ftpgate::audit");
+    assert_eq!(target_of("ftpgate starting"), "ftpgate::server");
+    const DOCUMENTED: [&str; 9] = [
+        "ftpgate::server",
+        "ftpgate::session",
+        "ftpgate::transfer",
+        "ftpgate::audit",
+        "ftpgate::tls",
+        "ftpgate::backend",
+        "ftpgate::cluster",
+        "ftpgate::proxy",
+        "ftpgate::policy",
+    ];
+    for line in text.lines() {
+        if let Some(t) = line.split_whitespace().find(|w| w.starts_with("ftpgate::") && w.ends_with(':')) {
+            assert!(DOCUMENTED.contains(&t.trim_end_matches(':')), "undocumented log target in: {line}");
+        }
+    }
 }

@@ -198,7 +198,7 @@ impl Cluster {
                     break;
                 }
             }
-            debug!(leases = held.len(), "cluster leases refreshed");
+            debug!(target: "ftpgate::cluster", leases = held.len(), "cluster leases refreshed");
         }
     }
 }

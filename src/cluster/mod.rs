@@ -236,7 +236,7 @@ impl Cluster {
         match &result {
             Ok(_) => {
                 if self.down.swap(false, Ordering::Relaxed) {
-                    info!(redis = %self.settings.address, "shared state reachable again");
+                    info!(target: "ftpgate::cluster", redis = %self.settings.address, "shared state reachable again");
                 }
             }
             Err(e) => {
@@ -247,7 +247,7 @@ impl Cluster {
                         FailMode::Open => "logins are served with this instance's own counts and bans",
                         FailMode::Closed => "new sessions are refused (cluster.fail = \"closed\")",
                     };
-                    warn!(redis = %self.settings.address, error = %e, "shared state unreachable; {serving}");
+                    warn!(target: "ftpgate::cluster", redis = %self.settings.address, error = %e, "shared state unreachable; {serving}");
                 }
             }
         }

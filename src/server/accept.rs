@@ -29,7 +29,7 @@ impl AcceptErrors {
         metrics.accept_error(self.listener);
         if !self.logged.swap(true, Ordering::Relaxed) {
             let scarce = matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE));
-            tracing::error!(
+            tracing::error!(target: "ftpgate::server",
                 listener = self.listener, error = %e, out_of_descriptors = scarce,
                 "accept failed; backing off (logged once until accepting works again, counted in ftpgate_accept_errors_total)"
             );
@@ -40,7 +40,7 @@ impl AcceptErrors {
     /// An accept worked: the next failure is logged again.
     pub fn succeeded(&self) {
         if self.logged.swap(false, Ordering::Relaxed) {
-            tracing::info!(listener = self.listener, "accepting again");
+            tracing::info!(target: "ftpgate::server", listener = self.listener, "accepting again");
         }
     }
 }

@@ -75,8 +75,8 @@ pub async fn serve(socket: AdminSocket, live: Arc<LiveContext>) {
     crate::server::accept::serve_capped(&ACCEPT, MAX_ADMIN_CONNECTIONS, live, listener, |stream, live| async move {
         match tokio::time::timeout(ADMIN_TIMEOUT, answer(stream, &live)).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => warn!(error = %e, "admin socket request failed"),
-            Err(_) => debug!("admin client timed out"),
+            Ok(Err(e)) => warn!(target: "ftpgate::server", error = %e, "admin socket request failed"),
+            Err(_) => debug!(target: "ftpgate::server", "admin client timed out"),
         }
     })
     .await
@@ -160,10 +160,11 @@ async fn lift(ctx: &SessionContext, ip: IpAddr) -> String {
             Err(e) => return format!("error: cluster unreachable ({e}); lifted on this instance only\n"),
         }
     }
-    info!(target: "ftpgate::audit", %ip, lifted, "ban lifted by the operator");
     if lifted {
+        info!(target: "ftpgate::audit", %ip, "ban lifted by the operator");
         format!("ban on {ip} lifted\n")
     } else {
+        info!(target: "ftpgate::audit", %ip, "the operator asked to lift a ban, but the address was not banned");
         format!("error: {ip} was not banned\n")
     }
 }

@@ -142,7 +142,7 @@ fn announce_backend_tls(settings: &Settings, metrics: &Metrics) {
     let mut seen = std::collections::BTreeMap::new();
     for address in addresses {
         if seen.insert(address.clone(), version).is_none() {
-            tracing::info!(backend = %address, max_tls_version = version, "backend TLS: {why}");
+            tracing::info!(target: "ftpgate::tls", backend = %address, max_tls_version = version, "backend TLS: {why}");
         }
     }
     *metrics.backend_tls_max.lock().unwrap_or_else(|e| e.into_inner()) = seen;
@@ -184,7 +184,7 @@ impl SessionContext {
         if matches!(settings.backend_tls_options.verify, crate::tls::BackendVerify::Insecure)
             && settings.backend_tls != BackendTlsMode::Off
         {
-            warn!(
+            warn!(target: "ftpgate::server",
                 "backend certificate verification is OFF (insecure_skip_verify): the backend leg is not authenticated"
             );
         }
@@ -256,7 +256,7 @@ impl SessionContext {
         next.transfers = Arc::clone(&self.transfers);
         // The shared state's connection and leases outlive reloads.
         if next.settings.cluster != self.settings.cluster {
-            warn!("[cluster] changed; it takes effect at the next restart");
+            warn!(target: "ftpgate::server", "[cluster] changed; it takes effect at the next restart");
         }
         next.cluster = self.cluster.clone();
         if next.settings.backend == self.settings.backend {

@@ -64,10 +64,10 @@ pub fn reload(live: &LiveContext, settings: Result<Settings, String>) {
     match next {
         Ok((next, metrics_moved)) => {
             if metrics_moved {
-                tracing::warn!("the metrics address changed; it takes effect at the next restart");
+                tracing::warn!(target: "ftpgate::server", "the metrics address changed; it takes effect at the next restart");
             }
             Metrics::inc(&current.metrics.reloads_ok);
-            tracing::info!(
+            tracing::info!(target: "ftpgate::server",
                 backend = %next.settings.backend,
                 listeners = next.settings.listeners.len(),
                 "configuration reloaded; new sessions use it"
@@ -78,7 +78,7 @@ pub fn reload(live: &LiveContext, settings: Result<Settings, String>) {
         }
         Err(e) => {
             Metrics::inc(&current.metrics.reloads_failed);
-            tracing::error!(error = %e, "configuration reload failed; keeping the running configuration");
+            tracing::error!(target: "ftpgate::server", error = %e, "configuration reload failed; keeping the running configuration");
         }
     }
     crate::systemd::notify("READY=1");
@@ -91,7 +91,7 @@ pub async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
     }
-    tracing::info!("shutting down");
+    tracing::info!(target: "ftpgate::server", "shutting down");
 }
 
 /// Once the listeners are closed: lets running sessions finish within
@@ -103,7 +103,7 @@ pub async fn drain(live: &LiveContext) {
     ctx.closing.send_replace(Lifecycle::Draining);
     let sessions = Arc::clone(&ctx.sessions);
     let deadline = std::time::SystemTime::now() + ctx.settings.drain;
-    tracing::info!(
+    tracing::info!(target: "ftpgate::server",
         sessions = sessions.count(),
         transfers = crate::metrics::Metrics::get(&ctx.metrics.data_channels_open),
         drain_seconds = ctx.settings.drain.as_secs(),
@@ -113,7 +113,7 @@ pub async fn drain(live: &LiveContext) {
     if tokio::time::timeout(ctx.settings.drain, sessions.all_ended()).await.is_ok() {
         return;
     }
-    tracing::warn!(sessions = sessions.count(), "drain timeout: closing the remaining sessions");
+    tracing::warn!(target: "ftpgate::server", sessions = sessions.count(), "drain timeout: closing the remaining sessions");
     ctx.closing.send_replace(Lifecycle::DrainDeadline);
     let _ = tokio::time::timeout(DRAIN_GRACE, sessions.all_ended()).await;
 }

@@ -80,7 +80,7 @@ struct AcceptLoops {
 
 impl AcceptLoops {
     fn start(&mut self, addr: SocketAddr, listener: Arc<TcpListener>, settings: ListenerSettings) {
-        info!(%addr, tls = ?settings.tls, proxy_protocol = settings.proxy_protocol, "accepting FTP clients");
+        info!(target: "ftpgate::server", %addr, tls = ?settings.tls, proxy_protocol = settings.proxy_protocol, "accepting FTP clients");
         let task = tokio::spawn(accept_loop(
             Arc::clone(&listener),
             settings.clone(),
@@ -101,7 +101,7 @@ impl AcceptLoops {
         for addr in gone {
             if let Some((_, _, task)) = self.running.remove(&addr) {
                 task.abort();
-                info!(%addr, "stopped accepting FTP clients (removed from the configuration)");
+                info!(target: "ftpgate::server", %addr, "stopped accepting FTP clients (removed from the configuration)");
             }
         }
         for l in wanted {
@@ -115,7 +115,9 @@ impl AcceptLoops {
                 }
                 None => match bind(l.address).await {
                     Ok(listener) => self.start(l.address, Arc::new(listener), l.clone()),
-                    Err(e) => error!(addr = %l.address, error = %e, "cannot listen on a newly configured address"),
+                    Err(e) => {
+                        error!(target: "ftpgate::server", addr = %l.address, error = %e, "cannot listen on a newly configured address")
+                    }
                 },
             }
         }
@@ -163,7 +165,7 @@ async fn accept_loop(
                 let max = ctx.settings.max_sessions;
                 if Metrics::get(&ctx.metrics.sessions_open) >= max as u64 {
                     Metrics::inc(&ctx.metrics.sessions_refused);
-                    warn!(%peer, max, "session limit reached; refusing client");
+                    warn!(target: "ftpgate::server", %peer, max, "session limit reached; refusing client");
                     tokio::spawn(refuse(stream, max));
                     continue;
                 }
@@ -181,7 +183,7 @@ async fn accept_loop(
                             Ok(addr) => addr,
                             Err(e) => {
                                 ctx.metrics.proxy_header_error(e.label());
-                                warn!(%peer, error = %e, "refused connection without a valid PROXY protocol header");
+                                warn!(target: "ftpgate::server", %peer, error = %e, "refused connection without a valid PROXY protocol header");
                                 return;
                             }
                         }

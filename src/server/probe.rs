@@ -21,8 +21,8 @@ const PROBE_TLS_TIMEOUT: Duration = Duration::from_secs(15);
 /// features before login.
 pub async fn learn_feat(ctx: Arc<SessionContext>) {
     match probe(&ctx).await {
-        Ok(()) => debug!(backend = %ctx.backend.address, "backend features learnt"),
-        Err(e) => warn!(backend = %ctx.backend.address, error = %e, "backend probe failed"),
+        Ok(()) => debug!(target: "ftpgate::backend", backend = %ctx.backend.address, "backend features learnt"),
+        Err(e) => warn!(target: "ftpgate::backend", backend = %ctx.backend.address, error = %e, "backend probe failed"),
     }
 }
 
@@ -80,9 +80,9 @@ pub async fn health_checks(live: Arc<crate::server::LiveContext>) {
                 let up = greets(&ctx, &address).await;
                 if up != pool.is_healthy(i) {
                     if up {
-                        tracing::info!(backend = %address, "backend passes its health check again");
+                        tracing::info!(target: "ftpgate::backend", backend = %address, "backend passes its health check again");
                     } else {
-                        warn!(backend = %address, "backend failed its health check; no new sessions go there");
+                        warn!(target: "ftpgate::backend", backend = %address, "backend failed its health check; no new sessions go there");
                     }
                 }
                 pool.set_healthy(i, up);

@@ -281,7 +281,7 @@ impl BackendControl {
             .map_err(|_| UpgradeError::Timeout(timeout.as_secs()))?
             .map_err(UpgradeError::Handshake)?;
         let conn = stream.get_ref().1;
-        tracing::debug!(version = ?conn.protocol_version(), cipher = ?conn.negotiated_cipher_suite().map(|c| c.suite()), "backend control TLS up");
+        tracing::debug!(target: "ftpgate::tls", version = ?conn.protocol_version(), cipher = ?conn.negotiated_cipher_suite().map(|c| c.suite()), "backend control TLS up");
         self.stream = BackendStream::Tls(Box::new(stream));
         Ok(())
     }

@@ -114,12 +114,12 @@ impl DataTls {
                 // ftpgate_tls_handshakes_total{leg="backend_data",kind="full"}.
                 let backend = b.server_name.to_str().into_owned();
                 if TICKET_WARNED.allow(&backend) {
-                    tracing::warn!(
+                    tracing::warn!(target: "ftpgate::tls",
                         %backend,
                         "backend data connection did not resume the control session over TLS 1.3: no unused \
                          session ticket from this server (it sent none, or fewer than there were data \
-                         connections); a server that requires session reuse refuses such connections, so set \
-                         [backend] max_tls_version = \"1.2\" for it (docs/troubleshooting.md); said once an hour"
+                         connections); a server that requires session reuse refuses such connections, so keep \
+                         [backend] max_tls_version at its default \"1.2\" for it (docs/troubleshooting.md); said once an hour"
                     );
                 }
             }
@@ -191,7 +191,7 @@ pub async fn accept_client(
         // Counted always, logged once a minute per address (a flood of
         // strangers on the passive ports must not fill the log).
         if STRANGERS_LOGGED.allow(&peer.ip()) {
-            tracing::warn!(%peer, port = passive.port, "refused data connection from an address that is not the client's");
+            tracing::warn!(target: "ftpgate::transfer", %peer, port = passive.port, "refused data connection from an address that is not the client's");
         }
     };
     let is_client = |peer: SocketAddr| peer.ip().to_canonical() == client_ip.to_canonical();
@@ -231,7 +231,7 @@ pub async fn accept_client(
                     }
                     Err(e) => {
                         metrics.proxy_header_error(e.label());
-                        tracing::warn!(%peer, error = %e, "refused data connection without a valid PROXY protocol header");
+                        tracing::warn!(target: "ftpgate::transfer", %peer, error = %e, "refused data connection without a valid PROXY protocol header");
                     }
                 },
             }

@@ -309,7 +309,7 @@ impl Driver {
             }
             Err(e) => {
                 Metrics::inc(&self.ctx.metrics.tls_client_failures);
-                warn!(error = %e, "TLS handshake with client failed");
+                warn!(target: "ftpgate::tls", error = %e, "TLS handshake with client failed");
                 Err(ClientTlsRefused::Failed)
             }
         }
@@ -421,11 +421,11 @@ impl Driver {
         let Some(listener) =
             crate::server::passive::bind(self.client_local.ip().to_canonical(), range, &self.ctx.metrics)
         else {
-            warn!(min = range.min, max = range.max, "passive port range exhausted");
+            warn!(target: "ftpgate::session", min = range.min, max = range.max, "passive port range exhausted");
             return Err(core::DataSetupFailure::PassiveRangeFull { min: range.min, max: range.max });
         };
         let port = listener.port;
-        debug!(port, %backend, "passive data channel prepared");
+        debug!(target: "ftpgate::session", port, %backend, "passive data channel prepared");
         let (client_ip, connect, metrics) = (self.client_peer.ip(), s.data_connect, Arc::clone(&self.ctx.metrics));
         let proxy = self.proxy_from.clone();
         self.data = Some(data::spawn(
@@ -492,7 +492,7 @@ impl Driver {
         let Some(log) = log else { return };
         let secs = started.elapsed().as_secs_f64();
         self.ctx.metrics.latency.transfer.observe(secs);
-        info!(
+        info!(target: "ftpgate::transfer",
             user = if log.user.is_empty() { "-" } else { log.user.as_str() },
             command = %log.verb,
             path = %String::from_utf8_lossy(&log.path),

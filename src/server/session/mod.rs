@@ -63,7 +63,7 @@ pub async fn run(
             (_, Some(t)) => match t.for_session() {
                 Ok(a) => Some(a),
                 Err(e) => {
-                    warn!(error = %e, "cannot set up TLS for the session");
+                    warn!(target: "ftpgate::tls", error = %e, "cannot set up TLS for the session");
                     return;
                 }
             },
@@ -79,15 +79,15 @@ pub async fn run(
         let config = core_config(&ctx, mode, acceptor.is_some(), client_peer, client_local);
         let proxy_from = listener.proxy_protocol.then(|| listener.proxy_from.clone());
         let mut session = driver::Driver::new(Arc::clone(&ctx), id, client, config, proxy_from, acceptor, address_slot);
-        info!(tls = ?mode, "session opened");
+        info!(target: "ftpgate::session", tls = ?mode, "session opened");
         let ran = unwind::CatchUnwind::new(session.run()).await;
         if let Err(panic) = ran {
             Metrics::inc(&ctx.metrics.session_panics);
-            tracing::error!(panic = %unwind::message(panic.as_ref()), "session failed with an internal error (a bug); closing it");
+            tracing::error!(target: "ftpgate::session", panic = %unwind::message(panic.as_ref()), "session failed with an internal error (a bug); closing it");
             session.after_panic().await;
         }
-        debug!("session closed");
-        info!("session ended");
+        debug!(target: "ftpgate::session", "session closed");
+        info!(target: "ftpgate::session", "session ended");
     }
     .instrument(span)
     .await
@@ -168,7 +168,7 @@ async fn implicit_tls(ctx: &SessionContext, client: &mut ClientControl, acceptor
     ctx.metrics.latency.client_tls_handshake.observe(started.elapsed().as_secs_f64());
     if let Err(e) = upgraded {
         Metrics::inc(&ctx.metrics.tls_client_failures);
-        warn!(error = %e, "implicit TLS handshake with client failed");
+        warn!(target: "ftpgate::tls", error = %e, "implicit TLS handshake with client failed");
         return false;
     }
     Metrics::inc(&ctx.metrics.tls_client_control);

@@ -191,12 +191,12 @@ impl<E: Env> Core<E> {
             }
             (OpenStep::Pbsz, _) => self.refused_by_backend("PBSZ 0", &r),
             (OpenStep::Prot, codes::OK) => {
-                debug!("backend control connection secured");
+                debug!(target: "ftpgate::session", "backend control connection secured");
                 self.replay_next();
             }
             (OpenStep::Prot, _) => self.refused_by_backend("PROT P", &r),
             (OpenStep::Replay, code) => {
-                debug!(code, "replayed to the backend");
+                debug!(target: "ftpgate::session", code, "replayed to the backend");
                 self.replay_next();
             }
         }
@@ -227,7 +227,7 @@ impl<E: Env> Core<E> {
         let BackendLink::Opening(conn, opening) = std::mem::replace(&mut self.backend, BackendLink::new()) else {
             return;
         };
-        info!(backend = %conn.peer, name = conn.name.as_deref().unwrap_or("default"), "backend control connection open");
+        info!(target: "ftpgate::session", backend = %conn.peer, name = conn.name.as_deref().unwrap_or("default"), "backend control connection open");
         self.backend = BackendLink::Open(conn);
         self.waiting = Waiting::Command;
         match opening.then {

@@ -81,7 +81,7 @@ impl<E: Env> Core<E> {
     pub(super) fn log_bad_summary(&self) {
         let suppressed = self.bad.log.suppressed();
         if suppressed > 0 {
-            warn!(suppressed, "refused commands of this session not logged one by one");
+            warn!(target: "ftpgate::session", suppressed, "refused commands of this session not logged one by one");
         }
     }
 }

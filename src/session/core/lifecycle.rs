@@ -53,7 +53,7 @@ impl<E: Env> Core<E> {
     pub(super) fn backend_failed(&mut self, failure: BackendFailure) {
         self.metrics().backend_error(failure.label());
         let text = failure.to_string();
-        warn!(error = %text, "closing session: backend failed");
+        warn!(target: "ftpgate::session", error = %text, "closing session: backend failed");
         if matches!(self.waiting, Waiting::Departed(_)) {
             return self.close();
         }
@@ -73,7 +73,7 @@ impl<E: Env> Core<E> {
     }
 
     pub(super) fn on_client_gone(&mut self) {
-        debug!("client control connection lost");
+        debug!(target: "ftpgate::session", "client control connection lost");
         match std::mem::replace(&mut self.waiting, Waiting::Command) {
             Waiting::Transfer(t) => self.transfer_departed(t),
             _ => self.close(),
@@ -91,7 +91,7 @@ impl<E: Env> Core<E> {
             self.reply(codes::TRANSFER_ABORTED, "Transfer aborted: ftpgate is shutting down");
         }
         self.reply(codes::NOT_AVAILABLE, "Service shutting down; please reconnect later");
-        info!("session closed at the drain deadline");
+        info!(target: "ftpgate::session", "session closed at the drain deadline");
         self.close();
     }
 }

@@ -56,7 +56,7 @@ pub(super) enum AwaitingPass {
 impl<E: Env> Core<E> {
     /// One command from the queue, from the top.
     pub(super) fn run_command(&mut self, cmd: Command) {
-        debug!(command = %cmd, "client command");
+        debug!(target: "ftpgate::session", command = %cmd, "client command");
         if self.config.mode == ClientTlsMode::Required
             && self.protection.tls.is_none()
             && !crate::protocol::command::ALLOWED_BEFORE_TLS.contains(&cmd.verb.as_str())
@@ -186,7 +186,7 @@ impl<E: Env> Core<E> {
             target: "ftpgate::audit",
             user = self.login.user.as_deref().unwrap_or("-"),
             command = %cmd.verb,
-            rule = %d.rule,
+            denied_by = %d.rule,
             code = d.code,
             reason = %d.reason,
             "denied"
@@ -201,7 +201,7 @@ impl<E: Env> Core<E> {
             if !self.matches_certificate(name) {
                 // Refused before any backend is opened for it.
                 Metrics::inc(&self.metrics().logins_refused);
-                warn!(user = %name, "user name does not match the client certificate");
+                warn!(target: "ftpgate::session", user = %name, "user name does not match the client certificate");
                 return self
                     .reply(codes::NOT_LOGGED_IN, "Login refused: user name does not match your client certificate");
             }
@@ -447,7 +447,7 @@ impl<E: Env> Core<E> {
 
     pub(super) fn on_bastion_pass_reply(&mut self, name: String, r: Reply) {
         if r.code != codes::LOGGED_IN {
-            warn!(user = %name, reply = %r.text(), "backend refused the mapped account");
+            warn!(target: "ftpgate::session", user = %name, reply = %r.text(), "backend refused the mapped account");
             self.reply(codes::NOT_LOGGED_IN, "Login incorrect: the backend refused this user's account");
             return self.resume();
         }

@@ -354,7 +354,7 @@ impl<E: Env> Core<E> {
                     Metrics::inc(&self.metrics().commands_rejected);
                     self.metrics().count_command("OTHER", "invalid");
                     if self.note_bad(bad_input::BadCommand::Invalid) {
-                        warn!(error = %e, "refused command line");
+                        warn!(target: "ftpgate::session", error = %e, "refused command line");
                     }
                     self.reply(codes::SYNTAX_ERROR, &format!("Syntax error: {e}; command refused"));
                 }
@@ -419,7 +419,7 @@ impl<E: Env> Core<E> {
                 if r.code == codes::NOT_AVAILABLE {
                     self.backend_failed(BackendFailure::ClosedWith(r.text()));
                 } else {
-                    debug!(code = r.code, "unsolicited backend reply dropped");
+                    debug!(target: "ftpgate::session", code = r.code, "unsolicited backend reply dropped");
                 }
             }
         }

@@ -57,7 +57,7 @@ impl<E: Env> Core<E> {
     /// and the session ends.
     fn refuse_pipelined(&mut self) {
         Metrics::inc(&self.metrics().commands_rejected);
-        warn!("client pipelined plaintext after AUTH; closing");
+        warn!(target: "ftpgate::session", "client pipelined plaintext after AUTH; closing");
         self.queue.clear();
         self.reply(codes::NOT_AVAILABLE, "Commands sent after AUTH before the TLS handshake are refused; closing");
         self.close();
@@ -69,7 +69,7 @@ impl<E: Env> Core<E> {
             Ok(tls) => {
                 self.protection.tls = Some(tls);
                 self.protection.prot_private = private;
-                debug!("client control connection secured");
+                debug!(target: "ftpgate::session", "client control connection secured");
                 self.resume();
             }
             Err(ClientTlsRefused::Pipelined) => self.refuse_pipelined(),

@@ -102,7 +102,7 @@ impl<E: Env> Core<E> {
         let addr = match (epsv, r.code) {
             (true, codes::EXTENDED_PASSIVE) => address::parse_229(&r.text()).map(|port| SocketAddr::new(ip, port)),
             (true, code) if EPSV_REFUSED.contains(&code) => {
-                debug!(code, "backend refused EPSV; using PASV from now on");
+                debug!(target: "ftpgate::session", code, "backend refused EPSV; using PASV from now on");
                 if let Some(c) = self.backend.conn_mut() {
                     c.epsv = false;
                 }
@@ -110,7 +110,7 @@ impl<E: Env> Core<E> {
             }
             (false, codes::PASSIVE) => address::parse_227(&r.text()).map(|named| {
                 if IpAddr::V4(*named.ip()) != ip.to_canonical() {
-                    debug!(named = %named, using = %ip, "backend named another host in 227; connecting to its control address");
+                    debug!(target: "ftpgate::session", named = %named, using = %ip, "backend named another host in 227; connecting to its control address");
                 }
                 SocketAddr::new(ip, named.port())
             }),
@@ -120,7 +120,7 @@ impl<E: Env> Core<E> {
             Ok(a) => a,
             Err(e) => {
                 self.metrics().backend_error("passive_reply");
-                warn!(reply = %r.text(), why = %e, "unusable passive reply from backend");
+                warn!(target: "ftpgate::session", reply = %r.text(), why = %e, "unusable passive reply from backend");
                 let reply = Reply::single(
                     codes::CANNOT_OPEN_DATA,
                     "Cannot open data connection: backend sent an unusable passive reply",
@@ -150,7 +150,7 @@ impl<E: Env> Core<E> {
         let Waiting::PassivePort { pasv } = std::mem::replace(&mut self.waiting, Waiting::Command) else { return };
         match port {
             Ok(port) => {
-                debug!(port, "passive data channel prepared");
+                debug!(target: "ftpgate::session", port, "passive data channel prepared");
                 self.transfers.setup = Some(DataSetup::Passive);
                 match pasv {
                     Some(ip) => self.reply(codes::PASSIVE, &address::format_227(std::net::SocketAddrV4::new(ip, port))),
@@ -158,7 +158,7 @@ impl<E: Env> Core<E> {
                 }
             }
             Err(why) => {
-                debug!(reason = why.label(), "no passive port");
+                debug!(target: "ftpgate::session", reason = why.label(), "no passive port");
                 self.reply(codes::CANNOT_OPEN_DATA, &why.to_string())
             }
         }
@@ -177,7 +177,7 @@ impl<E: Env> Core<E> {
             }
             Err(reply) => {
                 Metrics::inc(&self.metrics().active_refused);
-                warn!(command = ?cmd, reply = %reply.text(), "refused active-mode address");
+                warn!(target: "ftpgate::session", command = ?cmd, reply = %reply.text(), "refused active-mode address");
                 self.send_reply(reply);
             }
         }

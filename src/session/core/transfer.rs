@@ -270,7 +270,7 @@ impl<E: Env> Core<E> {
             Ok(()) => self.send_transfer(s),
             Err(why) => {
                 self.release_data_setup();
-                debug!(reason = why.label(), "active data connection failed");
+                debug!(target: "ftpgate::transfer", reason = why.label(), "active data connection failed");
                 self.reply(codes::CANNOT_OPEN_DATA, &why.to_string());
                 self.resume();
             }
@@ -298,7 +298,7 @@ impl<E: Env> Core<E> {
             }
         }
         let path = String::from_utf8_lossy(&self.resolve(&s.cmd)).into_owned();
-        info!(user = self.login.user.as_deref().unwrap_or("-"), command = %s.cmd, "transfer started");
+        info!(target: "ftpgate::transfer", user = self.login.user.as_deref().unwrap_or("-"), command = %s.cmd, "transfer started");
         self.out.push_back(Output::StartRelay(TransferStart {
             command: s.cmd.verb.to_string(),
             path,
@@ -427,7 +427,7 @@ impl<E: Env> Core<E> {
         let backend_code = backend.code;
         let v = verdict::transfer_verdict(outcome, backend, over_cap);
         if v.reply.code != backend_code {
-            debug!(backend_code, code = v.reply.code, "replaced the backend's final reply");
+            debug!(target: "ftpgate::transfer", backend_code, code = v.reply.code, "replaced the backend's final reply");
         }
         self.metrics().transfer(transfer_kind(cmd), if v.complete { "ok" } else { "failed" });
         self.transfers.cut = !v.reply.is_positive();
@@ -466,7 +466,7 @@ impl<E: Env> Core<E> {
         }
         self.out.push_back(Output::StopData);
         self.metrics().transfer(transfer_kind(&t.cmd), if delivered { "ok" } else { "aborted" });
-        info!(delivered, "transfer aborted by client");
+        info!(target: "ftpgate::transfer", delivered, "transfer aborted by client");
         let transfer_reply_owed = t.final_reply.is_none();
         let mut log = Some(Box::new(self.cut_log(&t, codes::TRANSFER_ABORTED, "aborted by the client (ABOR)")));
         if let Some(r) = t.final_reply.clone() {
