@@ -62,12 +62,32 @@ fn who_bans_status_and_live_counters() {
     assert_eq!(who.status, 0, "{}", who.stderr);
     let line = who.stdout.lines().find(|l| l.contains(USER)).unwrap_or_else(|| panic!("{}", who.stdout));
     assert!(line.contains("transfer") && line.contains("RETR /big.bin") && line.contains('%'), "{line}");
+    assert!(line.contains("of 12.0 MiB") && line.contains("s left"), "who shows the size and the time left: {line}");
     assert!(line.contains(&backend.addr.to_string()), "{line}");
 
     let page = Command::new("curl").args(["-sf", &format!("http://{metrics}/status")]).output().unwrap();
     let page = String::from_utf8_lossy(&page.stdout);
     assert!(page.contains("<progress") && page.contains(USER) && page.contains("RETR"), "{page}");
     assert!(!page.contains(PASSWORD));
+    // The header about the instance, and the transfer's size, percent and time left.
+    for want in [
+        format!("<dd>{}</dd>", env!("CARGO_PKG_VERSION")),
+        "Up for".to_string(),
+        format!("{addr} (off)"),
+        "default #1 up (1 session(s))".to_string(),
+        "0 address(es)".to_string(),
+        "of 12.0 MiB".to_string(),
+        " left ".to_string(),
+        "1 transfer(s)".to_string(),
+    ] {
+        assert!(page.contains(&want), "/status lacks {want:?}: {page}");
+    }
+    assert!(!page.contains(&backend.addr.to_string()), "no backend address on /status");
+    let index = Command::new("curl").args(["-sf", &format!("http://{metrics}/")]).output().unwrap();
+    let index = String::from_utf8_lossy(&index.stdout);
+    for link in ["/status", "/metrics", "/healthz", "/readyz"] {
+        assert!(index.contains(&format!("href=\"{link}\"")), "/ lacks a link to {link}: {index}");
+    }
 
     // The same page in a real browser (Debian's chromium, headless).
     let shot = dir.path().join("status.png");
@@ -87,6 +107,9 @@ fn who_bans_status_and_live_counters() {
     );
     assert!(dom.contains("http-equiv=\"refresh\""), "the page refreshes itself: {dom}");
     let png = std::fs::read(&shot).expect("chromium wrote the screenshot");
+    if let Ok(keep) = std::env::var("FTPGATE_STATUS_SCREENSHOT") {
+        std::fs::copy(&shot, keep).unwrap();
+    }
     assert!(png.starts_with(b"\x89PNG") && png.len() > 4096, "screenshot of {} bytes", png.len());
     // The page is live: read again later, the transfer has moved on.
     let bytes_on = |page: &str| -> u64 {

@@ -2,6 +2,7 @@
 //! with the `prometheus` crate from ftpgate's counters), `/healthz` (the
 //! process answers) and `/readyz` (the backend accepts connections).
 
+use super::status_page;
 use crate::metrics::Metrics;
 use crate::server::{LiveContext, SessionContext};
 use http_body_util::Full;
@@ -346,9 +347,12 @@ async fn handle(
                 + &render_cluster(ctx.cluster.as_deref()),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        "/status" if ctx.settings.status_page => {
-            (StatusCode::OK, "text/html; charset=utf-8", crate::server::registry::render_html(&ctx.registry.rows()))
-        }
+        "/status" if ctx.settings.status_page => (
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            status_page::render(&status_header(&ctx), &ctx.registry.rows()),
+        ),
+        "/" => (StatusCode::OK, "text/html; charset=utf-8", status_page::index(ctx.settings.status_page)),
         "/readyz" => {
             let (ready, why) = readiness(&ctx).await;
             let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -423,7 +427,35 @@ async fn readiness(ctx: &SessionContext) -> (bool, String) {
 /// [`HTTP_HEADER_TIMEOUT`], a whole connection within [`HTTP_CONNECTION_TIME`],
 /// and accept errors back off instead of spinning, so a flood of idle
 /// connections here cannot take the descriptors FTP needs.
+/// When the process started serving HTTP (with the process, in practice):
+/// `/status`'s uptime, which a reload does not reset.
+static STARTED: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new(std::time::Instant::now);
+
+/// `/status`'s header: version, uptime, listeners, backends by name with
+/// their health (no addresses), bans on this instance.
+fn status_header(ctx: &SessionContext) -> status_page::Header {
+    let pools = std::iter::once(("default", &ctx.pool)).chain(ctx.named_backends.iter().map(|(n, p)| (n.as_str(), p)));
+    let backends = pools
+        .flat_map(|(name, pool)| {
+            pool.view().into_iter().enumerate().map(move |(i, m)| (format!("{name} #{}", i + 1), m.healthy, m.sessions))
+        })
+        .collect();
+    status_page::Header {
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_secs: STARTED.elapsed().as_secs(),
+        listeners: ctx
+            .settings
+            .listeners
+            .iter()
+            .map(|l| format!("{} ({:?})", l.address, l.tls).to_lowercase())
+            .collect(),
+        backends,
+        bans: ctx.logins.lock().unwrap_or_else(|e| e.into_inner()).banned(ctx.now()).len(),
+    }
+}
+
 pub async fn serve(listener: TcpListener, live: Arc<LiveContext>) {
+    std::sync::LazyLock::force(&STARTED);
     static ACCEPT: crate::server::accept::AcceptErrors = crate::server::accept::AcceptErrors::new("http");
     crate::server::accept::serve_capped(&ACCEPT, MAX_HTTP_CONNECTIONS, live, &listener, |stream, live| async move {
         let svc = hyper::service::service_fn(move |req| handle(req, Arc::clone(&live)));

@@ -13,6 +13,7 @@ pub mod pool;
 pub mod probe;
 pub mod registry;
 pub mod session;
+pub mod status_page;
 
 pub use context::{ContextError, Lifecycle, LiveContext, SessionContext};
 pub use pool::BackendTarget;

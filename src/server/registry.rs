@@ -97,12 +97,15 @@ impl Registry {
                         TransferDirection::Upload => t.progress.a_to_b.written.load(Ordering::Relaxed),
                     };
                     let secs = now.duration_since(t.started).as_secs_f64().max(0.001);
+                    let rate = (moved as f64 / secs) as u64;
                     TransferRow {
                         command: t.command,
                         path: t.path,
                         bytes: moved,
-                        rate: (moved as f64 / secs) as u64,
+                        rate,
                         percent: t.size.filter(|&s| s > 0).map(|s| (moved.saturating_mul(100) / s).min(100) as u8),
+                        size: t.size,
+                        eta_secs: t.size.filter(|_| rate > 0).map(|s| s.saturating_sub(moved) / rate),
                     }
                 });
                 // A running transfer is not idleness.
@@ -181,6 +184,10 @@ pub struct TransferRow {
     /// Bytes per second since the transfer started.
     pub rate: u64,
     pub percent: Option<u8>,
+    /// The file's size, when the backend announced it.
+    pub size: Option<u64>,
+    /// Seconds left at the rate so far, when the size is known.
+    pub eta_secs: Option<u64>,
 }
 
 /// `ftpgate who`: a table as ProFTPD's ftpwho prints one.
@@ -192,7 +199,9 @@ pub fn render_text(rows: &[Row]) -> String {
     for r in rows {
         let transfer = r.transfer.as_ref().map_or(String::new(), |t| {
             let pct = t.percent.map_or(String::new(), |p| format!(" {p}%"));
-            format!("{} {} {} bytes {}/s{pct}", t.command, shown(&t.path), t.bytes, human(t.rate))
+            let of = t.size.map_or(String::new(), |s| format!(" of {}", human(s)));
+            let left = t.eta_secs.map_or(String::new(), |s| format!(" {s}s left"));
+            format!("{} {} {} bytes{of} {}/s{pct}{left}", t.command, shown(&t.path), t.bytes, human(t.rate))
         });
         let backend = match (&r.backend, &r.backend_address) {
             (Some(n), Some(a)) => format!("{n} ({a})"),
@@ -227,56 +236,9 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
-/// `/status`: the same view as HTML with progress bars, refreshing itself.
-/// Read-only; user names and paths are escaped, nothing secret is shown.
-pub fn render_html(rows: &[Row]) -> String {
-    let mut body = String::new();
-    for r in rows {
-        let transfer = match &r.transfer {
-            None => String::new(),
-            Some(t) => {
-                let bar = match t.percent {
-                    Some(p) => format!("<progress max=\"100\" value=\"{p}\">{p}%</progress> {p}%"),
-                    None => "<progress></progress>".to_string(),
-                };
-                format!(
-                    "{} {} &mdash; {} bytes, {}/s {bar}",
-                    escape(&t.command),
-                    escape(&shown(&t.path)),
-                    t.bytes,
-                    human(t.rate)
-                )
-            }
-        };
-        body.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} s</td><td>{} s</td><td class=\"transfer\">{}</td></tr>\n",
-            r.id,
-            escape(&r.user.as_deref().map_or("-".to_string(), shown)),
-            escape(&r.client.to_string()),
-            escape(r.backend.as_deref().unwrap_or("-")),
-            r.state,
-            r.connected_secs,
-            r.idle_secs,
-            transfer
-        ));
-    }
-    format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"2\">\
-         <title>ftpgate status</title><style>body{{font-family:sans-serif}}td,th{{padding:2px 8px;text-align:left}}\
-         progress{{width:12em}}</style></head><body><h1>ftpgate: {} session(s)</h1>\n<table>\
-         <tr><th>ID</th><th>User</th><th>Client</th><th>Backend</th><th>State</th><th>Connected</th><th>Idle</th>\
-         <th>Transfer</th></tr>\n{body}</table></body></html>\n",
-        rows.len()
-    )
-}
-
 /// A peer's text, control characters escaped and length bounded.
-fn shown(s: &str) -> String {
+pub(super) fn shown(s: &str) -> String {
     crate::text::shown(s, 200)
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// The size a `150` reply announces: vsftpd and ProFTPD say `(N bytes)`.
@@ -301,6 +263,8 @@ mod tests {
         let r = Arc::new(Registry::default());
         let reg = r.register(7, "127.0.0.1:5000".parse().unwrap());
         reg.entry.user("<script>");
+        let render_html =
+            |rows: &[Row]| super::super::status_page::render(&super::super::status_page::Header::default(), rows);
         assert!(!render_html(&r.rows()).contains("script"), "no user name before login");
         reg.entry.logged_in();
         let html = render_html(&r.rows());
