@@ -5,6 +5,10 @@ front of the same vsftpd, measured with the same client (curl) and file.
     python3 benches/run.py            # full: 1 GiB, medians of 3, all rows; writes benches/README.md
     python3 benches/run.py --tiny     # smoke: 16 MiB, one run, direct and ftpgate rows (the test suite runs this)
 
+FTPGATE_BIN runs another build; FTPGATE_BENCH_ARGS adds flags to every
+ftpgate it starts; FTPGATE_BENCH_NO_README=1 leaves benches/README.md alone
+(for interleaved before/after runs).
+
 Needs root (a system user for vsftpd, apt-get for what is missing). Listens on
 127.0.0.1 only and stops every process it started, by PID.
 """
@@ -138,6 +142,8 @@ def ftpgate(binary, backend_port, certs, client_tls=False, backend_tls=False, ex
     if backend_tls:
         cmd += ["--backend-tls", "explicit", "--backend-ca", f"{certs}/ca.pem"]
     cmd += list(extra)
+    # Before/after comparisons pass the same settings to two builds.
+    cmd += os.environ.get("FTPGATE_BENCH_ARGS", "").split()
 
     def more_fds():
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -486,7 +492,9 @@ def report(rows, extra, size, runs, tiny):
     table = "\n".join(lines)
     print()
     print(table)
-    if not tiny:
+    # A comparison run (FTPGATE_BENCH_NO_README=1) leaves the README to the
+    # person who interleaves the runs.
+    if not tiny and not os.environ.get("FTPGATE_BENCH_NO_README"):
         machine = f"{os.cpu_count()} cores, Linux {platform.release()}, {datetime.date.today()}"
         with open(os.path.join(ROOT, "benches", "README.md"), "w") as f:
             f.write(BENCH_README.format(machine=machine, size=size >> 20, runs=runs, table=table))
