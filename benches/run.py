@@ -382,8 +382,12 @@ def main():
         vplain = vsftpd(work, "vsftpd-plain", False, certs)
         vtls = vsftpd(work, "vsftpd-tls", True, certs)
         g_plain, gp = ftpgate(binary, vplain, certs)
-        g_up, _ = ftpgate(binary, vtls, certs, backend_tls=True)
-        g_tls, _ = ftpgate(binary, vtls, certs, client_tls=True, backend_tls=True)
+        g_up, gu = ftpgate(binary, vtls, certs, backend_tls=True)
+        g_tls, gt = ftpgate(binary, vtls, certs, client_tls=True, backend_tls=True)
+        # CPU seconds of each ftpgate process, per direction, for s/GiB.
+        cpu_pids = {"1. plain/plain: ftpgate": gp.pid, "2. plain client, TLS backend: ftpgate": gu.pid,
+                    "3. TLS/TLS: ftpgate": gt.pid}
+        cpu = {name: [0.0, 0.0] for name in cpu_pids}
 
         # Every proxy is started first; then each round measures every row once
         # (download, then upload), so drift of the machine over the run hits
@@ -410,8 +414,13 @@ def main():
                 url = f"ftp://127.0.0.1:{port}"
                 cpu0 = cpu_seconds(gp.pid)
                 try:
+                    c = cpu_seconds(cpu_pids[name]) if name in cpu_pids else 0.0
                     speeds[name][0].append(curl(url, tls, certs))
+                    c2 = cpu_seconds(cpu_pids[name]) if name in cpu_pids else 0.0
                     speeds[name][1].append(curl(url, tls, certs, upload=src))
+                    if name in cpu_pids:
+                        cpu[name][0] += c2 - c
+                        cpu[name][1] += cpu_seconds(cpu_pids[name]) - c2
                 except RuntimeError as e:
                     # A proxy that fails a transfer gets no figure, and the reason.
                     failures.append(f"{name}: {e}")
@@ -427,6 +436,9 @@ def main():
             up = statistics.median(u) if name not in failed else float("nan")
             rows.append((name, down, up))
             print(f"{name:55s} {down:9.0f} {up:9.0f}", flush=True)
+        for name, (down, up) in cpu.items():
+            per = runs * size / 2**30
+            print(f"ftpgate CPU s/GiB {name}: down {down / per:.3f} up {up / per:.3f}", flush=True)
         extra = {"cpu_s_per_gib_plain": cpu_plain, "failures": failures}
         if not tiny:
             mp_tls = mod_proxy(work, "mp-logins", vtls, certs, client_tls=True, backend_tls=True)

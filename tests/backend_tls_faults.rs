@@ -16,7 +16,7 @@ use std::time::Duration;
 fn server_config(certs: &TestCerts) -> Arc<ServerConfig> {
     let chain = ftpgate::tls::load_certs(&certs.path("server.pem")).unwrap();
     let key = ftpgate::tls::load_key(&certs.path("server.key")).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let c = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()

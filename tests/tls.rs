@@ -398,7 +398,7 @@ fn rust_client_explicit_ftps_10mib_upload_over_tls13() {
         roots.add(c).unwrap();
     }
     let config =
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots)

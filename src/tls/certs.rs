@@ -16,8 +16,6 @@ use thiserror::Error;
 pub enum CertError {
     #[error("generating certificate: {0}")]
     Generate(#[from] rcgen::Error),
-    #[error("generating an RSA key: {0}")]
-    Rsa(String),
     #[error("{path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
     #[error("{0}: already exists; pass --force to replace it")]
@@ -41,20 +39,12 @@ pub enum KeyType {
     Rsa,
 }
 
-/// RSA keys: the size legacy clients accept and current ones require at least.
-const RSA_BITS: usize = 2048;
-
 fn new_key(kind: KeyType) -> Result<KeyPair, CertError> {
     match kind {
         KeyType::Ecdsa => Ok(KeyPair::generate()?),
-        KeyType::Rsa => {
-            use rsa::pkcs8::EncodePrivateKey;
-            // ring signs with RSA keys but cannot generate them.
-            let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), RSA_BITS)
-                .map_err(|e| CertError::Rsa(e.to_string()))?;
-            let der = key.to_pkcs8_der().map_err(|e| CertError::Rsa(e.to_string()))?;
-            Ok(KeyPair::try_from(der.as_bytes())?)
-        }
+        // aws-lc-rs generates RSA keys (2048 bits for PKCS_RSA_SHA256),
+        // so the pure-Rust `rsa` crate (RUSTSEC-2023-0071) is no longer needed.
+        KeyType::Rsa => Ok(KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256)?),
     }
 }
 
@@ -175,6 +165,11 @@ mod tests {
         assert_eq!(parsed.public_key().algorithm.algorithm.to_id_string(), "1.2.840.113549.1.1.1", "rsaEncryption");
         assert!(key.contains("BEGIN PRIVATE KEY"));
         let key = crate::tls::load_key(&dir.path().join("server.key")).unwrap();
-        rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).unwrap();
+        rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
     }
 }

@@ -76,14 +76,14 @@ fn versions(min: TlsVersion, max: TlsVersion) -> Vec<&'static SupportedProtocolV
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// The crypto provider restricted to the named cipher suites (rustls names,
 /// e.g. `TLS13_AES_256_GCM_SHA384`), in the given order of preference. An empty
 /// list keeps rustls' defaults.
 pub fn provider_with_ciphers(names: &[String]) -> Result<Arc<rustls::crypto::CryptoProvider>, TlsError> {
-    let mut p = rustls::crypto::ring::default_provider();
+    let mut p = rustls::crypto::aws_lc_rs::default_provider();
     if names.is_empty() {
         return Ok(Arc::new(p));
     }
@@ -211,7 +211,7 @@ impl ServerTls {
         let base = Arc::clone(&self.config.read().unwrap_or_else(|e| e.into_inner()));
         let mut control = (*base).clone();
         control.session_storage = ServerSessionMemoryCache::new(CLIENT_SESSION_CACHE);
-        control.ticketer = rustls::crypto::ring::Ticketer::new()?;
+        control.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
         control.send_tls13_tickets = CLIENT_TLS13_TICKETS;
         // Same cache and key, no tickets: see `SessionAcceptors::for_data`.
         let mut quiet = control.clone();
