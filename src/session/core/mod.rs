@@ -17,10 +17,12 @@
 //! what is answered before a backend exists), `backend` (the backend's
 //! greeting, ftpgate's own FTPS towards it, the replay), `security`
 //! (AUTH/PBSZ/PROT), `setup` (PASV/EPSV/PORT/EPRT and the backend's passive
-//! port), `transfer` (the held final reply, ABOR and its order), `lifecycle`
+//! port), `transfer` (the held final reply), `abort` (ABOR and its order,
+//! and the log line of a cut transfer), `lifecycle`
 //! (timers, failures, the drain deadline); `interface` holds the inputs and
 //! outputs.
 
+mod abort;
 mod backend;
 mod bad_input;
 mod failure;
@@ -96,7 +98,7 @@ enum Pending {
     /// `DELE` of an upload's partial file cut at the size limit.
     CapDele(Box<transfer::Finishing>),
     /// The transfer's and then ABOR's own final reply.
-    Abor(transfer::Aborting),
+    Abor(abort::Aborting),
     /// A step of opening the backend connection.
     Opening(backend::OpenStep),
 }
