@@ -132,11 +132,11 @@ ssl_ciphers=HIGH
     return port
 
 
-def ftpgate(binary, backend_port, certs, client_tls=False, backend_tls=False, extra=()):
+def ftpgate(binary, backend_port, certs, client_tls=False, backend_tls=False, extra=(), passive=None):
     port = free_port()
     base = 40000 + (port % 10000)
     cmd = [binary, "run", "--listen", f"127.0.0.1:{port}", "--backend", f"127.0.0.1:{backend_port}",
-           "--passive-ports", f"{base}-{base + 400}"]
+           "--passive-ports", passive or f"{base}-{base + 400}"]
     if client_tls:
         cmd += ["--client-tls", "explicit", "--cert", f"{certs}/server.pem", "--key", f"{certs}/server.key"]
     if backend_tls:

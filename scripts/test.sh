@@ -23,6 +23,9 @@ command -v nft >/dev/null || need+=(nftables)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v chromium >/dev/null || need+=(chromium)
 command -v man >/dev/null || need+=(man-db)
+command -v clamd >/dev/null || need+=(clamav-daemon)
+command -v c-icap >/dev/null || need+=(c-icap)
+[ -e /usr/lib/x86_64-linux-gnu/c_icap/virus_scan.so ] || need+=(libc-icap-mod-virus-scan)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   apt-get update -qq

@@ -205,6 +205,14 @@ pub struct RunArgs {
     /// Append one xferlog line per file transfer to this file.
     #[arg(long, value_name = "FILE")]
     pub xferlog: Option<PathBuf>,
+    /// Scan every upload with clamd (`unix:PATH` or `tcp:HOST:PORT`) before
+    /// the client hears 226 (`[scan] clamd`).
+    #[arg(long, value_name = "ADDR")]
+    pub scan_clamd: Option<String>,
+    /// Scan every upload with an ICAP service (`icap://HOST:PORT/SERVICE`,
+    /// `[scan] icap`) instead.
+    #[arg(long, value_name = "URL")]
+    pub scan_icap: Option<String>,
     /// Every listener expects a PROXY protocol header (from a load balancer).
     #[arg(long)]
     pub proxy_protocol: bool,
@@ -352,6 +360,12 @@ impl RunArgs {
         if let Some(x) = &self.xferlog {
             config.logs.xferlog = Some(x.clone());
         }
+        if let Some(c) = &self.scan_clamd {
+            config.scan.clamd = Some(c.clone());
+        }
+        if let Some(c) = &self.scan_icap {
+            config.scan.icap = Some(c.clone());
+        }
         if let Some(b) = &self.banner {
             config.server.banner = Some(b.clone());
         }
@@ -432,7 +446,7 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
                 println!("listen {} ({}{proxy})", l.address, describe(l));
             }
             println!("backend {} (TLS: {:?})", s.backend, s.backend_tls);
-            println!("passive ports {}-{}", s.passive_ports.min, s.passive_ports.max);
+            println!("{}", crate::server::passive::capacity_line(s.passive_ports, s.max_sessions_per_address));
             if let Some(ip) = s.public_address {
                 println!("public address {ip}");
             }
@@ -441,6 +455,13 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(m) = s.metrics {
                 println!("metrics http://{m}/metrics");
+            }
+            if let Some(scan) = &s.scan {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                match rt.block_on(crate::server::scan::ping(&scan.scanner, scan.timeout)) {
+                    Ok(()) => println!("scan: {} reachable", scan.scanner),
+                    Err(e) => println!("scan: {} NOT reachable: {e}", scan.scanner),
+                }
             }
             // Loading the certificates and the policy is part of checking.
             SessionContext::new(s, Metrics::new()).map_err(|e| args.placed(e.into()))?;

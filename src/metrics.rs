@@ -70,6 +70,10 @@ pub struct Metrics {
     pub sessions_by_listener: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
     /// Transfers by kind (`file`, `listing`) and result (`ok`, `failed`, `aborted`).
     pub transfers_by_kind: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
+    /// Uploads judged by the malware scanner, by result.
+    pub scans_by_result: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// Whether the scanner answered its last health check (1) or not (0).
+    pub scanner_up: AtomicU64,
     /// Backend errors by kind (`connect`, `closed`, `timeout`, `malformed`, `tls`, `refused`, `passive_reply`, `data_connect`).
     pub backend_errors_by_kind: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// Commands by verb (known verbs only, others as OTHER) and result.
@@ -110,6 +114,17 @@ pub struct Metrics {
     pub reloads_failed: AtomicU64,
     /// PASV/EPSV that found no free port in the range.
     pub passive_ports_exhausted: AtomicU64,
+    /// Passive reservations (port, client address) held now.
+    pub passive_reservations: AtomicU64,
+    /// Passive setups that waited because their address held every port.
+    pub passive_waits: AtomicU64,
+    /// TLS data connections told apart by the session they resumed, among
+    /// several sessions of one address on one port.
+    pub passive_tls_routed: AtomicU64,
+    /// TLS data connections on a passive port that resumed no session
+    /// waiting there for their address (a fresh handshake where reuse is
+    /// required or the port is shared, or another session's ticket).
+    pub passive_tls_refused: AtomicU64,
     /// Connections to a passive port from an address other than the client's.
     pub data_connections_refused: AtomicU64,
     /// Data relays running now.
@@ -159,6 +174,10 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn dec(gauge: &AtomicU64) {
+        gauge.fetch_sub(1, Ordering::Relaxed);
+    }
+
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
@@ -184,6 +203,16 @@ impl Metrics {
         });
         let mut m = self.transfers_by_kind.lock().unwrap_or_else(|e| e.into_inner());
         *m.entry((kind, result)).or_insert(0) += 1;
+    }
+
+    /// Counts a scanner verdict; `result` as `ScanVerdict::label`.
+    pub fn scanned(&self, result: &'static str) {
+        let mut m = self.scans_by_result.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(result).or_insert(0) += 1;
+    }
+
+    pub fn scans_for(&self, result: &str) -> u64 {
+        self.scans_by_result.lock().unwrap_or_else(|e| e.into_inner()).get(result).copied().unwrap_or(0)
     }
 
     pub fn tls_version(&self, leg: &'static str, version: Option<&'static str>) {

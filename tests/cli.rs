@@ -16,7 +16,8 @@ fn check_accepts_the_shipped_example() {
     assert_eq!(out.status, 0, "{}", out.stderr);
     assert!(out.stdout.contains("listen 0.0.0.0:21 (plain FTP)"), "{}", out.stdout);
     assert!(out.stdout.contains("listen [::]:21 (plain FTP)"), "{}", out.stdout);
-    assert!(out.stdout.contains("passive ports 50000-60000"), "{}", out.stdout);
+    assert!(out.stdout.contains("passive ports 50000-50007: 8 port(s) shared by all sessions"), "{}", out.stdout);
+    assert!(out.stdout.contains("8 plain data setup(s)"), "{}", out.stdout);
 }
 
 #[test]

@@ -22,6 +22,7 @@ fn exported() -> BTreeSet<String> {
     m.backend_error("closed");
     m.session_opened("127.0.0.1:21".parse().unwrap(), "off");
     m.count_command("RETR", "allowed");
+    m.scanned("infected");
     let text = ftpgate::server::exporter::render(&m);
     text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).map(|l| l.split(' ').next().unwrap().to_string()).collect()
 }
@@ -147,7 +148,7 @@ fn kubernetes_configmap_holds_a_valid_configuration() {
         .collect();
     let config = ftpgate::config::Config::from_toml(&block, "configmap").unwrap();
     let s = config.validate().unwrap();
-    assert_eq!(s.passive_ports.len(), 5);
+    assert_eq!(s.passive_ports.len(), 8, "the documented 8 shared ports");
     for port in s.passive_ports.min..=s.passive_ports.max {
         assert!(yaml.contains(&format!("port: {port}")), "Service must expose passive port {port}");
     }
@@ -201,7 +202,8 @@ fn examples_document_every_setting() {
                 include_str!("../src/config/mod.rs"),
                 include_str!("../src/config/backend.rs"),
                 include_str!("../src/config/cluster.rs"),
-                include_str!("../src/config/limits.rs")
+                include_str!("../src/config/limits.rs"),
+                include_str!("../src/config/scan.rs")
             ),
             include_str!("../deploy/ftpgate.toml"),
             "deploy/ftpgate.toml",

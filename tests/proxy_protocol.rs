@@ -61,9 +61,16 @@ fn header_address_drives_policy_and_data_checks() {
     d.read_to_end(&mut got).unwrap();
     assert_eq!(c.reply().0, 226);
     assert_eq!(sha256(&got), sha256(&payload(300_000, 6)));
-    drop(silent);
     assert_eq!(Metrics::get(&gate.metrics.data_connections_refused), 1);
     assert_eq!(Metrics::get(&gate.metrics.proxy_header_errors), 1, "the bare control connection");
+    // The port is shared: the silent connection's header is still awaited,
+    // and its end without one is counted.
+    drop(silent);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while Metrics::get(&gate.metrics.proxy_header_errors) < 2 {
+        assert!(std::time::Instant::now() < deadline, "a connection closed without a header is counted");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert_eq!(gate.metrics.denials_for("connect"), 1);
 }
 

@@ -9,6 +9,7 @@ use ftpgate::config::{BackendTlsMode, ClientTlsMode};
 use ftpgate::metrics::Metrics;
 use ftpgate::tls::TlsVersion;
 use std::path::Path;
+use std::time::Duration;
 
 const SIZE: usize = 3 * 1024 * 1024;
 
@@ -430,7 +431,14 @@ fn rust_client_explicit_ftps_10mib_upload_over_tls13() {
     assert_eq!(Metrics::get(&s.gate.metrics.tls_client_data_full), 0);
     let refused = ftp.put_file("one-too-many.bin", &mut std::io::Cursor::new(&small)).unwrap_err().to_string();
     assert_eq!(Metrics::get(&s.gate.metrics.tls_client_data_full), 1);
+    // The refused connection might have been a thief's from the client's
+    // address: the session waits a moment for its own before the 522.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while Metrics::get(&s.gate.metrics.transfers_failed) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(Metrics::get(&s.gate.metrics.transfers_failed), 1);
+    assert_eq!(Metrics::get(&s.gate.metrics.passive_tls_refused), 1);
     // suppaftp reports the 522, or the broken pipe when its first write lost
     // the race with the refusal (it may then leave the 522 unread).
     let mut next = ftp.noop().map(|_| "200".to_string()).unwrap_or_else(|e| e.to_string());

@@ -4,10 +4,12 @@
 mod backend;
 mod cluster;
 mod limits;
+mod scan;
 mod units;
 pub use backend::{BackendConfig, Balance, NamedBackend, NamedPool, ProxyVersion};
 pub use cluster::{ClusterConfig, ClusterSettings, FailMode};
 pub use limits::{Limits, PassiveConfig, PortRange, Timeouts};
+pub use scan::{ScanConfig, ScanFallback, ScanSettings, Scanner};
 pub use units::{parse_seconds, with_ftp_port};
 
 use crate::tls_options::{BackendTlsOptions, BackendVerify, ServerTlsOptions, TlsVersion};
@@ -104,6 +106,9 @@ pub struct Config {
     /// Shared state for several instances (Redis).
     #[serde(default)]
     pub cluster: ClusterConfig,
+    /// Uploads scanned for malware before the client hears `226`.
+    #[serde(default)]
+    pub scan: ScanConfig,
 }
 
 /// The admin socket `ftpgate who` and `ftpgate bans` talk to.
@@ -352,6 +357,8 @@ pub struct Settings {
     pub health_interval: Duration,
     /// Redis shared by several instances, if any.
     pub cluster: Option<ClusterSettings>,
+    /// `[scan]`: uploads go through clamd too.
+    pub scan: Option<ScanSettings>,
 }
 
 impl Config {
@@ -527,6 +534,7 @@ impl Config {
             banner: self.server.banner.clone().unwrap_or_else(|| DEFAULT_BANNER.to_string()),
             admin_socket: self.admin.socket.clone(),
             cluster: self.cluster.validate()?,
+            scan: self.scan.validate().map_err(|(field, message)| invalid(field, message))?,
         })
     }
 }

@@ -16,7 +16,7 @@ fn durations_take_units() {
 fn shipped_example_is_valid() {
     let text = include_str!("../../deploy/ftpgate.toml");
     let s = Config::from_toml(text, "deploy/ftpgate.toml").unwrap().validate().unwrap();
-    assert_eq!(s.passive_ports, PortRange { min: 50000, max: 60000 });
+    assert_eq!(s.passive_ports, PortRange { min: 50000, max: 50007 });
 }
 
 #[test]
@@ -84,4 +84,40 @@ fn keys_are_found_in_their_tables() {
     assert_eq!(super::line_of_key(text, "listener.address"), Some(4));
     assert_eq!(super::line_of_key(text, "listener"), Some(3));
     assert_eq!(super::line_of_key(text, "tls.key"), None, "a default or a flag has no line");
+}
+
+#[test]
+fn scan_section_is_checked() {
+    let base = "[[listener]]\naddress = \"127.0.0.1:21\"\n[backend]\naddress = \"h:21\"\n";
+    let ok = Config::from_toml(&format!("{base}[scan]\nclamd = \"unix:/run/clamav/clamd.ctl\"\n"), "x.toml")
+        .unwrap()
+        .validate()
+        .unwrap();
+    let scan = ok.scan.unwrap();
+    assert_eq!(scan.scanner.to_string(), "clamd at unix:/run/clamav/clamd.ctl");
+    assert!(scan.reject_on_error && scan.reject_oversize, "secure defaults");
+    assert_eq!((scan.timeout.as_secs(), scan.max_size), (30, 25 << 20));
+    assert!(Config::from_toml(base, "x.toml").unwrap().validate().unwrap().scan.is_none());
+    for (bad, key) in [
+        ("clamd = \"http://x\"", "scan.clamd"),
+        ("clamd = \"tcp:clamav:3310\"", "scan.clamd"),
+        ("clamd = \"unix:\"", "scan.clamd"),
+        ("clamd = \"tcp:127.0.0.1:3310\"\ntimeout = 0", "scan.timeout"),
+        ("icap = \"http://x/avscan\"", "scan.icap"),
+        ("icap = \"icap://x:99999/avscan\"", "scan.icap"),
+        ("icap = \"icap://x:1344/\"", "scan.icap"),
+        ("icap = \"icap://x/avscan\"\nclamd = \"unix:/c\"", "scan.icap"),
+    ] {
+        let err = Config::from_toml(&format!("{base}[scan]\n{bad}\n"), "x.toml").unwrap().validate().unwrap_err();
+        assert!(err.to_string().starts_with(&format!("{key}:")), "{bad}: {err}");
+    }
+    let icap = Config::from_toml(&format!("{base}[scan]\nicap = \"icap://127.0.0.1/avscan\"\n"), "x.toml")
+        .unwrap()
+        .validate()
+        .unwrap()
+        .scan
+        .unwrap();
+    assert_eq!(icap.scanner.to_string(), "ICAP service icap://127.0.0.1:1344/avscan");
+    let err = Config::from_toml(&format!("{base}[scan]\non_error = \"ignore\"\n"), "x.toml").unwrap_err().to_string();
+    assert!(err.contains("on_error") || err.contains("ignore"), "{err}");
 }

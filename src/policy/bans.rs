@@ -52,6 +52,13 @@ impl LoginGuard {
         Some(until)
     }
 
+    /// Bans `ip` until `until` (another rule than failed logins decided it).
+    pub fn ban(&mut self, ip: IpAddr, now: Duration, until: Duration) {
+        let e = self.entries.entry(ip.to_canonical()).or_default();
+        e.last_seen = now;
+        e.banned_until = Some(e.banned_until.map_or(until, |t| t.max(until)));
+    }
+
     /// Addresses banned at `now`, with when each ban ends, soonest first.
     pub fn banned(&self, now: Duration) -> Vec<(IpAddr, Duration)> {
         let mut v: Vec<(IpAddr, Duration)> =

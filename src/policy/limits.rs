@@ -18,6 +18,9 @@ pub struct TransferLimits {
     pub max_upload_size: Option<u64>,
     /// Data transfers the user may run at once.
     pub max_transfers: Option<usize>,
+    /// Uploads go through the malware scanner (`[scan]` in the main
+    /// configuration); `false` exempts a trusted account. Unset: scanned.
+    pub scan: Option<bool>,
 }
 
 impl TransferLimits {
@@ -30,6 +33,7 @@ impl TransferLimits {
             upload_rate: self.upload_rate.or(fallback.upload_rate),
             max_upload_size: self.max_upload_size.or(fallback.max_upload_size),
             max_transfers: self.max_transfers.or(fallback.max_transfers),
+            scan: self.scan.or(fallback.scan),
         }
     }
 
@@ -47,6 +51,11 @@ impl TransferLimits {
             upload_rate: min(self.upload_rate, other.upload_rate),
             max_upload_size: min(self.max_upload_size, other.max_upload_size),
             max_transfers: min(self.max_transfers, other.max_transfers),
+            // A user in several groups is scanned if any of them says so.
+            scan: match (self.scan, other.scan) {
+                (Some(a), Some(b)) => Some(a || b),
+                (a, b) => a.or(b),
+            },
         }
     }
 
@@ -65,7 +74,11 @@ impl fmt::Display for TransferLimits {
             rate(self.upload_rate),
             self.max_upload_size.map_or("unlimited".to_string(), size_text),
             self.max_transfers.map_or("unlimited".to_string(), |n| n.to_string()),
-        )
+        )?;
+        match self.scan {
+            Some(false) => write!(f, ", uploads not scanned"),
+            _ => Ok(()),
+        }
     }
 }
 

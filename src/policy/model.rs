@@ -49,6 +49,7 @@ struct LimitsFile {
     upload_rate: Option<Spanned<String>>,
     max_upload_size: Option<Spanned<String>>,
     max_transfers: Option<Spanned<usize>>,
+    scan: Option<Spanned<bool>>,
 }
 
 /// The limit keys of a table that also has other keys.
@@ -59,6 +60,7 @@ macro_rules! limits_of {
             upload_rate: $t.upload_rate.clone(),
             max_upload_size: $t.max_upload_size.clone(),
             max_transfers: $t.max_transfers.clone(),
+            scan: $t.scan.clone(),
         }
     };
 }
@@ -92,6 +94,7 @@ fn transfer_limits(
         upload_rate: rate(&l.upload_rate, "upload_rate")?,
         max_upload_size,
         max_transfers: l.max_transfers.as_ref().map(|n| *n.get_ref()),
+        scan: l.scan.as_ref().map(|s| *s.get_ref()),
     })
 }
 
@@ -115,6 +118,7 @@ struct Defaults {
     upload_rate: Option<Spanned<String>>,
     max_upload_size: Option<Spanned<String>>,
     max_transfers: Option<Spanned<usize>>,
+    scan: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +144,7 @@ struct NetworkFile {
     upload_rate: Option<Spanned<String>>,
     max_upload_size: Option<Spanned<String>>,
     max_transfers: Option<Spanned<usize>>,
+    scan: Option<Spanned<bool>>,
 }
 
 fn allow() -> Spanned<String> {
@@ -181,6 +186,7 @@ struct UserFile {
     upload_rate: Option<Spanned<String>>,
     max_upload_size: Option<Spanned<String>>,
     max_transfers: Option<Spanned<usize>>,
+    scan: Option<Spanned<bool>>,
 }
 
 /// A TOML or schema error as one line naming the file and line; toml's own

@@ -33,6 +33,9 @@ pub const CANNOT_OPEN_DATA: u16 = 425;
 pub const TRANSFER_ABORTED: u16 = 426;
 /// Requested file action not taken (busy, limits).
 pub const ACTION_NOT_TAKEN: u16 = 450;
+/// Requested action aborted: local error in processing (an upload the
+/// malware scanner could not judge, removed).
+pub const LOCAL_ERROR: u16 = 451;
 pub const SYNTAX_ERROR: u16 = 500;
 pub const BAD_ARGUMENT: u16 = 501;
 pub const NOT_IMPLEMENTED: u16 = 502;

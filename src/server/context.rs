@@ -34,7 +34,12 @@ pub struct SessionContext {
     policy: Arc<RwLock<Arc<Policy>>>,
     /// Failed logins per client address; bans outlive reloads.
     pub logins: Arc<Mutex<LoginGuard>>,
+    /// Infected uploads per client address (`[scan] ban_after`), counted
+    /// apart from failed logins; a ban lands in `logins`.
+    malware: Arc<Mutex<LoginGuard>>,
     pub per_address: Arc<limits::Counts<IpAddr>>,
+    /// The passive ports every session shares; reservations outlive reloads.
+    pub passive: Arc<crate::server::passive::PassivePool>,
     pub per_user: Arc<limits::Counts<String>>,
     /// The clock bans are measured on.
     started: Instant,
@@ -216,6 +221,7 @@ impl SessionContext {
             None => None,
         };
         Ok(SessionContext {
+            passive: crate::server::passive::PassivePool::new(Arc::clone(&metrics)),
             cluster,
             xferlog,
             closing: Arc::new(tokio::sync::watch::Sender::new(Lifecycle::Serving)),
@@ -232,6 +238,7 @@ impl SessionContext {
             named_backends,
             policy: Arc::new(RwLock::new(Arc::new(policy))),
             logins: Arc::default(),
+            malware: Arc::default(),
             per_address: Arc::default(),
             per_user: Arc::default(),
             started: Instant::now(),
@@ -246,7 +253,9 @@ impl SessionContext {
         let same_xferlog = settings.xferlog == self.settings.xferlog;
         let mut next = SessionContext::new(settings, Arc::clone(&self.metrics))?;
         next.logins = Arc::clone(&self.logins);
+        next.malware = Arc::clone(&self.malware);
         next.per_address = Arc::clone(&self.per_address);
+        next.passive = Arc::clone(&self.passive);
         next.per_user = Arc::clone(&self.per_user);
         next.started = self.started;
         next.closing = Arc::clone(&self.closing);
@@ -330,6 +339,27 @@ impl SessionContext {
             c.remember_outage_ban(ip, std::time::Instant::now() + (until - now));
         }
         until.map(|t| t - now)
+    }
+
+    /// `[scan] ban_after`: counts an infected upload from `ip`, and bans the
+    /// address (for the policy's login ban length) when it reached the
+    /// limit. Local to this instance.
+    pub(super) fn scanned(&self, ip: IpAddr, verdict: &crate::session::outcome::ScanVerdict) {
+        let (crate::session::outcome::ScanVerdict::Infected(_), Some(scan)) = (verdict, &self.settings.scan) else {
+            return;
+        };
+        if scan.ban_after == 0 {
+            return;
+        }
+        let key = self.address_key(ip);
+        let policy = self.policy();
+        let limits = crate::policy::LoginLimits { max_failures: scan.ban_after, ..policy.login.clone() };
+        let now = self.now();
+        let Some(until) = self.malware.lock().unwrap_or_else(|e| e.into_inner()).failure(key, now, &limits) else {
+            return;
+        };
+        self.logins.lock().unwrap_or_else(|e| e.into_inner()).ban(key, now, until);
+        warn!(target: "ftpgate::audit", %ip, seconds = (until - now).as_secs(), uploads = scan.ban_after, "address banned after infected uploads ([scan] ban_after)");
     }
 
     pub(super) async fn login_ok(&self, ip: IpAddr) {

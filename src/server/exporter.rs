@@ -108,7 +108,12 @@ pub fn render(m: &Metrics) -> String {
         g(&m.session_panics),
     );
     counter(&r, "ftpgate_active_mode_refused_total", "PORT/EPRT refused by bounce protection.", g(&m.active_refused));
-    gauge(&r, "ftpgate_passive_listeners_open", "Client-facing passive ports in use.", g(&m.passive_listeners_open));
+    gauge(
+        &r,
+        "ftpgate_passive_listeners_open",
+        "Client-facing passive ports bound now (shared by all sessions).",
+        g(&m.passive_listeners_open),
+    );
     gauge(&r, "ftpgate_listeners_up", "Client listeners accepting connections now.", g(&m.listeners_up));
     from_map(
         &r,
@@ -134,8 +139,32 @@ pub fn render(m: &Metrics) -> String {
     counter(
         &r,
         "ftpgate_passive_ports_exhausted_total",
-        "PASV/EPSV that found no free passive port.",
+        "PASV/EPSV answered 425: no port of the range could be bound, or the client's address held every port until timeouts.data_connect.",
         g(&m.passive_ports_exhausted),
+    );
+    gauge(
+        &r,
+        "ftpgate_passive_reservations",
+        "Passive reservations (port, client address) waiting for their data connection now.",
+        g(&m.passive_reservations),
+    );
+    counter(
+        &r,
+        "ftpgate_passive_waits_total",
+        "Passive setups that waited because their client address held a reservation on every port.",
+        g(&m.passive_waits),
+    );
+    counter(
+        &r,
+        "ftpgate_passive_tls_routed_total",
+        "TLS data connections given to one of several sessions of one address on one port by the session they resumed.",
+        g(&m.passive_tls_routed),
+    );
+    counter(
+        &r,
+        "ftpgate_passive_tls_refused_total",
+        "TLS data connections on a passive port that resumed no session waiting there for their address.",
+        g(&m.passive_tls_refused),
     );
     counter(
         &r,
@@ -150,6 +179,20 @@ pub fn render(m: &Metrics) -> String {
         "Data transfers by kind (file, listing) and result.",
         &["kind", "result"],
         lock(&m.transfers_by_kind).iter().map(|((k, res), n)| (vec![k.to_string(), res.to_string()], *n)),
+    );
+    from_map(
+        &r,
+        "ftpgate_scan_total",
+        "Uploads judged by the malware scanner ([scan]) by result: clean, infected, error_rejected, \
+         error_accepted, oversize_rejected.",
+        &["result"],
+        lock(&m.scans_by_result).iter().map(|(res, n)| (vec![res.to_string()], *n)),
+    );
+    gauge(
+        &r,
+        "ftpgate_scanner_up",
+        "Whether the malware scanner answered its last health check (1) or not (0); 1 without [scan].",
+        g(&m.scanner_up),
     );
     from_map(
         &r,
@@ -394,6 +437,15 @@ async fn readiness(ctx: &SessionContext) -> (bool, String) {
         // the instance out of the balancer; failing closed, it refuses logins.
         if c.fail_closed() && !c.reachable() {
             return (false, format!("shared state {} unreachable (cluster.fail = closed)\n", c.settings.address));
+        }
+    }
+    if let Some(s) = ctx.settings.scan.as_ref().filter(|s| s.reject_on_error) {
+        // Uploads would all be refused: out of rotation until it is back.
+        if let Err(e) = crate::server::scan::ping(&s.scanner, READY_CONNECT_TIMEOUT).await {
+            return (
+                false,
+                format!("malware scanner ({}) unreachable ([scan] on_error = \"reject\"): {e}\n", s.scanner),
+            );
         }
     }
     // Ready while any backend of the pool takes connections; all are tried at once.

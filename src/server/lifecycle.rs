@@ -24,6 +24,7 @@ pub fn spawn_background(live: &Arc<LiveContext>) {
     if let Some(c) = &ctx.cluster {
         tokio::spawn(Arc::clone(c).refresh_leases());
     }
+    tokio::spawn(super::scan::health(Arc::clone(live)));
 }
 
 /// Runs a started instance to its end: SIGHUP reloads (`reread` reads the

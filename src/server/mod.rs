@@ -12,6 +12,7 @@ pub mod passive;
 pub mod pool;
 pub mod probe;
 pub mod registry;
+pub mod scan;
 pub mod session;
 pub mod status_page;
 

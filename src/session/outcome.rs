@@ -61,3 +61,32 @@ impl DataOutcome {
         }
     }
 }
+
+/// What the malware scanner said about an upload (`[scan]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanVerdict {
+    Clean,
+    /// The scanner found this signature.
+    Infected(String),
+    /// Not scanned whole (the scanner down, slow or answering nonsense, or
+    /// the upload larger than `max_size`), and `[scan]` says reject.
+    Unscanned {
+        reason: String,
+        oversize: bool,
+    },
+    /// The same, and `[scan]` says accept: `226`, with a warning.
+    AcceptedUnscanned(String),
+}
+
+impl ScanVerdict {
+    /// `ftpgate_scan_total{result}`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ScanVerdict::Clean => "clean",
+            ScanVerdict::Infected(_) => "infected",
+            ScanVerdict::Unscanned { oversize: true, .. } => "oversize_rejected",
+            ScanVerdict::Unscanned { .. } => "error_rejected",
+            ScanVerdict::AcceptedUnscanned(_) => "error_accepted",
+        }
+    }
+}

@@ -12,6 +12,7 @@
 //!   resume each other towards the backend.
 
 pub mod certs;
+pub mod route;
 pub mod stream;
 mod verify;
 

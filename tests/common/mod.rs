@@ -261,7 +261,7 @@ pub fn settings(backend: SocketAddr, listen: SocketAddr) -> Settings {
             max_version: TlsVersion::V13,
         },
         backend_proxy_protocol: None,
-        passive_ports: port_range(200),
+        passive_ports: port_range(4),
         public_address: None,
         idle_control: Duration::from_secs(60),
         data_connect: Duration::from_secs(10),
@@ -282,6 +282,7 @@ pub fn settings(backend: SocketAddr, listen: SocketAddr) -> Settings {
         balance: ftpgate::config::Balance::LeastConnections,
         health_interval: Duration::from_secs(5),
         cluster: None,
+        scan: None,
     }
 }
 

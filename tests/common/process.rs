@@ -44,7 +44,7 @@ impl Drop for KillOnDrop {
 /// flags (and stdio or environment) and spawn it.
 pub fn ftpgate_run(backend: SocketAddr) -> (Command, SocketAddr) {
     let addr = SocketAddr::new("127.0.0.1".parse().unwrap(), free_port("127.0.0.1".parse().unwrap()));
-    let range = port_range(50);
+    let range = port_range(8);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ftpgate"));
     // The log is kept in a file and printed when the test fails.
     let log = std::fs::File::create(std::env::temp_dir().join(format!("ftpgate-test-{}.log", addr.port()))).unwrap();

@@ -5,7 +5,6 @@
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::protocol::TransferDirection;
 use crate::relay;
-use crate::server::passive::PassiveListener;
 use crate::tls::stream::{BackendStream, ClientStream};
 use crate::tls::{self, BackendSessionTls, SessionAcceptors};
 use std::future::Future;
@@ -18,10 +17,6 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::LazyConfigAcceptor;
 
-/// Strangers on the passive ports, logged once a minute each.
-static STRANGERS_LOGGED: std::sync::LazyLock<crate::log_limit::PerKey<IpAddr>> =
-    std::sync::LazyLock::new(|| crate::log_limit::PerKey::new(Duration::from_secs(60)));
-
 /// Backends warned about TLS 1.3 resumption, once an hour each.
 static TICKET_WARNED: std::sync::LazyLock<crate::log_limit::PerKey<String>> =
     std::sync::LazyLock::new(|| crate::log_limit::PerKey::new(Duration::from_secs(3600)));
@@ -31,7 +26,7 @@ static TICKET_WARNED: std::sync::LazyLock<crate::log_limit::PerKey<String>> =
 /// can make a peer discard the end of a transfer.
 const TLS_LINGER: Duration = Duration::from_secs(5);
 
-pub use crate::session::outcome::{DataError, DataOutcome};
+pub use crate::session::outcome::{DataError, DataOutcome, ScanVerdict};
 
 /// TLS to put on each leg of one data connection.
 #[derive(Clone)]
@@ -46,6 +41,8 @@ pub struct DataTls {
     pub require_reuse: bool,
     pub backend: Option<BackendSessionTls>,
     pub metrics: Arc<Metrics>,
+    /// `[scan]`: an upload's client leg is teed into clamd.
+    pub scan: Option<Arc<crate::config::ScanSettings>>,
 }
 
 impl DataTls {
@@ -67,13 +64,19 @@ impl DataTls {
     /// command later is not cut off.
     async fn wrap(
         &self,
-        client: TcpStream,
+        client: Result<ClientStream, DataError>,
         backend: TcpStream,
         timeout: Duration,
         go: Go,
     ) -> Result<(ClientStream, BackendStream), DataError> {
         let client_leg = async {
-            let Some(acceptors) = &self.client else { return Ok(ClientStream::Plain(client)) };
+            let client = client?;
+            // A passive connection under PROT P comes with TLS on it: the
+            // shared port needed the handshake to know whose it is.
+            let (acceptors, client) = match (&self.client, client) {
+                (Some(acceptors), ClientStream::Plain(tcp)) => (acceptors, tcp),
+                (_, ready) => return Ok(ready),
+            };
             let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), client)
                 .await
                 .map_err(DataError::ClientTls)?;
@@ -159,7 +162,15 @@ async fn within_after<T>(
 
 /// The session's word that the backend accepted the transfer command, with
 /// the limits the transfer runs under.
-type Go = tokio::sync::watch::Receiver<Option<relay::Limits>>;
+pub type Go = crate::server::passive::Go;
+
+/// The session's side of [`Go`]: made before the data channel, since a
+/// passive reservation under `PROT P` needs the receiving side.
+pub type GoSender = tokio::sync::watch::Sender<Option<relay::Limits>>;
+
+pub fn go_channel() -> GoSender {
+    tokio::sync::watch::channel(None).0
+}
 
 /// Waits until the session says the backend accepted the transfer command.
 /// A dropped sender (the channel is being torn down) never says go.
@@ -169,75 +180,6 @@ async fn wait_for_go(mut go: Go) -> relay::Limits {
         Ok(limits) => limits,
         Err(_) => std::future::pending().await,
     }
-}
-
-/// Data connections whose PROXY header is still awaited, per passive port.
-const MAX_PENDING_HEADERS: usize = 64;
-
-/// Accepts the client's data connection on `passive`, refusing (and counting)
-/// connections from any address but the client's own.
-/// With `proxy`, each connection starts with a PROXY protocol header whose
-/// address is the one checked. Headers are read concurrently, so a silent
-/// connection cannot hold up the client's own.
-pub async fn accept_client(
-    passive: PassiveListener,
-    client_ip: IpAddr,
-    timeout: Duration,
-    metrics: Arc<Metrics>,
-    proxy: Option<crate::config::ProxySenders>,
-) -> Result<TcpStream, DataError> {
-    let refuse = |peer: SocketAddr| {
-        Metrics::inc(&metrics.data_connections_refused);
-        // Counted always, logged once a minute per address (a flood of
-        // strangers on the passive ports must not fill the log).
-        if STRANGERS_LOGGED.allow(&peer.ip()) {
-            tracing::warn!(target: "ftpgate::transfer", %peer, port = passive.port, "refused data connection from an address that is not the client's");
-        }
-    };
-    let is_client = |peer: SocketAddr| peer.ip().to_canonical() == client_ip.to_canonical();
-    let mut headers = tokio::task::JoinSet::new();
-    let accept = async {
-        loop {
-            tokio::select! {
-                accepted = passive.listener.accept() => {
-                    let (stream, peer) = accepted.map_err(DataError::ClientAccept)?;
-                    if let Some(senders) = &proxy {
-                        if !senders.trusts(peer.ip()) {
-                            // Its header could name this session's client.
-                            crate::proxy_protocol::refuse_untrusted(peer, passive.port, &metrics);
-                            continue;
-                        }
-                        if headers.len() >= MAX_PENDING_HEADERS {
-                            metrics.proxy_header_error("overload");
-                            continue;
-                        }
-                        headers.spawn(async move {
-                            let header = crate::proxy_protocol::read_header(&stream, timeout).await;
-                            (stream, peer, header)
-                        });
-                    } else if is_client(peer) {
-                        return Ok(stream);
-                    } else {
-                        refuse(peer);
-                    }
-                }
-                Some(Ok((stream, peer, header))) = headers.join_next(), if !headers.is_empty() => match header {
-                    Ok(claimed) => {
-                        let peer = claimed.unwrap_or(peer);
-                        if is_client(peer) {
-                            return Ok(stream);
-                        }
-                        refuse(peer);
-                    }
-                    Err(e) => {
-                        metrics.proxy_header_error(e.label());
-                        tracing::warn!(target: "ftpgate::transfer", %peer, error = %e, "refused data connection without a valid PROXY protocol header");
-                    }
-                },
-            }
-        }
-    };
-    tokio::time::timeout(timeout, accept).await.unwrap_or(Err(DataError::ClientTimeout(timeout.as_secs())))
 }
 
 /// Connects to a client's PORT/EPRT address from the address the client reached
@@ -313,6 +255,10 @@ pub struct DataChannel {
     task: Option<JoinHandle<DataOutcome>>,
     direction: Arc<OnceLock<TransferDirection>>,
     go: tokio::sync::watch::Sender<Option<relay::Limits>>,
+    /// The scanner's verdict on the upload, set before the task ends.
+    scanned: Arc<std::sync::Mutex<Option<ScanVerdict>>>,
+    /// The policy lets `[scan]` apply to this transfer.
+    scan_on: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl DataChannel {
@@ -337,6 +283,17 @@ impl DataChannel {
         // Taken in the same poll that saw the end.
         self.task = None;
         outcome.unwrap_or_else(|e| DataOutcome::Failed(DataError::Task(e.to_string())))
+    }
+
+    /// Whether `[scan]` applies to the transfer about to start (the policy
+    /// may exempt a user); call before [`backend_accepted`](Self::backend_accepted).
+    pub fn set_scan(&self, on: bool) {
+        self.scan_on.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The scanner's verdict on this channel's upload, once it ended.
+    pub fn scan_verdict(&self) -> Option<ScanVerdict> {
+        self.scanned.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// Whether the task's outcome is still to be read.
@@ -383,16 +340,21 @@ impl Drop for DataChannel {
     }
 }
 
-/// Runs `legs` (establishing both TCP connections), puts TLS on them as
+/// Runs `legs` (both TCP connections; the client's may have failed after the
+/// backend's was connected for it), puts TLS on them as
 /// `tls` says, then relays, as its own task so the control channel stays
 /// responsive (ABOR) during the transfer.
-pub fn spawn<L>(legs: L, tls: DataTls, connect_timeout: Duration, stall: Duration) -> DataChannel
+pub fn spawn<L>(legs: L, tls: DataTls, go: GoSender, connect_timeout: Duration, stall: Duration) -> DataChannel
 where
-    L: Future<Output = Result<(TcpStream, TcpStream), DataError>> + Send + 'static,
+    L: Future<Output = Result<(Result<ClientStream, DataError>, TcpStream), DataError>> + Send + 'static,
 {
     let metrics = Arc::clone(&tls.metrics);
     let direction = Arc::clone(&tls.direction);
-    let (go, go_rx) = tokio::sync::watch::channel(None);
+    let go_rx = go.subscribe();
+    let scanned = Arc::<std::sync::Mutex<Option<ScanVerdict>>>::default();
+    let verdict_slot = Arc::clone(&scanned);
+    let scan_on = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scan_wanted = Arc::clone(&scan_on);
     let span = tracing::Span::current();
     let task = tokio::spawn(tracing::Instrument::instrument(
         async move {
@@ -401,7 +363,9 @@ where
                 Ok(l) => l,
                 Err(e) => return DataOutcome::Failed(e),
             };
-            let _ = client.set_nodelay(true);
+            if let Some(c) = client.as_ref().ok().and_then(ClientStream::tcp) {
+                let _ = c.set_nodelay(true);
+            }
             let _ = backend.set_nodelay(true);
             let linger = if tls.any() { TLS_LINGER } else { Duration::ZERO };
             let (client, backend) = match tls.wrap(client, backend, connect_timeout, go_rx.clone()).await {
@@ -412,7 +376,23 @@ where
             // limits come with its 150.
             let limits = wait_for_go(go_rx).await;
             let progress = Arc::clone(&limits.progress);
+            let scan = tls.scan.clone().filter(|_| {
+                tls.direction.get() == Some(&TransferDirection::Upload)
+                    && scan_wanted.load(std::sync::atomic::Ordering::Relaxed)
+            });
             let relayed = async {
+                if let Some(settings) = scan {
+                    // Scanned uploads take the copy path: the bytes pass
+                    // through ftpgate's memory on their way to clamd anyway.
+                    Metrics::inc(&metrics.relays_copied);
+                    let (tee, scan) = crate::server::scan::start(client, settings);
+                    let report = relay::relay(tee, backend, stall, linger, &limits).await;
+                    if matches!(report.end, relay::RelayEnd::Eof(_)) {
+                        let verdict = scan.verdict().await;
+                        *verdict_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(verdict);
+                    }
+                    return report;
+                }
                 match (client, backend) {
                     #[cfg(target_os = "linux")]
                     (ClientStream::Plain(c), BackendStream::Plain(b)) => {
@@ -448,5 +428,5 @@ where
         },
         span,
     ));
-    DataChannel { task: Some(task), direction, go }
+    DataChannel { task: Some(task), direction, go, scanned, scan_on }
 }

@@ -12,6 +12,9 @@ use crate::server::limits;
 /// user's `max_transfers`.
 pub(super) struct TransferPlan {
     pub limits: Limits,
+    /// `[scan]` applies to this transfer (an upload, and the policy does
+    /// not exempt the user).
+    pub scan: bool,
     pub _slot: Option<limits::Slot<String>>,
 }
 
@@ -39,5 +42,6 @@ pub(super) fn plan(
         TransferDirection::Download => limits.b_to_a = Limit { rate, cap: None },
         TransferDirection::Upload => limits.a_to_b = Limit { rate, cap: upload_cap },
     }
-    Some(TransferPlan { limits, _slot: slot })
+    let scan = direction == TransferDirection::Upload && l.scan.unwrap_or(true);
+    Some(TransferPlan { limits, scan, _slot: slot })
 }

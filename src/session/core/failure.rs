@@ -61,6 +61,10 @@ impl fmt::Display for BackendFailure {
 pub enum DataSetupFailure {
     /// Every port of the passive range is in use.
     PassiveRangeFull { min: u16, max: u16 },
+    /// The client's address held a reservation on each of the `ports`
+    /// passive ports for `waited` seconds (plain data setups of one address
+    /// never share a port).
+    PassivePortsBusy { ports: usize, waited: u64 },
     /// Active mode: ftpgate could not connect to the backend's data port.
     BackendConnect(String),
     /// Active mode: ftpgate could not connect to the client's `PORT`/`EPRT` address.
@@ -72,6 +76,7 @@ impl DataSetupFailure {
     pub fn label(&self) -> &'static str {
         match self {
             DataSetupFailure::PassiveRangeFull { .. } => "passive_range_full",
+            DataSetupFailure::PassivePortsBusy { .. } => "passive_ports_busy",
             DataSetupFailure::BackendConnect(_) => "backend_connect",
             DataSetupFailure::ClientConnect(_) => "client_connect",
         }
@@ -84,6 +89,11 @@ impl fmt::Display for DataSetupFailure {
             DataSetupFailure::PassiveRangeFull { min, max } => {
                 write!(f, "Cannot open passive port: all ports {min}-{max} are in use; try again later")
             }
+            DataSetupFailure::PassivePortsBusy { ports, waited } => write!(
+                f,
+                "Cannot open passive port: other sessions from your address hold all {ports} passive ports \
+                 (waited {waited} s); try again later"
+            ),
             DataSetupFailure::BackendConnect(e) => write!(f, "Cannot open data connection: {e}"),
             DataSetupFailure::ClientConnect(e) => write!(f, "Cannot open data connection: {e}"),
         }

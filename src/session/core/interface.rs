@@ -125,6 +125,9 @@ pub enum Input {
     /// The active-mode legs are connected, or why not.
     ActiveConnected(Result<(), DataSetupFailure>),
     DataEnded(DataOutcome),
+    /// The scanner's verdict on the upload whose data channel ends next
+    /// (fed just before its `DataEnded`).
+    Scanned(crate::session::outcome::ScanVerdict),
     Timeout(Timer),
     /// ftpgate stops taking work: close once between commands.
     Drain,

@@ -29,6 +29,7 @@ mod failure;
 mod interface;
 mod lifecycle;
 mod login;
+mod scan;
 mod security;
 mod setup;
 mod transfer;
@@ -97,6 +98,8 @@ enum Pending {
     BastionPass(String),
     /// `DELE` of an upload's partial file cut at the size limit.
     CapDele(Box<transfer::Finishing>),
+    /// `DELE` of an upload the scanner rejected.
+    ScanDele(Box<scan::Rejected>),
     /// The transfer's and then ABOR's own final reply.
     Abor(abort::Aborting),
     /// A step of opening the backend connection.
@@ -264,6 +267,7 @@ impl<E: Env> Core<E> {
             Input::TransferPlanned(ok) => self.on_transfer_planned(ok),
             Input::ActiveConnected(r) => self.on_active_connected(r),
             Input::DataEnded(o) => self.on_data_ended(o),
+            Input::Scanned(v) => self.on_scanned(v),
             Input::Timeout(t) => self.on_timeout(t),
             Input::Drain => {
                 self.draining = true;
@@ -471,6 +475,7 @@ impl<E: Env> Core<E> {
             Pending::BastionUser(name) => self.on_bastion_user_reply(name, r),
             Pending::BastionPass(name) => self.on_bastion_pass_reply(name, r),
             Pending::CapDele(f) => self.on_cap_dele_reply(*f, r),
+            Pending::ScanDele(f) => self.on_scan_dele_reply(*f, r),
             Pending::Abor(a) => self.on_abor_reply(a, r),
             Pending::Opening(step) => self.on_opening_reply(step, r),
         }

@@ -64,6 +64,11 @@ pub(super) struct Running {
     pub(super) cap: Option<UploadCap>,
     pub(super) outcome: Option<DataOutcome>,
     pub(super) final_reply: Option<Reply>,
+    /// The scanner's verdict on an upload (`[scan]`).
+    pub(super) scan: Option<crate::session::outcome::ScanVerdict>,
+    /// Where the upload landed on the backend: the command's path, or the
+    /// name a `STOU`'s 150 gave.
+    pub(super) landed: Vec<u8>,
 }
 
 /// A transfer cut at the size cap, waiting for its partial file's `DELE`.
@@ -269,12 +274,16 @@ impl<E: Env> Core<E> {
 
     /// 125/150: the data legs may start TLS and relay.
     pub(super) fn transfer_accepted(&mut self, mut s: Starting, r: Reply) {
-        if let (Verb::Stou, Some(cap)) = (&s.cmd.verb, s.cap.as_mut()) {
+        let mut landed = self.resolve(&s.cmd);
+        if s.cmd.verb == Verb::Stou {
             // The name the backend chose ("150 FILE: name", RFC 1123 4.1.2.9),
-            // so a partial file cut at the cap can be removed.
+            // so a partial file cut at the cap, or a rejected one, can be removed.
             let text = r.text();
             if let Some(name) = text.split_once("FILE: ").map(|(_, n)| n.trim()).filter(|n| !n.is_empty()) {
-                cap.path = Some(crate::policy::path::resolve(&self.cwd, name.as_bytes()));
+                landed = crate::policy::path::resolve(&self.cwd, name.as_bytes());
+                if let Some(cap) = s.cap.as_mut() {
+                    cap.path = Some(landed.clone());
+                }
             }
         }
         let path = String::from_utf8_lossy(&self.resolve(&s.cmd)).into_owned();
@@ -292,6 +301,8 @@ impl<E: Env> Core<E> {
             cap: s.cap,
             outcome: None,
             final_reply: None,
+            scan: None,
+            landed,
         });
     }
 
@@ -349,6 +360,10 @@ impl<E: Env> Core<E> {
             return;
         }
         let (Some(outcome), Some(reply)) = (t.outcome.take(), t.final_reply.take()) else { return };
+        let (outcome, reply) = match self.scan_gate(&mut t, outcome, reply) {
+            Ok(both) => both,
+            Err(rejected) => return self.remove_rejected(rejected),
+        };
         let (written, capped) = match &outcome {
             DataOutcome::Relayed(r) => (r.a_to_b, matches!(r.end, RelayEnd::CapReached(_))),
             DataOutcome::Failed(_) => (0, false),
@@ -396,7 +411,7 @@ impl<E: Env> Core<E> {
     }
 
     /// The client's final reply for a transfer, and its log line.
-    fn conclude(
+    pub(super) fn conclude(
         &mut self,
         cmd: &Command,
         direction: TransferDirection,

@@ -6,8 +6,10 @@
 
 use super::backend::BackendSide;
 use super::control::{ClientControl, ClientEvent};
-use super::data::{self, DataChannel, DataTls};
+use super::data::DataChannel;
 use super::throttle::{self, TransferPlan};
+
+mod data_setup;
 use super::TLS_HANDSHAKE_TIMEOUT;
 use crate::cluster::leases::Counted;
 use crate::metrics::Metrics;
@@ -21,7 +23,7 @@ use crate::tls::SessionAcceptors;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 /// How long the last words (426, 421) may take once the drain deadline passed.
 const LAST_WORDS: Duration = Duration::from_secs(1);
@@ -139,6 +141,12 @@ impl Driver {
                 return;
             }
             let input = self.next_input().await;
+            if let (Input::DataEnded(_), Some(verdict)) =
+                (&input, self.data.as_ref().and_then(DataChannel::scan_verdict))
+            {
+                self.ctx.scanned(self.client_peer.ip(), &verdict);
+                self.core.handle(Input::Scanned(verdict));
+            }
             self.core.handle(input);
         }
     }
@@ -242,7 +250,7 @@ impl Driver {
             Output::LoginFailed { user } => self.login_failed(&user).await,
             Output::FeatLearned(r) => self.ctx.backend_feat.set(&r),
             Output::OpenPassive { backend, private } => {
-                let r = self.open_passive(backend, private);
+                let r = self.open_passive(backend, private).await;
                 self.core.handle(Input::PassiveReady(r));
             }
             Output::DropData => {
@@ -401,77 +409,9 @@ impl Driver {
         }
     }
 
-    /// TLS for the legs of a data connection set up now (`PROT` applies to
-    /// data connections set up after it).
-    fn data_tls(&self, private: bool) -> DataTls {
-        DataTls {
-            client: if private { self.acceptor.clone() } else { None },
-            direction: Arc::default(),
-            require_reuse: self.ctx.settings.require_session_reuse,
-            backend: self.backend.tls.clone(),
-            metrics: Arc::clone(&self.ctx.metrics),
-        }
-    }
-
-    /// Binds a passive port and starts accepting the client on it; the
-    /// backend leg is connected once the client's is in.
-    fn open_passive(&mut self, backend: SocketAddr, private: bool) -> Result<u16, core::DataSetupFailure> {
-        let s = Arc::clone(&self.ctx.settings);
-        let range = s.passive_ports;
-        let Some(listener) =
-            crate::server::passive::bind(self.client_local.ip().to_canonical(), range, &self.ctx.metrics)
-        else {
-            warn!(target: "ftpgate::session", min = range.min, max = range.max, "passive port range exhausted");
-            return Err(core::DataSetupFailure::PassiveRangeFull { min: range.min, max: range.max });
-        };
-        let port = listener.port;
-        debug!(target: "ftpgate::session", port, %backend, "passive data channel prepared");
-        let (client_ip, connect, metrics) = (self.client_peer.ip(), s.data_connect, Arc::clone(&self.ctx.metrics));
-        let proxy = self.proxy_from.clone();
-        self.data = Some(data::spawn(
-            async move {
-                let client = match data::accept_client(listener, client_ip, connect, metrics, proxy).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        data::reset_backend(backend, connect).await;
-                        return Err(e);
-                    }
-                };
-                let backend = data::connect_backend(backend, connect).await?;
-                Ok((client, backend))
-            },
-            self.data_tls(private),
-            s.data_connect,
-            s.transfer_stall,
-        ));
-        Ok(port)
-    }
-
-    /// Both legs of an active-mode transfer; ftpgate connects out after the
-    /// command, so the direction is known before a client could start TLS.
-    async fn connect_active(
-        &mut self,
-        client_addr: SocketAddr,
-        backend_addr: SocketAddr,
-        direction: TransferDirection,
-        private: bool,
-    ) -> Result<(), core::DataSetupFailure> {
-        let s = Arc::clone(&self.ctx.settings);
-        let backend = data::connect_backend(backend_addr, s.data_connect).await.map_err(|e| {
-            self.ctx.metrics.backend_error("data_connect");
-            core::DataSetupFailure::BackendConnect(e.to_string())
-        })?;
-        let client = data::connect_client(self.client_local.ip(), client_addr, s.data_connect)
-            .await
-            .map_err(|e| core::DataSetupFailure::ClientConnect(e.to_string()))?;
-        let tls = self.data_tls(private);
-        let _ = tls.direction.set(direction);
-        self.data = Some(data::spawn(std::future::ready(Ok((client, backend))), tls, s.data_connect, s.transfer_stall));
-        Ok(())
-    }
-
     fn start_relay(&mut self, start: core::TransferStart) {
         let (Some(data), Some(plan)) = (&self.data, &self.plan) else { return };
+        data.set_scan(plan.scan);
         data.backend_accepted(plan.limits.clone());
         self.transfer_started = Some(Instant::now());
         self.who.entry.transfer(Some(registry::Transfer {
