@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 mod admin;
+mod check;
+mod connector;
 mod man;
 mod placed;
 
@@ -56,6 +58,9 @@ pub enum CliCommand {
     /// Addresses banned after failed logins: list them, or lift one ban.
     #[command(subcommand)]
     Bans(BansCommand),
+    /// The outbound connector, run inside the private network: dials out to
+    /// the edge and carries its backend streams (docs/connectors.md).
+    Connector(connector::ConnectorArgs),
     /// Print a shell completion script (bash, zsh, fish, ...) to standard output.
     Completions {
         /// The shell to write the script for.
@@ -157,6 +162,10 @@ pub enum CertsCommand {
         /// Also make a client certificate with this common name; repeatable.
         #[arg(long = "client", value_name = "NAME")]
         clients: Vec<String>,
+        /// Also make a certificate for an outbound connector of this name
+        /// (`connector-NAME.pem`/`.key`); repeatable.
+        #[arg(long = "connector", value_name = "NAME")]
+        connectors: Vec<String>,
         /// Replace existing files.
         #[arg(long)]
         force: bool,
@@ -278,6 +287,12 @@ pub struct RunArgs {
     /// (`[cluster] redis`): `redis://HOST:PORT/DB` or `rediss://...`.
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
+    /// Where outbound connectors dial in (`[connectors] listen`).
+    #[arg(long, value_name = "ADDR")]
+    pub connector_listen: Option<SocketAddr>,
+    /// CA whose certificates connectors must present (`[connectors] ca`).
+    #[arg(long, value_name = "FILE")]
+    pub connector_ca: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -378,6 +393,12 @@ impl RunArgs {
         if let Some(r) = &self.redis {
             config.cluster.redis = Some(r.clone());
         }
+        if let Some(a) = self.connector_listen {
+            config.connectors.listen = Some(a);
+        }
+        if let Some(c) = &self.connector_ca {
+            config.connectors.ca = Some(c.clone());
+        }
         let t = &mut config.tls;
         t.cert = self.cert.clone().or(t.cert.take());
         t.key = self.key.clone().or(t.key.take());
@@ -422,52 +443,8 @@ impl Cli {
 
 pub fn main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        CliCommand::Check(CheckArgs { run: args, print }) => {
-            let config = args.config()?;
-            let s = config.validate().map_err(|e| args.placed(e.into()))?;
-            if print {
-                // The effective configuration in the file's own names, and
-                // nothing else on stdout, so it reads back as a configuration
-                // file. Keys and passwords live in their files; a password in
-                // the Redis URL is masked.
-                SessionContext::new(s, Metrics::new()).map_err(|e| args.placed(e.into()))?;
-                print!("{}", config.to_toml_masked().context("printing the configuration")?);
-                eprintln!("configuration OK");
-                return Ok(());
-            }
-            let describe = |l: &crate::config::ListenerSettings| match l.tls {
-                ClientTlsMode::Off => "plain FTP",
-                ClientTlsMode::Explicit => "plain FTP or explicit FTPS",
-                ClientTlsMode::Required => "explicit FTPS required",
-                ClientTlsMode::Implicit => "implicit FTPS",
-            };
-            for l in &s.listeners {
-                let proxy = if l.proxy_protocol { ", PROXY protocol" } else { "" };
-                println!("listen {} ({}{proxy})", l.address, describe(l));
-            }
-            println!("backend {} (TLS: {:?})", s.backend, s.backend_tls);
-            println!("{}", crate::server::passive::capacity_line(s.passive_ports, s.max_sessions_per_address));
-            if let Some(ip) = s.public_address {
-                println!("public address {ip}");
-            }
-            if let Some(p) = &s.policy {
-                println!("policy {}", p.display());
-            }
-            if let Some(m) = s.metrics {
-                println!("metrics http://{m}/metrics");
-            }
-            if let Some(scan) = &s.scan {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                match rt.block_on(crate::server::scan::ping(&scan.scanner, scan.timeout)) {
-                    Ok(()) => println!("scan: {} reachable", scan.scanner),
-                    Err(e) => println!("scan: {} NOT reachable: {e}", scan.scanner),
-                }
-            }
-            // Loading the certificates and the policy is part of checking.
-            SessionContext::new(s, Metrics::new()).map_err(|e| args.placed(e.into()))?;
-            println!("configuration OK");
-            Ok(())
-        }
+        CliCommand::Check(CheckArgs { run: args, print }) => check::check(&args, print),
+        CliCommand::Connector(args) => connector::run(args),
         CliCommand::Run(args) => {
             let settings = args.settings()?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -519,8 +496,15 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             anyhow::ensure!(decision.starts_with("ALLOW"), "denied");
             Ok(())
         }
-        CliCommand::Certs(CertsCommand::Init { dir, names, clients, force, key_type }) => {
-            let g = crate::tls::certs::init(&dir, &names, &clients, force, key_type)?;
+        CliCommand::Certs(CertsCommand::Init { dir, names, clients, connectors, force, key_type }) => {
+            for c in &connectors {
+                anyhow::ensure!(
+                    crate::config::valid_connector_name(c),
+                    "--connector {c:?}: 1 to 63 letters, digits, '-', '_' or '.'"
+                );
+            }
+            let who = crate::tls::certs::Holders { clients: &clients, connectors: &connectors };
+            let g = crate::tls::certs::init(&dir, &names, who, force, key_type)?;
             for f in g.files {
                 println!("wrote {}", f.display());
             }
@@ -564,7 +548,20 @@ async fn run(settings: Settings, args: RunArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let connector_listener = match &settings.connectors {
+        Some(c) => Some((
+            tokio::net::TcpListener::bind(c.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} ([connectors] listen)", c.listen))?,
+            crate::connector::edge::acceptor(c).map_err(|e| args.placed(anyhow::anyhow!("connectors: {e}")))?,
+        )),
+        None => None,
+    };
     let ctx = Arc::new(SessionContext::new(settings, Metrics::new()).map_err(|e| args.placed(e.into()))?);
+    if let Some((listener, acceptor)) = connector_listener {
+        let (connectors, metrics) = (Arc::clone(&ctx.connectors), Arc::clone(&ctx.metrics));
+        tokio::spawn(crate::server::connectors::serve(listener, acceptor, connectors, metrics));
+    }
     let live = Arc::new(crate::server::LiveContext::new(Arc::clone(&ctx)));
     crate::server::lifecycle::spawn_background(&live);
     if let Some(l) = metrics_listener {

@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod connector;
 pub mod log_limit;
 pub mod metrics;
 pub mod policy;

@@ -42,9 +42,11 @@ fn names_in(text: &str) -> BTreeSet<String> {
 #[test]
 fn systemd_units_verify() {
     // The template is verified as one of its instances.
-    for (file, as_name) in
-        [("deploy/ftpgate.service", "ftpgate.service"), ("deploy/cluster/ftpgate@.service", "ftpgate@a.service")]
-    {
+    for (file, as_name) in [
+        ("deploy/ftpgate.service", "ftpgate.service"),
+        ("deploy/cluster/ftpgate@.service", "ftpgate@a.service"),
+        ("deploy/connector/ftpgate-connector.service", "ftpgate-connector.service"),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let unit = std::fs::read_to_string(file).unwrap();
         // verify insists that ExecStart exists; point it at the binary under test.
@@ -209,9 +211,14 @@ fn examples_document_every_setting() {
             "deploy/ftpgate.toml",
         ),
         (include_str!("../src/policy/model.rs"), include_str!("../policy/example.toml"), "policy/example.toml"),
+        (
+            include_str!("../src/config/connector.rs"),
+            concat!(include_str!("../deploy/ftpgate.toml"), include_str!("../deploy/connector/connector.toml")),
+            "deploy/ftpgate.toml and deploy/connector/connector.toml",
+        ),
     ] {
         let keys = config_keys(source);
-        assert!(keys.len() > 20, "parsed too few keys: {keys:?}");
+        assert!(keys.len() > 15, "parsed too few keys: {keys:?}");
         let missing: Vec<&String> = keys.iter().filter(|k| !mentions(example, k)).collect();
         assert!(missing.is_empty(), "{name} does not document: {missing:?}");
     }
@@ -240,4 +247,20 @@ fn architecture_doc_names_only_files_that_exist() {
         checked += 1;
     }
     assert!(checked >= 40, "only {checked} paths found: the check no longer reads the document");
+}
+
+/// The connector examples: the edge's configuration is valid and needs the
+/// connector the connector's configuration names; that one is valid too.
+#[test]
+fn connector_examples_are_valid_and_agree() {
+    let edge = ftpgate::config::Config::load(std::path::Path::new("deploy/connector/edge.toml")).unwrap();
+    let s = edge.validate().unwrap();
+    let needed = s.connectors.expect("[connectors]").names;
+    let text = std::fs::read_to_string("deploy/connector/connector.toml").unwrap();
+    let file: ftpgate::config::ConnectorFile = toml::from_str(&text).unwrap();
+    let c = file.connector.validate().unwrap();
+    assert_eq!(needed, vec![c.name.clone()]);
+    assert_eq!(c.edge.rsplit(':').next(), Some("7443"));
+    assert_eq!(c.links, 2);
+    assert_eq!(c.ports, Some((50000, 50100)));
 }

@@ -500,7 +500,7 @@ fn mutual_tls_user_must_match_certificate() {
     ftpgate::tls::certs::init(
         dir.path(),
         &["127.0.0.1".into()],
-        &[USER.into(), "alice".into()],
+        ftpgate::tls::certs::Holders { clients: &[USER.into(), "alice".into()], connectors: &[] },
         false,
         ftpgate::tls::certs::KeyType::Ecdsa,
     )

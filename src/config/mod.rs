@@ -3,11 +3,16 @@
 
 mod backend;
 mod cluster;
+mod connector;
 mod limits;
 mod scan;
 mod units;
 pub use backend::{BackendConfig, Balance, NamedBackend, NamedPool, ProxyVersion};
 pub use cluster::{ClusterConfig, ClusterSettings, FailMode};
+pub use connector::{
+    connector_name, valid_connector_name, ConnectorConfig, ConnectorFile, ConnectorSettings, ConnectorsConfig,
+    ConnectorsSettings, CONNECTOR_PREFIX,
+};
 pub use limits::{Limits, PassiveConfig, PortRange, Timeouts};
 pub use scan::{ScanConfig, ScanFallback, ScanSettings, Scanner};
 pub use units::{parse_seconds, with_ftp_port};
@@ -109,6 +114,9 @@ pub struct Config {
     /// Uploads scanned for malware before the client hears `226`.
     #[serde(default)]
     pub scan: ScanConfig,
+    /// Where outbound connectors dial in (backends `connector:NAME`).
+    #[serde(default)]
+    pub connectors: ConnectorsConfig,
 }
 
 /// The admin socket `ftpgate who` and `ftpgate bans` talk to.
@@ -359,6 +367,8 @@ pub struct Settings {
     pub cluster: Option<ClusterSettings>,
     /// `[scan]`: uploads go through clamd too.
     pub scan: Option<ScanSettings>,
+    /// `[connectors]`: backends reached through outbound connectors.
+    pub connectors: Option<ConnectorsSettings>,
 }
 
 impl Config {
@@ -392,15 +402,17 @@ impl Config {
             .backend
             .as_ref()
             .ok_or_else(|| invalid("backend.address", "a backend is required ([backend] address or --backend)"))?;
-        let has_port =
-            |a: &str| a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
+        let has_port = |a: &str| match connector_name(a) {
+            Some(name) => valid_connector_name(name),
+            None => a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0)),
+        };
         let pool: Vec<String> = backend.address.iter().map(|a| with_ftp_port(a)).collect();
         if pool.is_empty() {
             return Err(invalid("backend.address", "at least one HOST:PORT"));
         }
         for a in &pool {
             if !has_port(a) {
-                return Err(invalid("backend.address", format!("expected HOST:PORT, got {a:?}")));
+                return Err(invalid("backend.address", format!("expected HOST:PORT or connector:NAME, got {a:?}")));
             }
         }
         if backend.health_interval == 0 {
@@ -535,7 +547,24 @@ impl Config {
             admin_socket: self.admin.socket.clone(),
             cluster: self.cluster.validate()?,
             scan: self.scan.validate().map_err(|(field, message)| invalid(field, message))?,
+            connectors: self.connectors_settings(&pool)?,
         })
+    }
+}
+
+impl Config {
+    /// `[connectors]` with the connector names every backend address uses.
+    fn connectors_settings(&self, pool: &[String]) -> Result<Option<ConnectorsSettings>, ConfigError> {
+        let mut names: Vec<String> = pool
+            .iter()
+            .chain(self.backends.values().flat_map(|b| b.address.iter()))
+            .filter_map(|a| connector_name(a).map(str::to_string))
+            .collect();
+        names.sort();
+        names.dedup();
+        self.connectors
+            .validate(names, (self.tls.cert.as_ref(), self.tls.key.as_ref()))
+            .map_err(|(field, message)| invalid(field, message))
     }
 }
 

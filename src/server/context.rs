@@ -40,6 +40,8 @@ pub struct SessionContext {
     pub per_address: Arc<limits::Counts<IpAddr>>,
     /// The passive ports every session shares; reservations outlive reloads.
     pub passive: Arc<crate::server::passive::PassivePool>,
+    /// Live links of outbound connectors; they outlive reloads.
+    pub connectors: Arc<crate::connector::Connectors>,
     pub per_user: Arc<limits::Counts<String>>,
     /// The clock bans are measured on.
     started: Instant,
@@ -222,6 +224,7 @@ impl SessionContext {
         };
         Ok(SessionContext {
             passive: crate::server::passive::PassivePool::new(Arc::clone(&metrics)),
+            connectors: crate::connector::Connectors::new(settings.connectors.clone()),
             cluster,
             xferlog,
             closing: Arc::new(tokio::sync::watch::Sender::new(Lifecycle::Serving)),
@@ -256,6 +259,10 @@ impl SessionContext {
         next.malware = Arc::clone(&self.malware);
         next.per_address = Arc::clone(&self.per_address);
         next.passive = Arc::clone(&self.passive);
+        if next.settings.connectors != self.settings.connectors {
+            warn!(target: "ftpgate::server", "[connectors] or the connector names changed; that takes effect at the next restart");
+        }
+        next.connectors = Arc::clone(&self.connectors);
         next.per_user = Arc::clone(&self.per_user);
         next.started = self.started;
         next.closing = Arc::clone(&self.closing);

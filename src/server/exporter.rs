@@ -387,7 +387,8 @@ async fn handle(
             "text/plain; version=0.0.4",
             render(&ctx.metrics)
                 + &render_pool(&ctx.pools().flat_map(|p| p.view()).collect::<Vec<_>>())
-                + &render_cluster(ctx.cluster.as_deref()),
+                + &render_cluster(ctx.cluster.as_deref())
+                + &ctx.connectors.render(),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/status" if ctx.settings.status_page => (
@@ -448,12 +449,18 @@ async fn readiness(ctx: &SessionContext) -> (bool, String) {
             );
         }
     }
+    // Every connector a backend uses has a live link.
+    if let Err(why) = ctx.connectors.ready() {
+        return (false, format!("{why}\n"));
+    }
     // Ready while any backend of the pool takes connections; all are tried at once.
     let mut tries = tokio::task::JoinSet::new();
     for m in &ctx.pool.members {
         let address = m.target.address.clone();
+        let connectors = Arc::clone(&ctx.connectors);
         tries.spawn(async move {
-            match tokio::time::timeout(READY_CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&address)).await {
+            let connect = crate::server::dial::control(&connectors, &address);
+            match tokio::time::timeout(READY_CONNECT_TIMEOUT, connect).await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(e)) => Err(format!("backend unreachable: {e}")),
                 Err(_) => Err("backend did not answer in time".to_string()),
@@ -503,6 +510,7 @@ fn status_header(ctx: &SessionContext) -> status_page::Header {
             .collect(),
         backends,
         bans: ctx.logins.lock().unwrap_or_else(|e| e.into_inner()).banned(ctx.now()).len(),
+        connectors: ctx.connectors.views().into_iter().map(|v| (v.name, v.links, v.instances, v.streams)).collect(),
     }
 }
 

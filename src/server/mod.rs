@@ -4,7 +4,9 @@
 
 pub mod accept;
 pub mod admin;
+pub mod connectors;
 pub mod context;
+pub mod dial;
 pub mod exporter;
 pub mod lifecycle;
 pub mod limits;

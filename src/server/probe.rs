@@ -28,16 +28,15 @@ pub async fn learn_feat(ctx: Arc<SessionContext>) {
 
 async fn probe(ctx: &SessionContext) -> Result<(), BackendError> {
     let s = &ctx.settings;
-    let connect = tokio::net::TcpStream::connect(&ctx.backend.address);
-    let mut tcp = tokio::time::timeout(s.backend_connect, connect)
+    let connect = crate::server::dial::control(&ctx.connectors, &ctx.backend.address);
+    let mut opened = tokio::time::timeout(s.backend_connect, connect)
         .await
         .map_err(|_| BackendError::Timeout(s.backend_connect.as_secs()))??;
     if let Some(version) = s.backend_proxy_protocol {
         // The probe is ftpgate's own connection and says so.
-        let (local, peer) = (tcp.local_addr()?, tcp.peer_addr()?);
-        tcp.write_all(&crate::proxy_protocol::encode(version, local, peer)).await?;
+        opened.conn.write_all(&crate::proxy_protocol::encode(version, opened.local, opened.peer)).await?;
     }
-    let mut backend = BackendControl::new(BackendStream::Plain(tcp));
+    let mut backend = BackendControl::new(BackendStream::Plain(opened.conn));
     if let (Some(tls), BackendTlsMode::Implicit) = (&ctx.backend.tls, s.backend_tls) {
         backend.upgrade(&tls.for_session(), PROBE_TLS_TIMEOUT).await?;
     }
@@ -98,15 +97,14 @@ pub async fn health_checks(live: Arc<crate::server::LiveContext>) {
 async fn greets(ctx: &SessionContext, address: &str) -> bool {
     let s = &ctx.settings;
     let check = async {
-        let mut tcp = tokio::net::TcpStream::connect(address).await.ok()?;
+        let mut opened = crate::server::dial::control(&ctx.connectors, address).await.ok()?;
         if let Some(version) = s.backend_proxy_protocol {
-            let (local, peer) = (tcp.local_addr().ok()?, tcp.peer_addr().ok()?);
-            tcp.write_all(&crate::proxy_protocol::encode(version, local, peer)).await.ok()?;
+            opened.conn.write_all(&crate::proxy_protocol::encode(version, opened.local, opened.peer)).await.ok()?;
         }
         if s.backend_tls == BackendTlsMode::Implicit {
             return Some(());
         }
-        let mut backend = BackendControl::new(BackendStream::Plain(tcp));
+        let mut backend = BackendControl::new(BackendStream::Plain(opened.conn));
         let greeting = backend.next().await.ok()?;
         let _ = backend.send(&Command::new(Verb::Quit, None)).await;
         backend.shutdown().await;

@@ -19,6 +19,8 @@ pub struct Header {
     pub backends: Vec<(String, bool, u64)>,
     /// Addresses banned now on this instance.
     pub bans: usize,
+    /// Each connector name a backend uses: `(name, live links, processes, streams)`.
+    pub connectors: Vec<(String, usize, usize, usize)>,
 }
 
 /// `/`: links to every endpoint.
@@ -76,6 +78,19 @@ pub fn render(h: &Header, rows: &[Row]) -> String {
             format!("{} {health} ({sessions} session(s))", escape(name))
         })
         .collect();
+    let connectors: Vec<String> = h
+        .connectors
+        .iter()
+        .map(|(name, links, processes, streams)| {
+            let health = if *links > 0 { "up" } else { "<b>down</b>" };
+            format!("{} {health} ({links} link(s) from {processes} process(es), {streams} stream(s))", escape(name))
+        })
+        .collect();
+    let connectors = if connectors.is_empty() {
+        String::new()
+    } else {
+        format!("<dt>Connectors</dt><dd>{}</dd>", connectors.join(", "))
+    };
     let transfers = rows.iter().filter(|r| r.transfer.is_some()).count();
     format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"2\">\
@@ -83,7 +98,7 @@ pub fn render(h: &Header, rows: &[Row]) -> String {
          progress{{width:12em}}dt{{font-weight:bold;float:left;width:7em}}</style></head><body>\
          <h1>ftpgate: {} session(s), {transfers} transfer(s)</h1>\n<dl><dt>Version</dt><dd>{}</dd>\
          <dt>Up for</dt><dd>{}</dd><dt>Listeners</dt><dd>{}</dd><dt>Backends</dt><dd>{}</dd>\
-         <dt>Bans</dt><dd>{} address(es)</dd></dl>\n<table>\
+         {connectors}<dt>Bans</dt><dd>{} address(es)</dd></dl>\n<table>\
          <tr><th>ID</th><th>User</th><th>Client</th><th>Backend</th><th>State</th><th>Connected</th><th>Idle</th>\
          <th>Transfer</th></tr>\n{body}</table><p><a href=\"/\">index</a> &middot; <a href=\"/metrics\">metrics</a></p>\
          </body></html>\n",
@@ -121,6 +136,7 @@ mod tests {
             listeners: vec!["127.0.0.1:21 (explicit)".into()],
             backends: vec![("default #1".into(), true, 2), ("archive #1".into(), false, 0)],
             bans: 3,
+            connectors: vec![("dc1".into(), 2, 1, 5), ("dc2".into(), 0, 0, 0)],
         };
         let html = render(&h, &[]);
         for want in [
@@ -130,6 +146,8 @@ mod tests {
             "default #1 up (2 session(s))",
             "archive #1 <b>down</b>",
             "3 address(es)",
+            "dc1 up (2 link(s) from 1 process(es), 5 stream(s))",
+            "dc2 <b>down</b>",
         ] {
             assert!(html.contains(want), "{want}: {html}");
         }

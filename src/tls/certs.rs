@@ -75,12 +75,21 @@ fn write(path: &Path, contents: &str, private: bool, force: bool) -> Result<(), 
     Ok(())
 }
 
+/// Who gets a client certificate besides the server: FTP clients for mutual
+/// TLS (`client-NAME`) and outbound connectors (`connector-NAME`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Holders<'a> {
+    pub clients: &'a [String],
+    pub connectors: &'a [String],
+}
+
 /// Writes `ca.pem`/`ca.key`, `server.pem`/`server.key` (SANs: `names`, each an
-/// IP address or a DNS name) and `client-NAME.pem`/`.key` per client into `dir`.
+/// IP address or a DNS name) and `client-NAME.pem`/`.key` per client and
+/// `connector-NAME.pem`/`.key` per connector into `dir`.
 pub fn init(
     dir: &Path,
     names: &[String],
-    clients: &[String],
+    holders: Holders<'_>,
     force: bool,
     kind: KeyType,
 ) -> Result<Generated, CertError> {
@@ -110,7 +119,9 @@ pub fn init(
     out.push((dir.join("server.pem"), server.pem(), false));
     out.push((dir.join("server.key"), server_key.serialize_pem(), true));
 
-    for name in clients {
+    let holders =
+        holders.clients.iter().map(|n| ("client", n)).chain(holders.connectors.iter().map(|n| ("connector", n)));
+    for (prefix, name) in holders {
         let key = new_key(kind)?;
         let mut cp = params(name, vec![]);
         if let Ok(dns) = name.clone().try_into() {
@@ -118,8 +129,8 @@ pub fn init(
         }
         cp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let cert = cp.signed_by(&key, &issuer)?;
-        out.push((dir.join(format!("client-{name}.pem")), cert.pem(), false));
-        out.push((dir.join(format!("client-{name}.key")), key.serialize_pem(), true));
+        out.push((dir.join(format!("{prefix}-{name}.pem")), cert.pem(), false));
+        out.push((dir.join(format!("{prefix}-{name}.key")), key.serialize_pem(), true));
     }
     for (path, pem, private) in out {
         write(&path, &pem, private, force)?;
@@ -140,10 +151,11 @@ mod tests {
     #[test]
     fn writes_loadable_files_with_private_keys_0600() {
         let dir = tempfile::tempdir().unwrap();
-        let g =
-            init(dir.path(), &["127.0.0.1".into(), "ftp.example.com".into()], &["alice".into()], false, KeyType::Ecdsa)
-                .unwrap();
-        assert_eq!(g.files.len(), 6);
+        let who = Holders { clients: &["alice".into()], connectors: &["dc1".into()] };
+        let g = init(dir.path(), &["127.0.0.1".into(), "ftp.example.com".into()], who, false, KeyType::Ecdsa).unwrap();
+        assert_eq!(g.files.len(), 8);
+        let c = crate::tls::load_certs(&dir.path().join("connector-dc1.pem")).unwrap();
+        assert_eq!(crate::tls::certificate_names(c[0].as_ref())[0], "dc1");
         for f in &g.files {
             let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
             let want = if f.extension().unwrap() == "key" { 0o600 } else { 0o644 };
@@ -151,14 +163,14 @@ mod tests {
         }
         assert!(crate::tls::load_certs(&dir.path().join("server.pem")).is_ok());
         assert!(crate::tls::load_key(&dir.path().join("client-alice.key")).is_ok());
-        assert!(matches!(init(dir.path(), &[], &[], false, KeyType::Ecdsa), Err(CertError::Exists(_))));
+        assert!(matches!(init(dir.path(), &[], Holders::default(), false, KeyType::Ecdsa), Err(CertError::Exists(_))));
     }
 
     /// RSA certificates load into a rustls server config with their key.
     #[test]
     fn rsa_key_type_makes_rsa_certificates_that_load() {
         let dir = tempfile::tempdir().unwrap();
-        init(dir.path(), &["127.0.0.1".into()], &[], false, KeyType::Rsa).unwrap();
+        init(dir.path(), &["127.0.0.1".into()], Holders::default(), false, KeyType::Rsa).unwrap();
         let key = std::fs::read_to_string(dir.path().join("server.key")).unwrap();
         let certs = crate::tls::load_certs(&dir.path().join("server.pem")).unwrap();
         let parsed = x509_parser::parse_x509_certificate(certs[0].as_ref()).unwrap().1;

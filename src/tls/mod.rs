@@ -14,7 +14,7 @@
 pub mod certs;
 pub mod route;
 pub mod stream;
-mod verify;
+pub mod verify;
 
 pub use crate::tls_options::{parse_fingerprint, BackendTlsOptions, BackendVerify, ServerTlsOptions, TlsVersion};
 
@@ -59,6 +59,8 @@ pub enum TlsError {
     NoRoots,
     #[error("unknown cipher suite {0:?}; known: {1}")]
     UnknownCipher(String, String),
+    #[error("{0}")]
+    Config(String),
 }
 
 fn file_err(path: &Path, message: impl ToString) -> TlsError {
@@ -76,7 +78,7 @@ fn versions(min: TlsVersion, max: TlsVersion) -> Vec<&'static SupportedProtocolV
     v
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
@@ -359,7 +361,8 @@ mod tests {
     #[test]
     fn names_of_a_generated_client_certificate() {
         let dir = tempfile::tempdir().unwrap();
-        certs::init(dir.path(), &["127.0.0.1".into()], &["alice".into()], false, certs::KeyType::Ecdsa).unwrap();
+        let who = certs::Holders { clients: &["alice".into()], connectors: &[] };
+        certs::init(dir.path(), &["127.0.0.1".into()], who, false, certs::KeyType::Ecdsa).unwrap();
         let mut o = ServerTlsOptions {
             cert: dir.path().join("server.pem"),
             key: dir.path().join("server.key"),

@@ -16,9 +16,68 @@ pub enum ClientStream {
 
 /// A connection to the backend: ftpgate is the TLS client.
 pub enum BackendStream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Plain(BackendConn),
+    Tls(Box<tokio_rustls::client::TlsStream<BackendConn>>),
     Detached,
+}
+
+/// Any byte stream a backend connection can run over besides TCP.
+pub trait Duplex: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Duplex for T {}
+
+/// How ftpgate reaches the backend: a TCP connection of its own, or a
+/// stream through an outbound connector (`connector:NAME`). Only the first
+/// can be spliced.
+pub enum BackendConn {
+    Tcp(TcpStream),
+    Tunnel(Box<dyn Duplex>),
+}
+
+impl BackendConn {
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            BackendConn::Tcp(t) => Some(t),
+            BackendConn::Tunnel(_) => None,
+        }
+    }
+
+    pub fn set_nodelay(&self) {
+        if let BackendConn::Tcp(t) = self {
+            let _ = t.set_nodelay(true);
+        }
+    }
+}
+
+impl AsyncRead for BackendConn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BackendConn::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            BackendConn::Tunnel(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for BackendConn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            BackendConn::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            BackendConn::Tunnel(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BackendConn::Tcp(s) => Pin::new(s).poll_flush(cx),
+            BackendConn::Tunnel(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BackendConn::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            BackendConn::Tunnel(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
 }
 
 fn detached() -> io::Error {
@@ -30,14 +89,6 @@ macro_rules! delegate_io {
         impl $ty {
             pub fn is_tls(&self) -> bool {
                 matches!(self, $ty::Tls(_))
-            }
-
-            pub fn tcp(&self) -> Option<&TcpStream> {
-                match self {
-                    $ty::Plain(s) => Some(s),
-                    $ty::Tls(t) => Some(t.get_ref().0),
-                    $ty::Detached => None,
-                }
             }
         }
 
@@ -81,3 +132,24 @@ macro_rules! delegate_io {
 
 delegate_io!(ClientStream);
 delegate_io!(BackendStream);
+
+impl ClientStream {
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            ClientStream::Plain(s) => Some(s),
+            ClientStream::Tls(t) => Some(t.get_ref().0),
+            ClientStream::Detached => None,
+        }
+    }
+}
+
+impl BackendStream {
+    /// The TCP connection under it; `None` through a connector.
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            BackendStream::Plain(s) => s.tcp(),
+            BackendStream::Tls(t) => t.get_ref().0.tcp(),
+            BackendStream::Detached => None,
+        }
+    }
+}

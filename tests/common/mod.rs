@@ -283,6 +283,7 @@ pub fn settings(backend: SocketAddr, listen: SocketAddr) -> Settings {
         health_interval: Duration::from_secs(5),
         cluster: None,
         scan: None,
+        connectors: None,
     }
 }
 
@@ -559,7 +560,10 @@ impl TestCerts {
         ftpgate::tls::certs::init(
             dir.path(),
             &["127.0.0.1".into(), "::1".into(), "localhost".into()],
-            &["alice".into(), "bob".into()],
+            ftpgate::tls::certs::Holders {
+                clients: &["alice".into(), "bob".into()],
+                connectors: &["dc1".into(), "dc2".into()],
+            },
             false,
             ftpgate::tls::certs::KeyType::Ecdsa,
         )

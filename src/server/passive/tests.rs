@@ -25,7 +25,7 @@ fn claim(ip: &str, tls: Option<&ServerTls>, timeout_ms: u64) -> Claim {
 }
 
 fn server_tls(dir: &std::path::Path) -> ServerTls {
-    certs::init(dir, &["127.0.0.1".into()], &[], false, certs::KeyType::Ecdsa).unwrap();
+    certs::init(dir, &["127.0.0.1".into()], certs::Holders::default(), false, certs::KeyType::Ecdsa).unwrap();
     ServerTls::load(ServerTlsOptions {
         cert: dir.join("server.pem"),
         key: dir.join("server.key"),

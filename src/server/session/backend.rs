@@ -5,30 +5,39 @@
 
 use super::control::{BackendControl, BackendError};
 use super::TLS_HANDSHAKE_TIMEOUT;
-use crate::config::{BackendTlsMode, Settings};
+use crate::config::BackendTlsMode;
+use crate::connector::Via;
 use crate::metrics::Metrics;
 use crate::protocol::{Command, Verb};
 use crate::server::context::SessionContext;
-use crate::server::pool;
+use crate::server::{dial, pool};
 use crate::session::core::BackendSecurity;
 use crate::tls::stream::BackendStream;
 use crate::tls::BackendSessionTls;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 
-/// Opens a backend control connection within the connect timeout and, if
-/// configured, starts it with a PROXY protocol header naming the client and
-/// the address it reached ftpgate at.
-async fn connect_control(s: &Settings, address: &str, client: SocketAddr, local: SocketAddr) -> io::Result<TcpStream> {
+/// Opens a backend control connection (directly or through a connector)
+/// within the connect timeout and, if configured, starts it with a PROXY
+/// protocol header naming the client and the address it reached ftpgate at.
+async fn connect_control(
+    ctx: &SessionContext,
+    address: &str,
+    client: SocketAddr,
+    local: SocketAddr,
+) -> io::Result<dial::ControlConn> {
+    let s = &ctx.settings;
     let connect = async {
-        let mut tcp = TcpStream::connect(address).await?;
+        let mut opened = dial::control(&ctx.connectors, address).await?;
         if let Some(version) = s.backend_proxy_protocol {
-            tokio::io::AsyncWriteExt::write_all(&mut tcp, &crate::proxy_protocol::encode(version, client, local))
-                .await?;
+            tokio::io::AsyncWriteExt::write_all(
+                &mut opened.conn,
+                &crate::proxy_protocol::encode(version, client, local),
+            )
+            .await?;
         }
-        Ok(tcp)
+        Ok(opened)
     };
     tokio::time::timeout(s.backend_connect, connect).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
 }
@@ -45,6 +54,10 @@ pub(super) struct BackendSide {
     pub tls: Option<BackendSessionTls>,
     /// The pool member this session's backend connection is on.
     pub slot: Option<pool::PoolSlot>,
+    /// How data connections reach the backend (as the control connection did).
+    pub dialer: dial::Dialer,
+    /// The connector the control connection goes through, if any.
+    pub via: Option<Via>,
 }
 
 impl BackendSide {
@@ -56,6 +69,8 @@ impl BackendSide {
             peer: None,
             tls: None,
             slot: None,
+            dialer: dial::Dialer::Direct,
+            via: None,
         }
     }
 
@@ -80,12 +95,12 @@ impl BackendSide {
         let target = &pool.members[slot.index].target;
         let s = &ctx.settings;
         let started = Instant::now();
-        let connected = connect_control(s, &target.address, client, local).await;
+        let connected = connect_control(ctx, &target.address, client, local).await;
         Metrics::inc(&ctx.metrics.backend_connections);
         if connected.is_err() {
             pool.connect_failed(slot.index);
         }
-        let tcp = match connected {
+        let opened = match connected {
             Ok(t) => {
                 ctx.metrics.latency.backend_connect.observe(started.elapsed().as_secs_f64());
                 t
@@ -95,9 +110,10 @@ impl BackendSide {
             }
             Err(e) => return Err(BackendError::Unreachable(e.to_string())),
         };
-        let peer = tcp.peer_addr()?;
-        let _ = tcp.set_nodelay(true);
-        let mut old = std::mem::replace(&mut self.control, BackendControl::new(BackendStream::Plain(tcp)));
+        let peer = opened.peer;
+        self.dialer = opened.dialer;
+        self.via = opened.via;
+        let mut old = std::mem::replace(&mut self.control, BackendControl::new(BackendStream::Plain(opened.conn)));
         if std::mem::replace(&mut self.open, true) {
             let _ = old.send(&Command::new(Verb::Quit, None)).await;
             old.shutdown().await;

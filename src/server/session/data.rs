@@ -5,7 +5,8 @@
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::protocol::TransferDirection;
 use crate::relay;
-use crate::tls::stream::{BackendStream, ClientStream};
+use crate::server::dial::Dialer;
+use crate::tls::stream::{BackendConn, BackendStream, ClientStream};
 use crate::tls::{self, BackendSessionTls, SessionAcceptors};
 use std::future::Future;
 use std::io;
@@ -65,7 +66,7 @@ impl DataTls {
     async fn wrap(
         &self,
         client: Result<ClientStream, DataError>,
-        backend: TcpStream,
+        backend: BackendConn,
         timeout: Duration,
         go: Go,
     ) -> Result<(ClientStream, BackendStream), DataError> {
@@ -199,8 +200,8 @@ pub async fn connect_client(local_ip: IpAddr, addr: SocketAddr, timeout: Duratio
     }
 }
 
-pub async fn connect_backend(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, DataError> {
-    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+pub async fn connect_backend(dialer: &Dialer, addr: SocketAddr, timeout: Duration) -> Result<BackendConn, DataError> {
+    match tokio::time::timeout(timeout, dialer.data(addr)).await {
         Ok(r) => r.map_err(|e| DataError::BackendConnect(addr, e)),
         Err(_) => Err(DataError::BackendTimeout(addr, timeout.as_secs())),
     }
@@ -211,8 +212,10 @@ pub async fn connect_backend(addr: SocketAddr, timeout: Duration) -> Result<TcpS
 /// and ProFTPD do not read the control connection meanwhile) fails the
 /// transfer at once with a 4xx instead of after its own timeout, so the
 /// session's replies stay in step.
-pub async fn reset_backend(addr: SocketAddr, timeout: Duration) {
-    if let Ok(stream) = connect_backend(addr, timeout).await {
+pub async fn reset_backend(dialer: &Dialer, addr: SocketAddr, timeout: Duration) {
+    // Through a connector, dropping the stream unfinished resets it, and the
+    // connector resets its backend connection in turn.
+    if let Ok(BackendConn::Tcp(stream)) = connect_backend(dialer, addr, timeout).await {
         let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
     }
 }
@@ -346,7 +349,7 @@ impl Drop for DataChannel {
 /// responsive (ABOR) during the transfer.
 pub fn spawn<L>(legs: L, tls: DataTls, go: GoSender, connect_timeout: Duration, stall: Duration) -> DataChannel
 where
-    L: Future<Output = Result<(Result<ClientStream, DataError>, TcpStream), DataError>> + Send + 'static,
+    L: Future<Output = Result<(Result<ClientStream, DataError>, BackendConn), DataError>> + Send + 'static,
 {
     let metrics = Arc::clone(&tls.metrics);
     let direction = Arc::clone(&tls.direction);
@@ -366,7 +369,7 @@ where
             if let Some(c) = client.as_ref().ok().and_then(ClientStream::tcp) {
                 let _ = c.set_nodelay(true);
             }
-            let _ = backend.set_nodelay(true);
+            backend.set_nodelay();
             let linger = if tls.any() { TLS_LINGER } else { Duration::ZERO };
             let (client, backend) = match tls.wrap(client, backend, connect_timeout, go_rx.clone()).await {
                 Ok(l) => l,
@@ -395,7 +398,7 @@ where
                 }
                 match (client, backend) {
                     #[cfg(target_os = "linux")]
-                    (ClientStream::Plain(c), BackendStream::Plain(b)) => {
+                    (ClientStream::Plain(c), BackendStream::Plain(BackendConn::Tcp(b))) => {
                         match relay::splice::relay(c, b, stall, &limits).await {
                             Ok(r) => {
                                 Metrics::inc(&metrics.relays_spliced);

@@ -57,6 +57,7 @@ impl Driver {
         let port = reservation.port();
         debug!(target: "ftpgate::session", port, %backend, "passive data channel prepared");
         let (connect, client_go) = (s.data_connect, go.subscribe());
+        let dialer = self.backend.dialer.clone();
         self.data = Some(data::spawn(
             async move {
                 // Plain: the connection comes at once, then the backend leg.
@@ -67,12 +68,12 @@ impl Driver {
                 tokio::pin!(client);
                 let early = tokio::select! {
                     c = &mut client => Err(c),
-                    () = arrival => Ok(data::connect_backend(backend, connect).await),
+                    () = arrival => Ok(data::connect_backend(&dialer, backend, connect).await),
                 };
                 match early {
-                    Err(Ok(client)) => Ok((Ok(client), data::connect_backend(backend, connect).await?)),
+                    Err(Ok(client)) => Ok((Ok(client), data::connect_backend(&dialer, backend, connect).await?)),
                     Err(Err(e)) => {
-                        data::reset_backend(backend, connect).await;
+                        data::reset_backend(&dialer, backend, connect).await;
                         Err(e)
                     }
                     // The backend leg is in: a client leg that fails now is
@@ -99,7 +100,7 @@ impl Driver {
         private: bool,
     ) -> Result<(), core::DataSetupFailure> {
         let s = Arc::clone(&self.ctx.settings);
-        let backend = data::connect_backend(backend_addr, s.data_connect).await.map_err(|e| {
+        let backend = data::connect_backend(&self.backend.dialer, backend_addr, s.data_connect).await.map_err(|e| {
             self.ctx.metrics.backend_error("data_connect");
             core::DataSetupFailure::BackendConnect(e.to_string())
         })?;

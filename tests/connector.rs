@@ -1,0 +1,374 @@
+//! Outbound connectors (issue 21): a real vsftpd reached only through an
+//! `ftpgate connector` that dialled out to the edge; real clients on the
+//! edge's front. Files are checked by SHA-256 on both sides.
+
+mod common;
+use common::*;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIG: usize = 10 * 1024 * 1024;
+
+/// The edge: `ftpgate run` with `[connectors]` and a backend `connector:NAME`.
+struct Edge {
+    process: KillOnDrop,
+    addr: SocketAddr,
+    metrics: SocketAddr,
+    connectors: SocketAddr,
+    log: std::path::PathBuf,
+}
+
+impl Edge {
+    fn start(certs: &TestCerts, backend: &str, extra: &[&str]) -> Edge {
+        Edge::start_on(certs, backend, extra, None)
+    }
+
+    /// `connectors`: the connector listener's address (to restart an edge
+    /// on the same one); a free port otherwise.
+    fn start_on(certs: &TestCerts, backend: &str, extra: &[&str], connectors: Option<SocketAddr>) -> Edge {
+        let lo = "127.0.0.1".parse().unwrap();
+        let addr = SocketAddr::new(lo, free_port(lo));
+        let metrics = SocketAddr::new(lo, free_port(lo));
+        let connectors = connectors.unwrap_or_else(|| SocketAddr::new(lo, free_port(lo)));
+        let range = port_range(4);
+        let log = std::env::temp_dir().join(format!("ftpgate-edge-{}.log", addr.port()));
+        let process = KillOnDrop::new(
+            Command::new(env!("CARGO_BIN_EXE_ftpgate"))
+                .args(["run", "--listen", &addr.to_string(), "--backend", backend])
+                .args(["--passive-ports", &format!("{}-{}", range.min, range.max)])
+                .args(["--metrics", &metrics.to_string(), "--connector-listen", &connectors.to_string()])
+                .args(["--connector-ca", certs.path("ca.pem").to_str().unwrap()])
+                .args(["--cert", certs.path("server.pem").to_str().unwrap()])
+                .args(["--key", certs.path("server.key").to_str().unwrap()])
+                .args(extra)
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        wait_for_port(metrics);
+        Edge { process, addr, metrics, connectors, log }
+    }
+
+    fn url(&self) -> String {
+        format!("ftp://{}", self.addr)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (15 s at most) until connector `name` has `links` live links.
+    fn wait_links(&self, name: &str, links: u64) {
+        let series = format!("ftpgate_connector_links{{name=\"{name}\"}}");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (v, text) = scrape_opt(self.metrics, &series);
+            if v == Some(links) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{series} never reached {links}:\n{text}\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// `ftpgate connector` dialling `edge` for `backend`.
+fn connector(certs: &TestCerts, edge: SocketAddr, name: &str, backend: SocketAddr, extra: &[&str]) -> KillOnDrop {
+    let log = std::env::temp_dir().join(format!("ftpgate-connector-{name}-{}.log", rand_u32()));
+    KillOnDrop::new(
+        Command::new(env!("CARGO_BIN_EXE_ftpgate"))
+            .args(["connector", "--edge", &edge.to_string(), "--name", name, "--backend", &backend.to_string()])
+            .args(["--cert", certs.path(&format!("connector-{name}.pem")).to_str().unwrap()])
+            .args(["--key", certs.path(&format!("connector-{name}.key")).to_str().unwrap()])
+            .args(["--ca", certs.path("ca.pem").to_str().unwrap()])
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn write_payload(dir: &Path, name: &str, len: usize, seed: u64) -> String {
+    let data = payload(len, seed);
+    std::fs::write(dir.join(name), &data).unwrap();
+    sha256(&data)
+}
+
+/// curl up and down (PASV/EPSV or active), a listing, and ftplib's whole
+/// scenario (STOR, RETR, REST, APPE, LIST, NLST, MKD, RNFR/RNTO, DELE).
+fn roundtrips(edge: &Edge, backend: &Vsftpd, tls_front: bool) {
+    let work = tempfile::tempdir().unwrap();
+    let want = write_payload(work.path(), "up.bin", BIG, 21);
+    let up = work.path().join("up.bin");
+    let tls: &[&str] = if tls_front { &["--ssl-reqd", "--cacert", "/dev/null", "-k"] } else { &[] };
+    // Active mode over FTPS is left out for curl: Debian's curl 7.88 never
+    // starts TLS on an active data connection (fixed in curl 8.0).
+    let modes: &[&[&str]] =
+        if tls_front { &[&[], &["--disable-epsv"]] } else { &[&[], &["-P", "-"], &["--disable-epsv"]] };
+    for (i, mode) in modes.iter().enumerate() {
+        let name = format!("up{i}.bin");
+        let out = curl(&[tls, mode, &["-T", up.to_str().unwrap(), &format!("{}/{name}", edge.url())]].concat());
+        assert_eq!(out.status, 0, "curl upload {mode:?}: {}\n{}", out.stderr, edge.log());
+        assert_eq!(sha256_file(&backend.root.join(&name)), want, "uploaded file {mode:?}");
+        let down = work.path().join(format!("down{i}.bin"));
+        let out = curl(&[tls, mode, &["-o", down.to_str().unwrap(), &format!("{}/{name}", edge.url())]].concat());
+        assert_eq!(out.status, 0, "curl download {mode:?}: {}", out.stderr);
+        assert_eq!(sha256_file(&down), want, "downloaded file {mode:?}");
+    }
+    let out = curl(&[tls, &[&format!("{}/", edge.url())]].concat());
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("up0.bin") && out.stdout.contains("up1.bin"), "{}", out.stdout);
+    if tls_front {
+        return;
+    }
+    for mode in ["pasv", "active"] {
+        let work = tempfile::tempdir().unwrap();
+        let want = write_payload(work.path(), "big.bin", BIG, 7);
+        backend.put("big.bin", &payload(BIG, 7));
+        for leftover in ["app.bin", "moved.bin", "up0.bin", "up1.bin", "up2.bin"] {
+            let _ = std::fs::remove_file(backend.root.join(leftover));
+        }
+        let out = python_client(&[
+            &edge.addr.ip().to_string(),
+            &edge.addr.port().to_string(),
+            USER,
+            PASSWORD,
+            mode,
+            "full",
+            work.path().to_str().unwrap(),
+        ]);
+        assert_eq!(out.status, 0, "ftplib {mode}: {}\n{}", out.stderr, edge.log());
+        let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+        assert_eq!(v["stor"], "226 Transfer complete.", "{mode}");
+        assert_eq!(v["down_sha"], want.as_str(), "{mode}");
+        assert_eq!(v["tail_sha"], sha256(&payload(BIG, 7)[1000..]).as_str(), "{mode}: REST 1000 + RETR");
+        assert_eq!(v["appe_sha"], want.as_str(), "{mode}: STOR + APPE");
+        assert_eq!(v["list"], "226 Directory send OK.", "{mode}");
+        assert_eq!(v["quit"], "221 Goodbye.", "{mode}");
+    }
+}
+
+#[test]
+fn plain_vsftpd_behind_a_connector_with_curl_lftp_and_ftplib() {
+    let certs = TestCerts::new();
+    let backend = Vsftpd::start();
+    let edge = Edge::start(&certs, "connector:dc1", &[]);
+    let code = |edge: &Edge| {
+        let o = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://{}/readyz", edge.metrics)])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(code(&edge), "503", "not ready before the connector dialled in");
+    let _c = connector(&certs, edge.connectors, "dc1", backend.addr, &[]);
+    edge.wait_links("dc1", 2);
+    assert_eq!(code(&edge), "200");
+    roundtrips(&edge, &backend, false);
+    let out = lftp(&edge.url(), "put /etc/hostname -o host.txt; get host.txt -o /dev/null; ls");
+    assert_eq!(out.status, 0, "lftp: {}", out.stderr);
+    assert!(out.stdout.contains("host.txt"), "{}", out.stdout);
+    // The session and its data went through the connector: counted there.
+    assert!(scrape(edge.metrics, "ftpgate_connector_streams_total{name=\"dc1\",kind=\"control\"}") >= 8);
+    assert!(scrape(edge.metrics, "ftpgate_connector_streams_total{name=\"dc1\",kind=\"data\"}") >= 20);
+    assert!(edge.log().contains("connector link joined"), "{}", edge.log());
+}
+
+#[test]
+fn strict_ftps_vsftpd_behind_a_connector_resumes_tls_through_the_streams() {
+    let certs = TestCerts::new();
+    let backend = Vsftpd::start_with("127.0.0.1".parse().unwrap(), &vsftpd_tls_conf(&certs, false));
+    let ca = certs.path("ca.pem");
+    let tls = [
+        "--backend-tls",
+        "explicit",
+        "--backend-ca",
+        ca.to_str().unwrap(),
+        "--backend-server-name",
+        "127.0.0.1",
+        "--client-tls",
+        "explicit",
+    ];
+    let edge = Edge::start(&certs, "connector:dc1", &tls);
+    let _c = connector(&certs, edge.connectors, "dc1", backend.addr, &[]);
+    edge.wait_links("dc1", 2);
+    // A plain client is secured transparently; an FTPS client too.
+    roundtrips(&edge, &backend, false);
+    roundtrips(&edge, &backend, true);
+    let full = scrape_sum(edge.metrics, "ftpgate_tls_handshakes_total{leg=\"backend_data\",kind=\"full\"}");
+    assert_eq!(full, 0, "every backend data connection resumed through the connector");
+}
+
+/// The connector opens nothing but its backend: a stream to any other
+/// address is refused and counted, whatever the edge asks.
+#[test]
+fn a_connector_refuses_streams_to_anything_but_its_backend() {
+    let certs = TestCerts::new();
+    let backend = Vsftpd::start();
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other_addr = other.local_addr().unwrap();
+    let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let connector_metrics = SocketAddr::new(lo, free_port(lo));
+    // A hostile edge: the test itself, with the edge's certificate.
+    let edge_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let edge_addr = edge_listener.local_addr().unwrap();
+    // Only the backend's passive range, as an operator sets it.
+    let conf = std::fs::read_to_string(backend.dir.path().join("vsftpd.conf")).unwrap();
+    let value = |k: &str| conf.lines().find_map(|l| l.strip_prefix(k)).unwrap().to_string();
+    let range = format!("{}-{}", value("pasv_min_port="), value("pasv_max_port="));
+    let args = ["--metrics", &connector_metrics.to_string(), "--links", "1", "--backend-ports", &range];
+    let _c = connector(&certs, edge_addr, "dc1", backend.addr, &args);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let statuses = rt.block_on(async {
+        edge_listener.set_nonblocking(true).unwrap();
+        let listener = tokio::net::TcpListener::from_std(edge_listener).unwrap();
+        let o = ftpgate::connector::EdgeSettings {
+            listen: edge_addr,
+            ca: certs.path("ca.pem"),
+            cert: certs.path("server.pem"),
+            key: certs.path("server.key"),
+            names: vec!["dc1".into()],
+        };
+        let acceptor = ftpgate::connector::edge::acceptor(&o).unwrap();
+        let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept()).await.unwrap().unwrap();
+        let tls = acceptor.accept(tcp).await.unwrap();
+        let (send, conn) = h2::client::handshake(tls).await.unwrap();
+        tokio::spawn(conn);
+        let mut statuses = vec![];
+        for target in [
+            other_addr.to_string(),
+            "127.0.0.2:22".to_string(),
+            "10.1.2.3:21".to_string(),
+            format!("localhost:{}", backend.addr.port()),
+            backend.addr.to_string(),
+        ] {
+            let mut send = send.clone().ready().await.unwrap();
+            let req = http::Request::builder().method("CONNECT").uri(target.as_str()).body(()).unwrap();
+            let (resp, _stream) = send.send_request(req, false).unwrap();
+            statuses.push((target, resp.await.unwrap().status().as_u16()));
+        }
+        statuses
+    });
+    let want: Vec<u16> = vec![403, 403, 403, 403, 200];
+    assert_eq!(statuses.iter().map(|s| s.1).collect::<Vec<_>>(), want, "{statuses:?}");
+    other.set_nonblocking(true).unwrap();
+    assert!(other.accept().is_err(), "the other address must never have been connected to");
+    let text = String::from_utf8_lossy(
+        &Command::new("curl").args(["-sf", &format!("http://{connector_metrics}/metrics")]).output().unwrap().stdout,
+    )
+    .into_owned();
+    assert!(text.contains("ftpgate_connector_refused_total{reason=\"target\"} 4"), "{text}");
+}
+
+/// Certificates from another CA, or for a name no backend uses, are refused
+/// at the link's handshake and counted.
+#[test]
+fn connectors_with_a_foreign_certificate_or_an_unused_name_are_refused() {
+    let certs = TestCerts::new();
+    let foreign = TestCerts::new();
+    let backend = Vsftpd::start();
+    let edge = Edge::start(&certs, "connector:dc1", &[]);
+    // dc1's name, another CA's certificate (the edge is verified with the right CA).
+    let _f = KillOnDrop::new(
+        Command::new(env!("CARGO_BIN_EXE_ftpgate"))
+            .args(["connector", "--edge", &edge.connectors.to_string(), "--name", "dc1"])
+            .args(["--backend", &backend.addr.to_string()])
+            .args(["--cert", foreign.path("connector-dc1.pem").to_str().unwrap()])
+            .args(["--key", foreign.path("connector-dc1.key").to_str().unwrap()])
+            .args(["--ca", certs.path("ca.pem").to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // The right CA, a name the edge does not use.
+    let _u = connector(&certs, edge.connectors, "dc2", backend.addr, &[]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let handshake = scrape_opt(edge.metrics, "ftpgate_connector_refused_total{reason=\"handshake\"}").0;
+        let unknown = scrape_opt(edge.metrics, "ftpgate_connector_refused_total{reason=\"unknown_name\"}").0;
+        if handshake.unwrap_or(0) >= 2 && unknown.unwrap_or(0) >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "refusals not counted:\n{}", edge.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(scrape(edge.metrics, "ftpgate_connector_links{name=\"dc1\"}"), 0);
+    let mut c = RawClient::connect(edge.addr);
+    assert_eq!(c.reply().0, 220);
+    let (code, text) = c.cmd(&format!("USER {USER}"));
+    let (code, text) = if code == 331 { c.cmd(&format!("PASS {PASSWORD}")) } else { (code, text) };
+    assert_eq!(code, 421, "no connector: the client hears why ({text})");
+    assert!(text.contains("no connector named dc1"), "{text}");
+}
+
+/// Two connectors of one name: one killed mid-session takes only its own
+/// sessions (their clients hear 421); new sessions go to the other; it
+/// rejoins when restarted; a restarted edge gets its links back by itself.
+#[test]
+fn connectors_fail_over_rejoin_and_reconnect_to_a_restarted_edge() {
+    let certs = TestCerts::new();
+    let backend = Vsftpd::start();
+    backend.put("f.bin", &payload(1 << 20, 3));
+    let mut edge = Edge::start(&certs, "connector:dc1", &[]);
+    let a = connector(&certs, edge.connectors, "dc1", backend.addr, &["--links", "1"]);
+    edge.wait_links("dc1", 1);
+    let _b = connector(&certs, edge.connectors, "dc1", backend.addr, &["--links", "1"]);
+    edge.wait_links("dc1", 2);
+    // Eight sessions, spread over both connectors by least streams.
+    let mut sessions: Vec<RawClient> = (0..8)
+        .map(|_| {
+            let mut c = RawClient::connect(edge.addr);
+            c.login();
+            c
+        })
+        .collect();
+    drop(a);
+    edge.wait_links("dc1", 1);
+    let mut cut = 0;
+    for c in &mut sessions {
+        let (code, text) = c.cmd("NOOP");
+        match code {
+            200 => {}
+            421 => {
+                cut += 1;
+                assert!(text.contains("connector") || text.contains("backend"), "{text}");
+            }
+            other => panic!("NOOP: {other} {text}"),
+        }
+    }
+    assert!((1..8).contains(&cut), "only the killed connector's sessions end: {cut} of 8 cut");
+    // New sessions go to the connector that is left.
+    let work = tempfile::tempdir().unwrap();
+    let out = curl(&["-o", work.path().join("f").to_str().unwrap(), &format!("{}/f.bin", edge.url())]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert_eq!(sha256_file(&work.path().join("f")), sha256(&payload(1 << 20, 3)));
+    // A new connector process rejoins.
+    let _a2 = connector(&certs, edge.connectors, "dc1", backend.addr, &["--links", "1"]);
+    edge.wait_links("dc1", 2);
+    // The edge restarts on the same connector address: links come back by themselves.
+    let at = edge.connectors;
+    drop(edge);
+    std::thread::sleep(Duration::from_millis(500));
+    edge = Edge::start_on(&certs, "connector:dc1", &[], Some(at));
+    let restarted = Instant::now();
+    edge.wait_links("dc1", 2);
+    assert!(
+        restarted.elapsed() < Duration::from_secs(5),
+        "links back {:?} after the edge returned",
+        restarted.elapsed()
+    );
+    let out = curl(&["-o", work.path().join("g").to_str().unwrap(), &format!("{}/f.bin", edge.url())]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert_eq!(sha256_file(&work.path().join("g")), sha256(&payload(1 << 20, 3)));
+    let _ = &edge.process;
+}
