@@ -28,6 +28,18 @@ impl Edge {
     /// `connectors`: the connector listener's address (to restart an edge
     /// on the same one); a free port otherwise.
     fn start_on(certs: &TestCerts, backend: &str, extra: &[&str], connectors: Option<SocketAddr>) -> Edge {
+        Edge::start_as(Command::new(env!("CARGO_BIN_EXE_ftpgate")), certs.dir.path(), backend, extra, connectors)
+    }
+
+    /// `command`: the binary, or a wrapper that runs it as another user;
+    /// `certs`: the folder with ca.pem, server.pem and server.key.
+    fn start_as(
+        mut command: Command,
+        certs: &Path,
+        backend: &str,
+        extra: &[&str],
+        connectors: Option<SocketAddr>,
+    ) -> Edge {
         let lo = "127.0.0.1".parse().unwrap();
         let addr = SocketAddr::new(lo, free_port(lo));
         let metrics = SocketAddr::new(lo, free_port(lo));
@@ -35,13 +47,13 @@ impl Edge {
         let range = port_range(4);
         let log = std::env::temp_dir().join(format!("ftpgate-edge-{}.log", addr.port()));
         let process = KillOnDrop::new(
-            Command::new(env!("CARGO_BIN_EXE_ftpgate"))
+            command
                 .args(["run", "--listen", &addr.to_string(), "--backend", backend])
                 .args(["--passive-ports", &format!("{}-{}", range.min, range.max)])
                 .args(["--metrics", &metrics.to_string(), "--connector-listen", &connectors.to_string()])
-                .args(["--connector-ca", certs.path("ca.pem").to_str().unwrap()])
-                .args(["--cert", certs.path("server.pem").to_str().unwrap()])
-                .args(["--key", certs.path("server.key").to_str().unwrap()])
+                .args(["--connector-ca", certs.join("ca.pem").to_str().unwrap()])
+                .args(["--cert", certs.join("server.pem").to_str().unwrap()])
+                .args(["--key", certs.join("server.key").to_str().unwrap()])
                 .args(extra)
                 .env("NO_COLOR", "1")
                 .stdin(Stdio::null())
@@ -371,4 +383,87 @@ fn connectors_fail_over_rejoin_and_reconnect_to_a_restarted_edge() {
     assert_eq!(out.status, 0, "{}", out.stderr);
     assert_eq!(sha256_file(&work.path().join("g")), sha256(&payload(1 << 20, 3)));
     let _ = &edge.process;
+}
+
+/// An nftables table the test adds and removes again.
+struct NftTable(String);
+
+impl Drop for NftTable {
+    fn drop(&mut self) {
+        let _ = Command::new("nft").args(["delete", "table", "inet", &self.0]).status();
+    }
+}
+
+/// The point of a connector: the edge cannot reach the FTP server at all,
+/// and transfers work. The edge runs as `nobody`, and an nftables rule
+/// rejects every connection of that user to the backend's control and
+/// passive ports. An edge pointed at the backend directly fails (the rule
+/// holds); through the connector, files go up and down intact.
+#[test]
+fn the_edge_has_no_inbound_path_to_the_backend() {
+    let certs = TestCerts::new();
+    let backend = Vsftpd::start();
+    let conf = std::fs::read_to_string(backend.dir.path().join("vsftpd.conf")).unwrap();
+    let value = |k: &str| conf.lines().find_map(|l| l.strip_prefix(k)).unwrap().to_string();
+    let (pasv_min, pasv_max) = (value("pasv_min_port="), value("pasv_max_port="));
+    // What `nobody` needs: the binary and the edge's certificates, readable.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("ftpgate");
+    std::fs::copy(env!("CARGO_BIN_EXE_ftpgate"), &bin).unwrap();
+    for f in ["ca.pem", "server.pem", "server.key"] {
+        std::fs::copy(certs.path(f), dir.path().join(f)).unwrap();
+        std::fs::set_permissions(dir.path().join(f), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    }
+    let as_nobody = || {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin.to_str().unwrap()]);
+        c
+    };
+    let table = NftTable(format!("ftpgate_test_{:08x}", rand_u32()));
+    let rules = format!(
+        "table inet {t} {{\n chain out {{\n  type filter hook output priority 0; policy accept;\n  \
+         meta skuid 65534 ip daddr 127.0.0.1 tcp dport {{ {port}, {pasv_min}-{pasv_max} }} reject with tcp reset\n }}\n}}\n",
+        t = table.0,
+        port = backend.addr.port(),
+    );
+    let mut nft = Command::new("nft").args(["-f", "-"]).stdin(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(nft.stdin.as_mut().unwrap(), rules.as_bytes()).unwrap();
+    drop(nft.stdin.take());
+    assert!(nft.wait().unwrap().success(), "nft rejected the rules:\n{rules}");
+
+    // The rule holds: an edge of the same user aimed at the backend directly
+    // cannot log anyone in.
+    let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let direct_addr = SocketAddr::new(lo, free_port(lo));
+    let direct = KillOnDrop::new(
+        as_nobody()
+            .args(["run", "--listen", &direct_addr.to_string(), "--backend", &backend.addr.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(direct_addr);
+    let mut c = RawClient::connect(direct_addr);
+    assert_eq!(c.reply().0, 220);
+    let (code, _) = c.cmd(&format!("USER {USER}"));
+    let (code, text) = if code == 331 { c.cmd(&format!("PASS {PASSWORD}")) } else { (code, String::new()) };
+    assert_eq!(code, 421, "the direct path must be closed: {text}");
+    assert!(text.contains("unreachable"), "closed by the rule, not for another reason: {text}");
+    drop(direct);
+
+    let edge = Edge::start_as(as_nobody(), dir.path(), "connector:dc1", &[], None);
+    let _c = connector(&certs, edge.connectors, "dc1", backend.addr, &[]);
+    edge.wait_links("dc1", 2);
+    let work = tempfile::tempdir().unwrap();
+    let want = write_payload(work.path(), "up.bin", BIG, 5);
+    let out = curl(&["-T", work.path().join("up.bin").to_str().unwrap(), &format!("{}/noinbound.bin", edge.url())]);
+    assert_eq!(out.status, 0, "{}\n{}", out.stderr, edge.log());
+    assert_eq!(sha256_file(&backend.root.join("noinbound.bin")), want);
+    let down = work.path().join("down.bin");
+    let out = curl(&["-o", down.to_str().unwrap(), &format!("{}/noinbound.bin", edge.url())]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert_eq!(sha256_file(&down), want);
 }

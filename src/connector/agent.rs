@@ -31,6 +31,9 @@ const EDGE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
 const BACKOFF_CAP_REFUSED: Duration = Duration::from_secs(1);
+/// Links are pinged this often; one unanswered for `PING_TIMEOUT` is dead.
+const PING_INTERVAL: Duration = Duration::from_secs(10);
+const PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub use crate::config::ConnectorSettings as AgentSettings;
 
@@ -258,8 +261,24 @@ async fn serve(agent: &Arc<Agent>, mut connection: Connection, mut stop: watch::
     if stopping {
         connection.graceful_shutdown();
     }
+    // An edge host that vanished without a FIN is noticed by a ping that
+    // goes unanswered, and the link is dialled again.
+    let mut ping = connection.ping_pong();
+    let keepalive = async {
+        let Some(ping) = ping.as_mut() else { return std::future::pending::<String>().await };
+        loop {
+            tokio::time::sleep(PING_INTERVAL).await;
+            match tokio::time::timeout(PING_TIMEOUT, ping.ping(h2::Ping::opaque())).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return format!("ping failed: {e}"),
+                Err(_) => return "the edge did not answer a ping within 20 s".to_string(),
+            }
+        }
+    };
+    tokio::pin!(keepalive);
     let why = loop {
         tokio::select! {
+            why = &mut keepalive => break why,
             next = connection.accept() => match next {
                 Some(Ok((request, respond))) => {
                     tokio::spawn(stream(Arc::clone(agent), request, respond));

@@ -81,6 +81,9 @@ pub struct Connectors {
     /// Links open or in their handshake (bounded by `MAX_LINKS`).
     accepted: Arc<AtomicUsize>,
     counts: Mutex<Counts>,
+    /// Woken when a link joins: health checks and the FEAT probe run again
+    /// at once instead of at their next interval.
+    joined: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Connectors {
@@ -106,6 +109,7 @@ impl Connectors {
             next_id: AtomicU64::new(1),
             accepted: Arc::default(),
             counts: Mutex::default(),
+            joined: tokio::sync::Notify::new(),
         })
     }
 
@@ -221,12 +225,19 @@ impl Connectors {
         Ok((Tunnel::new(stream, response.into_body(), Some(count)), peer))
     }
 
+    /// Completes when the next link joins.
+    pub async fn joined(&self) {
+        self.joined.notified().await;
+    }
+
     fn register(&self, link: Arc<Link>) {
         let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         *c.joins.entry(link.via.name.clone()).or_insert(0) += 1;
         drop(c);
         let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
         links.entry(link.via.name.clone()).or_default().push(link);
+        drop(links);
+        self.joined.notify_waiters();
     }
 
     fn unregister(&self, name: &str, id: u64) {

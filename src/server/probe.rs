@@ -90,7 +90,15 @@ pub async fn health_checks(live: Arc<crate::server::LiveContext>) {
         for c in checks {
             c.await;
         }
-        tokio::time::sleep(s.health_interval).await;
+        // A connector that dials in is checked at once (and the backend's
+        // FEAT learnt through it), not at the next interval.
+        let joined = tokio::select! {
+            () = tokio::time::sleep(s.health_interval) => false,
+            () = ctx.connectors.joined() => true,
+        };
+        if joined {
+            learn_feat(Arc::clone(&ctx)).await;
+        }
     }
 }
 

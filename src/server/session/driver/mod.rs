@@ -350,7 +350,15 @@ impl Driver {
                 self.core.handle(Input::ClientGone);
             }
             Some(Ok((peer, security))) => {
-                self.who.entry.backend(name.as_deref().unwrap_or("default"), &peer.to_string());
+                let address = match &self.backend.via {
+                    Some(via) => {
+                        tracing::info!(target: "ftpgate::session", connector = %via.name, connector_at = %via.peer,
+                            "backend reached through a connector");
+                        format!("{peer} via {via}")
+                    }
+                    None => peer.to_string(),
+                };
+                self.who.entry.backend(name.as_deref().unwrap_or("default"), &address);
                 self.core.handle(Input::BackendConnected { peer, name, security });
             }
             Some(Err(e)) => {
