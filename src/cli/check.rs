@@ -32,6 +32,14 @@ pub(super) fn check(args: &RunArgs, print: bool) -> anyhow::Result<()> {
     }
     println!("backend {} (TLS: {:?})", s.backend, s.backend_tls);
     println!("{}", crate::server::passive::capacity_line(s.passive_ports, s.max_sessions_per_address));
+    if let Some(c) = &s.connectors {
+        println!(
+            "connectors dial in at {} (certificates from {}; names {})",
+            c.listen,
+            c.ca.display(),
+            c.names.join(", ")
+        );
+    }
     if let Some(ip) = s.public_address {
         println!("public address {ip}");
     }
