@@ -6,7 +6,7 @@
 //! over reaches the FTP server and nothing more of the private network.
 
 use super::edge::hex;
-use super::tunnel::{StreamCount, Tunnel};
+use super::tunnel::StreamCount;
 use super::{CONNECTION_WINDOW, FRAME_SIZE, HEADER_BACKEND, HEADER_INSTANCE, HEADER_NAME, HEADER_PEER, HEADER_REASON};
 use super::{HELLO_PATH, STREAM_WINDOW};
 use bytes::Bytes;
@@ -31,6 +31,8 @@ const EDGE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
 const BACKOFF_CAP_REFUSED: Duration = Duration::from_secs(1);
+/// Bytes read at once from either side of a stream.
+const CARRY_BUFFER: usize = 256 * 1024;
 /// Links are pinged this often; one unanswered for `PING_TIMEOUT` is dead.
 const PING_INTERVAL: Duration = Duration::from_secs(10);
 const PING_TIMEOUT: Duration = Duration::from_secs(20);
@@ -389,8 +391,7 @@ async fn stream(
     let Some(send) = answer(&mut respond, http::StatusCode::OK, &[(HEADER_PEER, target.to_string())]) else { return };
     Counters::bump(&c.streams, kind);
     let _open = StreamCount::new(&c.streams_open);
-    let tunnel = Tunnel::new(send, request.into_body(), None);
-    let (to_backend, from_backend, cut) = carry(tunnel, tcp).await;
+    let (to_backend, from_backend, cut) = carry(send, request.into_body(), tcp).await;
     c.bytes_to_backend.fetch_add(to_backend, Ordering::Relaxed);
     c.bytes_from_backend.fetch_add(from_backend, Ordering::Relaxed);
     if cut {
@@ -403,24 +404,52 @@ async fn stream(
 /// still open: then the backend connection is reset too, so a cut upload
 /// never looks complete to the server. A stream the edge ended
 /// (END_STREAM) closes politely.
-async fn carry(tunnel: Tunnel, mut tcp: TcpStream) -> (u64, u64, bool) {
-    use tokio::io::AsyncWriteExt;
-    let (mut from_edge, mut to_edge) = tokio::io::split(tunnel);
+///
+/// Works on the HTTP/2 stream itself rather than through `Tunnel`: data
+/// frames are written to the server straight from the buffers h2 hands
+/// over, and the server's bytes go to h2 in the buffer they were read into,
+/// one copy fewer each way.
+async fn carry(mut send: h2::SendStream<Bytes>, mut recv: h2::RecvStream, mut tcp: TcpStream) -> (u64, u64, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (up, down) = {
         let (mut from_backend, mut to_backend) = tcp.split();
         let up = async {
-            let r = tokio::io::copy(&mut from_edge, &mut to_backend).await;
-            if r.is_ok() {
-                let _ = to_backend.shutdown().await;
+            let mut moved = 0u64;
+            while let Some(data) = std::future::poll_fn(|cx| recv.poll_data(cx)).await {
+                let data = data.map_err(|e| std::io::Error::new(std::io::ErrorKind::ConnectionReset, e.to_string()))?;
+                to_backend.write_all(&data).await?;
+                moved += data.len() as u64;
+                // The window opens again only for what the server took.
+                let _ = recv.flow_control().release_capacity(data.len());
             }
-            r
+            let _ = to_backend.shutdown().await;
+            Ok::<u64, std::io::Error>(moved)
         };
         let down = async {
-            let r = tokio::io::copy(&mut from_backend, &mut to_edge).await;
-            if r.is_ok() {
-                let _ = to_edge.shutdown().await;
+            let failed = |e: h2::Error| std::io::Error::new(std::io::ErrorKind::ConnectionReset, e.to_string());
+            let mut moved = 0u64;
+            loop {
+                let mut buf = bytes::BytesMut::with_capacity(CARRY_BUFFER);
+                if from_backend.read_buf(&mut buf).await? == 0 {
+                    send.send_data(Bytes::new(), true).map_err(failed)?;
+                    return Ok::<u64, std::io::Error>(moved);
+                }
+                moved += buf.len() as u64;
+                let mut data = buf.freeze();
+                while !data.is_empty() {
+                    send.reserve_capacity(data.len());
+                    let granted = match send.capacity() {
+                        0 => match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
+                            Some(Ok(n)) => n,
+                            Some(Err(e)) => return Err(failed(e)),
+                            None => return Err(std::io::ErrorKind::BrokenPipe.into()),
+                        },
+                        n => n,
+                    };
+                    let chunk = data.split_to(granted.min(data.len()));
+                    send.send_data(chunk, false).map_err(failed)?;
+                }
             }
-            r
         };
         tokio::pin!(up, down);
         tokio::select! {
