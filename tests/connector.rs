@@ -467,3 +467,56 @@ fn the_edge_has_no_inbound_path_to_the_backend() {
     assert_eq!(out.status, 0, "{}", out.stderr);
     assert_eq!(sha256_file(&down), want);
 }
+
+/// SIGTERM to a connector drains it: its sessions keep working (new data
+/// connections included) while new sessions go elsewhere; it exits once its
+/// sessions have ended.
+#[test]
+fn a_stopping_connector_keeps_its_sessions_and_takes_no_new_ones() {
+    let certs = TestCerts::new();
+    let backend = Vsftpd::start();
+    let data = payload(3 << 20, 9);
+    backend.put("f.bin", &data);
+    let edge = Edge::start(&certs, "connector:dc1", &[]);
+    let mut a = connector(&certs, edge.connectors, "dc1", backend.addr, &["--links", "1", "--drain", "20"]);
+    edge.wait_links("dc1", 1);
+    let mut s = RawClient::connect(edge.addr);
+    s.login();
+    let st = Command::new("kill").args(["-TERM", &a.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    std::thread::sleep(Duration::from_millis(300));
+    // The session on the stopping connector still transfers.
+    assert_eq!(s.cmd("TYPE I").0, 200);
+    let mut conn = s.epsv_data();
+    let (code, text) = s.cmd("RETR f.bin");
+    assert_eq!(code, 150, "{text}");
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut conn, &mut got).unwrap();
+    assert_eq!(s.reply().0, 226);
+    assert_eq!(sha256(&got), sha256(&data), "download during the drain");
+    // A new session is not taken by it.
+    let mut n = RawClient::connect(edge.addr);
+    assert_eq!(n.reply().0, 220);
+    let (code, _) = n.cmd(&format!("USER {USER}"));
+    let (code, text) = if code == 331 { n.cmd(&format!("PASS {PASSWORD}")) } else { (code, String::new()) };
+    assert_eq!(code, 421, "{text}");
+    assert!(text.contains("stopping") || text.contains("no connector"), "{text}");
+    // Another connector of the name takes new sessions.
+    let _b = connector(&certs, edge.connectors, "dc1", backend.addr, &["--links", "1"]);
+    edge.wait_links("dc1", 2);
+    let mut n = RawClient::connect(edge.addr);
+    n.login();
+    // The stopping connector ends once its last session has.
+    assert_eq!(s.cmd("QUIT").0, 221);
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = a.child().try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the connector did not exit after its sessions ended");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert_eq!(n.cmd("NOOP").0, 200, "the other connector's session is untouched");
+}

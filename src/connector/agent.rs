@@ -31,6 +31,8 @@ const EDGE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
 const BACKOFF_CAP_REFUSED: Duration = Duration::from_secs(1);
+/// The reason given for a session refused while stopping.
+pub(super) const DRAINING: &str = "connector stopping";
 /// Bytes read at once from either side of a stream.
 const CARRY_BUFFER: usize = 256 * 1024;
 /// Links are pinged this often; one unanswered for `PING_TIMEOUT` is dead.
@@ -110,6 +112,8 @@ struct Agent {
     instance: String,
     tls: tokio_rustls::TlsConnector,
     counters: Counters,
+    /// Stopping: new sessions (control streams) are refused with 503.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,36 +151,44 @@ fn client_config(s: &AgentSettings) -> Result<rustls::ClientConfig, crate::tls::
     Ok(config)
 }
 
-/// Runs the connector until `stop` turns true, then drains: no new streams,
-/// open ones get up to `drain` to finish.
+/// Runs the connector until `stop` turns true, then drains: new sessions
+/// are refused (the edge sends them to another connector of the name) while
+/// the sessions already here keep their control streams and may still open
+/// data streams, for up to `drain`; then the links close.
 pub async fn run(settings: AgentSettings, mut stop: watch::Receiver<bool>) -> Result<(), AgentError> {
     let tls = tokio_rustls::TlsConnector::from(Arc::new(client_config(&settings)?));
     let instance = hex(&rand::thread_rng().gen::<[u8; 8]>());
-    let agent = Arc::new(Agent { settings, instance, tls, counters: Counters::default() });
+    let agent =
+        Arc::new(Agent { settings, instance, tls, counters: Counters::default(), draining: Default::default() });
     if let Some(addr) = agent.settings.metrics {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| AgentError::Metrics(addr, e))?;
         tokio::spawn(serve_metrics(listener, Arc::clone(&agent)));
     }
     info!(target: "ftpgate::connector", name = %agent.settings.name, edge = %agent.settings.edge,
         backend = %agent.settings.backend, links = agent.settings.links, instance = %agent.instance, "connector starting");
-    let links: Vec<_> = (0..agent.settings.links.max(1))
-        .map(|i| tokio::spawn(link_loop(Arc::clone(&agent), i, stop.clone())))
-        .collect();
+    let links: Vec<_> =
+        (0..agent.settings.links.max(1)).map(|i| tokio::spawn(link_loop(Arc::clone(&agent), i))).collect();
     while !*stop.borrow() {
         if stop.changed().await.is_err() {
             break;
         }
     }
+    agent.draining.store(true, Ordering::Relaxed);
     let open = agent.counters.streams_open.load(Ordering::Relaxed);
-    info!(target: "ftpgate::connector", streams = open, drain_seconds = agent.settings.drain.as_secs(), "connector stopping: draining open streams");
+    info!(target: "ftpgate::connector", streams = open, drain_seconds = agent.settings.drain.as_secs(),
+        "connector stopping: new sessions refused, open streams drain");
     let drained = tokio::time::timeout(agent.settings.drain, async {
-        for l in links {
-            let _ = l.await;
+        while agent.counters.streams_open.load(Ordering::Relaxed) > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
     .await;
     if drained.is_err() {
-        warn!(target: "ftpgate::connector", streams = agent.counters.streams_open.load(Ordering::Relaxed), "drain time over: cutting the streams still open");
+        warn!(target: "ftpgate::connector", streams = agent.counters.streams_open.load(Ordering::Relaxed),
+            "drain time over: cutting the streams still open");
+    }
+    for l in links {
+        l.abort();
     }
     Ok(())
 }
@@ -188,17 +200,12 @@ fn backoff(failures: u32, refused: bool) -> Duration {
     base.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
 }
 
-async fn link_loop(agent: Arc<Agent>, index: usize, mut stop: watch::Receiver<bool>) {
+/// Keeps one link up: dials, serves, dials again. Ends when `run` aborts it.
+async fn link_loop(agent: Arc<Agent>, index: usize) {
     let mut failures = 0u32;
     let mut served_before = false;
     loop {
-        if *stop.borrow() {
-            return;
-        }
-        let dialled = tokio::select! {
-            d = tokio::time::timeout(EDGE_CONNECT_TIMEOUT, dial(&agent)) => d,
-            _ = stop.changed() => return,
-        };
+        let dialled = tokio::time::timeout(EDGE_CONNECT_TIMEOUT, dial(&agent)).await;
         let refused = match dialled {
             Ok(Ok(connection)) => {
                 if served_before {
@@ -207,10 +214,7 @@ async fn link_loop(agent: Arc<Agent>, index: usize, mut stop: watch::Receiver<bo
                 served_before = true;
                 failures = 0;
                 info!(target: "ftpgate::connector", link = index, edge = %agent.settings.edge, "link to the edge up");
-                let why = serve(&agent, connection, stop.clone()).await;
-                if *stop.borrow() {
-                    return;
-                }
+                let why = serve(&agent, connection).await;
                 warn!(target: "ftpgate::connector", link = index, reason = %why, "link to the edge ended; dialling again");
                 // Reconnect at once after a link that worked.
                 continue;
@@ -228,10 +232,7 @@ async fn link_loop(agent: Arc<Agent>, index: usize, mut stop: watch::Receiver<bo
                 false
             }
         };
-        tokio::select! {
-            _ = tokio::time::sleep(backoff(failures, refused)) => {}
-            _ = stop.changed() => return,
-        }
+        tokio::time::sleep(backoff(failures, refused)).await;
     }
 }
 
@@ -256,13 +257,9 @@ async fn dial(agent: &Agent) -> std::io::Result<Connection> {
         .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
-/// Serves one link until it ends or a stop has drained it.
-async fn serve(agent: &Arc<Agent>, mut connection: Connection, mut stop: watch::Receiver<bool>) -> String {
+/// Serves one link until it ends.
+async fn serve(agent: &Arc<Agent>, mut connection: Connection) -> String {
     agent.counters.links_up.fetch_add(1, Ordering::Relaxed);
-    let mut stopping = *stop.borrow();
-    if stopping {
-        connection.graceful_shutdown();
-    }
     // An edge host that vanished without a FIN is noticed by a ping that
     // goes unanswered, and the link is dialled again.
     let mut ping = connection.ping_pong();
@@ -288,11 +285,6 @@ async fn serve(agent: &Arc<Agent>, mut connection: Connection, mut stop: watch::
                 Some(Err(e)) => break e.to_string(),
                 None => break "closed by the edge".to_string(),
             },
-            _ = stop.changed(), if !stopping => {
-                stopping = true;
-                // GOAWAY: the edge opens no new streams here; open ones finish.
-                connection.graceful_shutdown();
-            }
         }
     };
     agent.counters.links_up.fetch_sub(1, Ordering::Relaxed);
@@ -370,6 +362,11 @@ async fn stream(
         return;
     };
     let kind = if backend.contains(&target) { "control" } else { "data" };
+    if kind == "control" && agent.draining.load(Ordering::Relaxed) {
+        // A new session: the edge takes it to another connector of the name.
+        answer(&mut respond, http::StatusCode::SERVICE_UNAVAILABLE, &[(HEADER_REASON, DRAINING.into())]);
+        return;
+    }
     let tcp = match tokio::time::timeout(BACKEND_CONNECT_TIMEOUT, TcpStream::connect(target)).await {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {

@@ -63,6 +63,8 @@ struct Link {
     backend: String,
     send: h2::client::SendRequest<Bytes>,
     streams: Arc<AtomicUsize>,
+    /// The connector refused a new session: it is stopping.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -156,12 +158,15 @@ impl Connectors {
         }
     }
 
-    fn pick(&self, name: &str, instance: Option<&str>) -> Option<Arc<Link>> {
+    fn pick(&self, name: &str, instance: Option<&str>, tried: &[u64]) -> Option<Arc<Link>> {
         let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
         links
             .get(name)?
             .iter()
             .filter(|l| instance.is_none_or(|i| l.via.instance == i))
+            .filter(|l| !tried.contains(&l.id))
+            // A stopping connector keeps its sessions but takes no new ones.
+            .filter(|l| instance.is_some() || !l.draining.load(Ordering::Relaxed))
             .min_by_key(|l| l.streams.load(Ordering::Relaxed))
             .cloned()
     }
@@ -171,13 +176,28 @@ impl Connectors {
     /// of that name; for its data streams a link of the same connector
     /// process (`instance`), which reaches the same backend.
     pub async fn open(&self, name: &str, instance: Option<&str>, target: Target) -> Result<Opened, ConnectorError> {
+        // A link that is going away (GOAWAY, a stopping connector) fails the
+        // request before the connector saw it: try the next one.
+        let mut tried = vec![];
+        loop {
+            let Some(link) = self.pick(name, instance, &tried) else {
+                return Err(ConnectorError::NoLink(name.to_string()));
+            };
+            tried.push(link.id);
+            match self.open_on(&link, name, target).await {
+                Err(ConnectorError::Link(..) | ConnectorError::Draining(..)) if tried.len() < 4 => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn open_on(&self, link: &Arc<Link>, name: &str, target: Target) -> Result<Opened, ConnectorError> {
         let kind = target.kind();
-        let link = self.pick(name, instance).ok_or_else(|| ConnectorError::NoLink(name.to_string()))?;
         let authority = match target {
             Target::Control => link.backend.clone(),
             Target::Data(addr) => addr.to_string(),
         };
-        let opened = tokio::time::timeout(STREAM_OPEN_TIMEOUT, self.request(&link, &authority)).await;
+        let opened = tokio::time::timeout(STREAM_OPEN_TIMEOUT, self.request(link, &authority)).await;
         let counted = |ok: bool| {
             let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
             let m = if ok { &mut c.streams } else { &mut c.stream_errors };
@@ -214,6 +234,10 @@ impl Connectors {
         let (response, stream) = send.send_request(request, false).map_err(failed)?;
         let response = response.await.map_err(failed)?;
         let header = |h: &str| response.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_string);
+        if response.status() == http::StatusCode::SERVICE_UNAVAILABLE {
+            link.draining.store(true, Ordering::Relaxed);
+            return Err(ConnectorError::Draining(link.via.name.clone()));
+        }
         if response.status() != http::StatusCode::OK {
             return Err(ConnectorError::Refused {
                 name: link.via.name.clone(),
@@ -441,6 +465,7 @@ async fn setup(
         backend: backend.clone(),
         send,
         streams: Arc::default(),
+        draining: Default::default(),
     });
     info!(target: "ftpgate::audit", connector = %name, %peer, %instance, %backend, fingerprint = %fingerprint, "connector link joined");
     let ended = Box::pin(async move {

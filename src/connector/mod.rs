@@ -65,4 +65,6 @@ pub enum ConnectorError {
     Refused { name: String, target: String, why: String },
     #[error("connector {0}: {1}")]
     Link(String, String),
+    #[error("connector {0} is stopping and takes no new sessions")]
+    Draining(String),
 }
