@@ -520,3 +520,82 @@ fn a_stopping_connector_keeps_its_sessions_and_takes_no_new_ones() {
     assert!(status.success(), "{status:?}");
     assert_eq!(n.cmd("NOOP").0, 200, "the other connector's session is untouched");
 }
+
+/// ProFTPD (mod_tls, TLS required) behind a connector, curl on the front:
+/// up, down, a resumed download (REST) and a listing, the edge doing the
+/// backend TLS through the streams.
+#[test]
+fn proftpd_over_tls_behind_a_connector() {
+    let certs = TestCerts::new();
+    let backend = Proftpd::start_tls(&certs);
+    let ca = certs.path("ca.pem");
+    let tls = ["--backend-tls", "explicit", "--backend-ca", ca.to_str().unwrap(), "--backend-server-name", "127.0.0.1"];
+    let edge = Edge::start(&certs, "connector:dc1", &tls);
+    let _c = connector(&certs, edge.connectors, "dc1", backend.addr, &[]);
+    edge.wait_links("dc1", 2);
+    let work = tempfile::tempdir().unwrap();
+    let want = write_payload(work.path(), "up.bin", BIG, 8);
+    for mode in [&[][..], &["-P", "-"][..]] {
+        let out = curl(
+            &[mode, &["-T", work.path().join("up.bin").to_str().unwrap(), &format!("{}/p.bin", edge.url())]].concat(),
+        );
+        assert_eq!(out.status, 0, "upload {mode:?}: {}\n{}", out.stderr, edge.log());
+        assert_eq!(sha256_file(&backend.root.join("p.bin")), want);
+        let down = work.path().join("down.bin");
+        let out = curl(&[mode, &["-o", down.to_str().unwrap(), &format!("{}/p.bin", edge.url())]].concat());
+        assert_eq!(out.status, 0, "download {mode:?}: {}", out.stderr);
+        assert_eq!(sha256_file(&down), want);
+    }
+    let tail = work.path().join("tail.bin");
+    let out = curl(&["-C", "1000", "-o", tail.to_str().unwrap(), &format!("{}/p.bin", edge.url())]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert_eq!(sha256_file(&tail), sha256(&payload(BIG, 8)[1000..]), "REST 1000 + RETR");
+    let out = curl(&["-l", &format!("{}/", edge.url())]);
+    assert_eq!(out.stdout.trim(), "p.bin", "{}", out.stderr);
+}
+
+/// Cancels as clients make them (RETR, read a little, ABOR, close at once)
+/// through a connector: every round answered in order, the session goes on.
+#[test]
+fn cancels_through_a_connector() {
+    let certs = TestCerts::new();
+    let backend = Vsftpd::start();
+    backend.put("big.bin", &payload(8 << 20, 3));
+    let edge = Edge::start(&certs, "connector:dc1", &[]);
+    let _c = connector(&certs, edge.connectors, "dc1", backend.addr, &[]);
+    edge.wait_links("dc1", 2);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/cancel_client.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(script).args(["127.0.0.1", &edge.addr.port().to_string(), USER, PASSWORD, "20", "big.bin"]);
+    let out = run_client(&mut cmd, Duration::from_secs(120));
+    assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    let rounds = v["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 20, "{v}");
+    for r in rounds {
+        let codes: Vec<u64> = r.as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).collect();
+        assert!(matches!(codes.as_slice(), [150, 426, 226, 200] | [150, 226, 225 | 226, 200]), "{codes:?}");
+    }
+    // The session is usable afterwards through the same connector.
+    let work = tempfile::tempdir().unwrap();
+    let out = curl(&["-o", work.path().join("b").to_str().unwrap(), &format!("{}/big.bin", edge.url())]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert_eq!(sha256_file(&work.path().join("b")), sha256(&payload(8 << 20, 3)));
+}
+
+/// Garbage and silence on the connector listener: refused and counted, the
+/// connection closed, nothing held.
+#[test]
+fn garbage_on_the_connector_listener_is_refused() {
+    let certs = TestCerts::new();
+    let edge = Edge::start(&certs, "connector:dc1", &[]);
+    let mut junk = std::net::TcpStream::connect(edge.connectors).unwrap();
+    std::io::Write::write_all(&mut junk, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\x16\x03\x01garbage").unwrap();
+    junk.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 256];
+    let closed = matches!(std::io::Read::read(&mut junk, &mut buf), Ok(0) | Err(_))
+        || matches!(std::io::Read::read(&mut junk, &mut buf), Ok(0) | Err(_));
+    assert!(closed, "the edge must close a connection that speaks no TLS");
+    wait_for_metric(edge.metrics, "ftpgate_connector_refused_total{reason=\"handshake\"}", 1);
+    assert_eq!(scrape(edge.metrics, "ftpgate_connector_links{name=\"dc1\"}"), 0);
+}
