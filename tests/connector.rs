@@ -13,7 +13,7 @@ const BIG: usize = 10 * 1024 * 1024;
 
 /// The edge: `ftpgate run` with `[connectors]` and a backend `connector:NAME`.
 struct Edge {
-    process: KillOnDrop,
+    _process: KillOnDrop,
     addr: SocketAddr,
     metrics: SocketAddr,
     connectors: SocketAddr,
@@ -63,7 +63,7 @@ impl Edge {
                 .unwrap(),
         );
         wait_for_port(metrics);
-        Edge { process, addr, metrics, connectors, log }
+        Edge { _process: process, addr, metrics, connectors, log }
     }
 
     fn url(&self) -> String {
@@ -382,7 +382,6 @@ fn connectors_fail_over_rejoin_and_reconnect_to_a_restarted_edge() {
     let out = curl(&["-o", work.path().join("g").to_str().unwrap(), &format!("{}/f.bin", edge.url())]);
     assert_eq!(out.status, 0, "{}", out.stderr);
     assert_eq!(sha256_file(&work.path().join("g")), sha256(&payload(1 << 20, 3)));
-    let _ = &edge.process;
 }
 
 /// An nftables table the test adds and removes again.

@@ -113,6 +113,8 @@ fn cluster_examples_fit_together() {
 #[test]
 fn nftables_haproxy_and_prometheus_files_are_accepted() {
     check(Command::new("nft").args(["-c", "-f", "deploy/nftables.conf"]));
+    check(Command::new("nft").args(["-c", "-f", "deploy/connector/nftables-private.conf"]));
+    check(Command::new("nft").args(["-c", "-f", "deploy/connector/nftables-edge.conf"]));
     check(Command::new("haproxy").args(["-c", "-f", "deploy/haproxy.cfg"]));
     check(Command::new("promtool").args(["check", "config", "deploy/prometheus/prometheus.yml"]));
     check(Command::new("promtool").args(["check", "rules", "deploy/prometheus/alerts.yml"]));

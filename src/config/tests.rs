@@ -121,3 +121,53 @@ fn scan_section_is_checked() {
     let err = Config::from_toml(&format!("{base}[scan]\non_error = \"ignore\"\n"), "x.toml").unwrap_err().to_string();
     assert!(err.contains("on_error") || err.contains("ignore"), "{err}");
 }
+
+#[test]
+fn connector_backends_need_a_place_to_dial_in() {
+    let base = "[[listener]]\naddress = \"127.0.0.1:21\"\n[backend]\naddress = \"connector:dc1\"\n";
+    let err =
+        |extra: &str| Config::from_toml(&format!("{base}{extra}"), "x").unwrap().validate().unwrap_err().to_string();
+    assert!(err("").starts_with("connectors.listen:"), "{}", err(""));
+    let listen = "[connectors]\nlisten = \"127.0.0.1:7443\"\n";
+    assert!(err(listen).starts_with("connectors.ca:"), "{}", err(listen));
+    let no_cert = format!("{listen}ca = \"ca.pem\"\n");
+    assert!(err(&no_cert).starts_with("connectors.cert:"), "{}", err(&no_cert));
+    let ok = format!(
+        "{listen}ca = \"ca.pem\"\ncert = \"s.pem\"\nkey = \"s.key\"\n[backends.b]\naddress = \"connector:dc2\"\n"
+    );
+    let s = Config::from_toml(&format!("{base}{ok}"), "x").unwrap().validate().unwrap();
+    assert_eq!(s.connectors.unwrap().names, vec!["dc1".to_string(), "dc2".to_string()]);
+    let bad = "[[listener]]\naddress = \"127.0.0.1:21\"\n[backend]\naddress = \"connector:a b\"\n";
+    let e = Config::from_toml(bad, "x").unwrap().validate().unwrap_err().to_string();
+    assert!(e.starts_with("backend.address:"), "{e}");
+    // A listener for connectors no backend uses is a mistake, not a default.
+    let unused = "[[listener]]\naddress = \"127.0.0.1:21\"\n[backend]\naddress = \"h:21\"\n[connectors]\nlisten = \"127.0.0.1:7443\"\nca = \"c\"\ncert = \"c\"\nkey = \"k\"\n";
+    let e = Config::from_toml(unused, "x").unwrap().validate().unwrap_err().to_string();
+    assert!(e.contains("no backend uses a connector"), "{e}");
+}
+
+#[test]
+fn connector_settings_are_checked() {
+    let ok = ConnectorConfig {
+        edge: Some("edge.example.com:7443".into()),
+        name: Some("dc1".into()),
+        backend: Some("10.0.0.5".into()),
+        cert: Some("c.pem".into()),
+        key: Some("c.key".into()),
+        ca: Some("ca.pem".into()),
+        ..ConnectorConfig::default()
+    };
+    let s = ok.validate().unwrap();
+    assert_eq!(
+        (s.edge_name.as_str(), s.backend.as_str(), s.links, s.ports),
+        ("edge.example.com", "10.0.0.5:21", 2, None)
+    );
+    let field = |c: ConnectorConfig| c.validate().unwrap_err().0;
+    assert_eq!(field(ConnectorConfig { edge: Some("nohost".into()), ..ok.clone() }), "connector.edge");
+    assert_eq!(field(ConnectorConfig { name: Some("a b".into()), ..ok.clone() }), "connector.name");
+    assert_eq!(field(ConnectorConfig { ca: None, ..ok.clone() }), "connector.ca");
+    assert_eq!(field(ConnectorConfig { backend_ports: Some("9-1".into()), ..ok.clone() }), "connector.backend_ports");
+    assert_eq!(field(ConnectorConfig { links: Some(0), ..ok.clone() }), "connector.links");
+    let pinned = ConnectorConfig { ca: None, edge_fingerprint: Some("ab".repeat(32)), ..ok };
+    assert!(pinned.validate().unwrap().fingerprint.is_some());
+}

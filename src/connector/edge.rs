@@ -3,7 +3,7 @@
 //! each accepted link (the edge opens streams, the connector serves them),
 //! and the registry sessions ask for a stream to their backend.
 
-use super::tunnel::{StreamCount, Tunnel};
+use super::tunnel::{ByteCounts, StreamCount, Tunnel};
 use super::{
     ConnectorError, Target, HEADER_BACKEND, HEADER_INSTANCE, HEADER_NAME, HEADER_PEER, HEADER_REASON, HELLO_PATH,
 };
@@ -69,6 +69,9 @@ struct Link {
 
 #[derive(Default)]
 struct Counts {
+    /// Streams open now, by (name, kind).
+    open: BTreeMap<(String, &'static str), Arc<AtomicUsize>>,
+    bytes: BTreeMap<String, Arc<ByteCounts>>,
     refused: BTreeMap<&'static str, u64>,
     joins: BTreeMap<String, u64>,
     streams: BTreeMap<(String, &'static str), u64>,
@@ -197,7 +200,12 @@ impl Connectors {
             Target::Control => link.backend.clone(),
             Target::Data(addr) => addr.to_string(),
         };
-        let opened = tokio::time::timeout(STREAM_OPEN_TIMEOUT, self.request(link, &authority)).await;
+        let (open, bytes) = {
+            let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+            let open = StreamCount::new(c.open.entry((name.to_string(), kind)).or_default());
+            (open, Arc::clone(c.bytes.entry(name.to_string()).or_default()))
+        };
+        let opened = tokio::time::timeout(STREAM_OPEN_TIMEOUT, self.request(link, &authority, open, bytes)).await;
         let counted = |ok: bool| {
             let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
             let m = if ok { &mut c.streams } else { &mut c.stream_errors };
@@ -222,7 +230,13 @@ impl Connectors {
         }
     }
 
-    async fn request(&self, link: &Link, authority: &str) -> Result<(Tunnel, Option<SocketAddr>), ConnectorError> {
+    async fn request(
+        &self,
+        link: &Link,
+        authority: &str,
+        open: StreamCount,
+        bytes: Arc<ByteCounts>,
+    ) -> Result<(Tunnel, Option<SocketAddr>), ConnectorError> {
         let failed = |e: h2::Error| ConnectorError::Link(link.via.name.clone(), e.to_string());
         let mut send = link.send.clone().ready().await.map_err(failed)?;
         let request = http::Request::builder()
@@ -246,7 +260,7 @@ impl Connectors {
             });
         }
         let peer = header(HEADER_PEER).and_then(|p| p.parse().ok());
-        Ok((Tunnel::new(stream, response.into_body(), Some(count)), peer))
+        Ok((Tunnel::new(stream, response.into_body(), vec![count, open], Some(bytes)), peer))
     }
 
     /// Completes when the next link joins.
@@ -292,6 +306,23 @@ impl Connectors {
             let _ = writeln!(out, "ftpgate_connector_streams{{name=\"{}\"}} {}", v.name, v.streams);
         }
         let c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(out, "# HELP ftpgate_connector_open_streams Streams open now, by kind.");
+        let _ = writeln!(out, "# TYPE ftpgate_connector_open_streams gauge");
+        for ((name, kind), n) in &c.open {
+            let _ = writeln!(
+                out,
+                "ftpgate_connector_open_streams{{name=\"{name}\",kind=\"{kind}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# HELP ftpgate_connector_bytes_total Bytes through connectors' streams, by direction.");
+        let _ = writeln!(out, "# TYPE ftpgate_connector_bytes_total counter");
+        for (name, b) in &c.bytes {
+            let r = b.received.load(Ordering::Relaxed);
+            let s = b.sent.load(Ordering::Relaxed);
+            let _ = writeln!(out, "ftpgate_connector_bytes_total{{name=\"{name}\",direction=\"from_backend\"}} {r}");
+            let _ = writeln!(out, "ftpgate_connector_bytes_total{{name=\"{name}\",direction=\"to_backend\"}} {s}");
+        }
         let _ = writeln!(out, "# HELP ftpgate_connector_streams_total Streams opened through connectors, by kind.");
         let _ = writeln!(out, "# TYPE ftpgate_connector_streams_total counter");
         for ((name, kind), n) in &c.streams {

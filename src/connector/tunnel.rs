@@ -43,7 +43,17 @@ pub struct Tunnel {
     pending: Bytes,
     read_eof: bool,
     write_ended: bool,
-    _count: Option<StreamCount>,
+    /// Open-stream gauges this stream counts in while it lives.
+    _counts: Vec<StreamCount>,
+    /// Bytes (received, sent), counted as they move, if wanted.
+    bytes: Option<Arc<ByteCounts>>,
+}
+
+/// Bytes through a connector name's streams, both ways.
+#[derive(Debug, Default)]
+pub struct ByteCounts {
+    pub received: std::sync::atomic::AtomicU64,
+    pub sent: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Tunnel {
@@ -64,8 +74,21 @@ fn io_error(e: h2::Error) -> io::Error {
 }
 
 impl Tunnel {
-    pub fn new(send: SendStream<Bytes>, recv: RecvStream, count: Option<StreamCount>) -> Tunnel {
-        Tunnel { send, recv: Some(recv), pending: Bytes::new(), read_eof: false, write_ended: false, _count: count }
+    pub fn new(
+        send: SendStream<Bytes>,
+        recv: RecvStream,
+        counts: Vec<StreamCount>,
+        bytes: Option<Arc<ByteCounts>>,
+    ) -> Tunnel {
+        Tunnel {
+            send,
+            recv: Some(recv),
+            pending: Bytes::new(),
+            read_eof: false,
+            write_ended: false,
+            _counts: counts,
+            bytes,
+        }
     }
 }
 
@@ -76,6 +99,9 @@ impl AsyncRead for Tunnel {
             if !this.pending.is_empty() {
                 let n = this.pending.len().min(buf.remaining());
                 buf.put_slice(&this.pending[..n]);
+                if let Some(b) = &this.bytes {
+                    b.received.fetch_add(n as u64, Ordering::Relaxed);
+                }
                 this.pending.advance(n);
                 // The window opens again only for what was read: a reader that
                 // stops holds the sender back, and memory stays bounded.
@@ -112,6 +138,9 @@ impl AsyncWrite for Tunnel {
             if granted > 0 {
                 let n = granted.min(buf.len());
                 this.send.send_data(Bytes::copy_from_slice(&buf[..n]), false).map_err(io_error)?;
+                if let Some(b) = &this.bytes {
+                    b.sent.fetch_add(n as u64, Ordering::Relaxed);
+                }
                 return Poll::Ready(Ok(n));
             }
             match ready!(this.send.poll_capacity(cx)) {
