@@ -25,6 +25,11 @@ struct Clamd {
 
 impl Clamd {
     fn start() -> Clamd {
+        Clamd::start_with("100M")
+    }
+
+    /// `stream_max`: clamd's `StreamMaxLength`.
+    fn start_with(stream_max: &str) -> Clamd {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("db");
         std::fs::create_dir(&db).unwrap();
@@ -36,7 +41,7 @@ impl Clamd {
             &conf,
             format!(
                 "LocalSocket {}\nDatabaseDirectory {}\nForeground yes\nLogFile {}\nTemporaryDirectory {}\n\
-                 StreamMaxLength 100M\n",
+                 StreamMaxLength {stream_max}\n",
                 socket.display(),
                 db.display(),
                 dir.path().join("clamd.log").display(),
@@ -526,4 +531,52 @@ fn an_icap_server_talking_nonsense_rejects_the_upload() {
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(!backend.root.join("n.bin").exists());
     assert_eq!(gate.metrics.scans_for("error_rejected"), 1);
+}
+
+/// The resident memory of this process (the in-process ftpgate included), KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").parse().unwrap()
+}
+
+/// A 1 GiB clean upload is scanned whole (clamd reads every byte) and
+/// accepted, with memory flat: what ftpgate holds per upload is bounded by
+/// its queue to the scanner, not by the file.
+#[test]
+fn a_one_gib_clean_upload_is_scanned_whole_with_flat_memory() {
+    let clamd = Clamd::start_with("2048M");
+    let backend = Vsftpd::start();
+    let mut scan = clamd.settings(true);
+    scan.max_size = 2 << 30;
+    scan.timeout = Duration::from_secs(120);
+    let gate = Gate::start_with(backend.addr, move |s| s.scan = Some(scan));
+    let mut c = RawClient::connect(gate.addr);
+    c.login();
+    assert_eq!(c.cmd("TYPE I").0, 200);
+    let chunk = payload(1 << 20, 77);
+    let mut want = <sha2::Sha256 as sha2::Digest>::new();
+    let mut d = c.epsv_data();
+    let (code, text) = c.cmd("STOR big.bin");
+    assert_eq!(code, 150, "{text}");
+    let before = rss_kib();
+    let mut peak = before;
+    for i in 0..1024 {
+        d.write_all(&chunk).unwrap();
+        sha2::Digest::update(&mut want, &chunk);
+        if i % 16 == 0 {
+            peak = peak.max(rss_kib());
+        }
+    }
+    drop(d);
+    let (code, text) = c.reply();
+    peak = peak.max(rss_kib());
+    assert_eq!(code, 226, "{text}");
+    let grew = peak.saturating_sub(before);
+    println!("1 GiB scanned upload: RSS {before} KiB before, peak {peak} KiB (+{grew} KiB)");
+    assert!(grew < 64 * 1024, "memory grew by {grew} KiB during a 1 GiB upload");
+    assert_eq!(gate.metrics.scans_for("clean"), 1);
+    let mut got = <sha2::Sha256 as sha2::Digest>::new();
+    let mut f = std::fs::File::open(backend.root.join("big.bin")).unwrap();
+    std::io::copy(&mut f, &mut got).unwrap();
+    assert_eq!(sha2::Digest::finalize(got), sha2::Digest::finalize(want), "the backend's file");
 }
