@@ -3,9 +3,11 @@
 #![allow(dead_code, unused_imports)]
 
 mod cluster;
+mod edge;
 mod process;
 mod proftpd;
 pub use cluster::*;
+pub use edge::*;
 pub use process::*;
 pub use proftpd::*;
 
