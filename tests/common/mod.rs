@@ -55,8 +55,9 @@ pub fn free_port(ip: IpAddr) -> u16 {
 pub fn port_range(len: u16) -> PortRange {
     for _ in 0..200 {
         let min = 20000 + (rand_u32() % (12000 - u32::from(len))) as u16;
-        let held: Vec<TcpListener> = (min..min + len).map_while(|p| TcpListener::bind(("127.0.0.1", p)).ok()).collect();
-        if held.len() == usize::from(len) {
+        // One port at a time, each released at once: a range of thousands
+        // must not need thousands of descriptors (the soft limit may be 1024).
+        if (min..min + len).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
             return PortRange { min, max: min + len - 1 };
         }
     }
