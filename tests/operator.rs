@@ -58,10 +58,20 @@ fn who_bans_status_and_live_counters() {
     let early = metric_line(metrics, series);
     assert!(early >= 1 << 20, "bytes are counted while the transfer runs: {early}");
 
+    // The control connection has been quiet since RETR; the session is not
+    // idle while its transfer runs, and `who` shows the two apart.
+    std::thread::sleep(Duration::from_millis(2100));
     let who = ftpgate(&["who", "--admin-socket", socket.to_str().unwrap()]);
     assert_eq!(who.status, 0, "{}", who.stderr);
+    assert!(who.stdout.lines().next().unwrap().contains("IDLE CTRL-IDLE"), "{}", who.stdout);
     let line = who.stdout.lines().find(|l| l.contains(USER)).unwrap_or_else(|| panic!("{}", who.stdout));
     assert!(line.contains("transfer") && line.contains("RETR /big.bin") && line.contains('%'), "{line}");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "transfer").unwrap();
+    assert_eq!(words[at + 2], "-", "no idle time while the transfer runs: {line}");
+    let control_idle: u64 = words[at + 3].trim_end_matches('s').parse().unwrap();
+    assert!(control_idle >= 2, "the control connection's idle time counts: {line}");
+    assert!(line.contains(" for ") && line.contains("s left"), "{line}");
     assert!(line.contains("of 12.0 MiB") && line.contains("s left"), "who shows the size and the time left: {line}");
     assert!(line.contains(&backend.addr.to_string()), "{line}");
 
@@ -79,6 +89,7 @@ fn who_bans_status_and_live_counters() {
         "of 12.0 MiB".to_string(),
         " left ".to_string(),
         "1 transfer(s)".to_string(),
+        "<th>Control idle</th>".to_string(),
     ] {
         assert!(page.contains(&want), "/status lacks {want:?}: {page}");
     }

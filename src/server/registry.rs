@@ -106,10 +106,13 @@ impl Registry {
                         percent: t.size.filter(|&s| s > 0).map(|s| (moved.saturating_mul(100) / s).min(100) as u8),
                         size: t.size,
                         eta_secs: t.size.filter(|_| rate > 0).map(|s| s.saturating_sub(moved) / rate),
+                        elapsed_secs: now.duration_since(t.started).as_secs(),
                     }
                 });
-                // A running transfer is not idleness.
-                let idle_secs = if transfer.is_some() { 0 } else { now.duration_since(s.last_command).as_secs() };
+                // The control connection is quiet while a transfer runs, but
+                // the session is not idle: both are shown, apart.
+                let control_idle_secs = now.duration_since(s.last_command).as_secs();
+                let idle_secs = if transfer.is_some() { None } else { Some(control_idle_secs) };
                 let (backend, backend_address) = s.backend.unzip();
                 Row {
                     id: e.id,
@@ -120,6 +123,7 @@ impl Registry {
                     state: s.doing,
                     connected_secs: now.duration_since(e.since).as_secs(),
                     idle_secs,
+                    control_idle_secs,
                     transfer,
                 }
             })
@@ -172,7 +176,10 @@ pub struct Row {
     pub backend_address: Option<String>,
     pub state: &'static str,
     pub connected_secs: u64,
-    pub idle_secs: u64,
+    /// How long the session has done nothing; none while a transfer runs.
+    pub idle_secs: Option<u64>,
+    /// Since the last command on the control connection, transfer or not.
+    pub control_idle_secs: u64,
     pub transfer: Option<TransferRow>,
 }
 
@@ -188,20 +195,29 @@ pub struct TransferRow {
     pub size: Option<u64>,
     /// Seconds left at the rate so far, when the size is known.
     pub eta_secs: Option<u64>,
+    /// Since the transfer command.
+    pub elapsed_secs: u64,
 }
 
 /// `ftpgate who`: a table as ProFTPD's ftpwho prints one.
 pub fn render_text(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:>5}  {:<16} {:<22} {:<22} {:<9} {:>6} {:>6}  TRANSFER\n",
-        "ID", "USER", "CLIENT", "BACKEND", "STATE", "CONN", "IDLE"
+        "{:>5}  {:<16} {:<22} {:<22} {:<9} {:>6} {:>6} {:>9}  TRANSFER\n",
+        "ID", "USER", "CLIENT", "BACKEND", "STATE", "CONN", "IDLE", "CTRL-IDLE"
     );
     for r in rows {
         let transfer = r.transfer.as_ref().map_or(String::new(), |t| {
             let pct = t.percent.map_or(String::new(), |p| format!(" {p}%"));
             let of = t.size.map_or(String::new(), |s| format!(" of {}", human(s)));
             let left = t.eta_secs.map_or(String::new(), |s| format!(" {s}s left"));
-            format!("{} {} {} bytes{of} {}/s{pct}{left}", t.command, shown(&t.path), t.bytes, human(t.rate))
+            format!(
+                "{} {} {} bytes{of} {}/s{pct} for {}s{left}",
+                t.command,
+                shown(&t.path),
+                t.bytes,
+                human(t.rate),
+                t.elapsed_secs
+            )
         });
         let backend = match (&r.backend, &r.backend_address) {
             (Some(n), Some(a)) => format!("{n} ({a})"),
@@ -209,14 +225,15 @@ pub fn render_text(rows: &[Row]) -> String {
             _ => "-".to_string(),
         };
         out.push_str(&format!(
-            "{:>5}  {:<16} {:<22} {:<22} {:<9} {:>5}s {:>5}s  {}\n",
+            "{:>5}  {:<16} {:<22} {:<22} {:<9} {:>5}s {:>6} {:>8}s  {}\n",
             r.id,
             r.user.as_deref().map_or("-".to_string(), shown),
             r.client.to_string(),
             backend,
             r.state,
             r.connected_secs,
-            r.idle_secs,
+            r.idle_secs.map_or("-".to_string(), |s| format!("{s}s")),
+            r.control_idle_secs,
             transfer
         ));
     }

@@ -50,23 +50,25 @@ pub fn render(h: &Header, rows: &[Row]) -> String {
                 let of = t.size.map_or(String::new(), |s| format!(" of {}", human(s)));
                 let left = t.eta_secs.map_or(String::new(), |s| format!(", {} left", duration(s)));
                 format!(
-                    "{} {} &mdash; {} bytes{of}, {}/s{left} {bar}",
+                    "{} {} &mdash; {} bytes{of}, {}/s for {}{left} {bar}",
                     escape(&t.command),
                     escape(&shown(&t.path)),
                     t.bytes,
-                    human(t.rate)
+                    human(t.rate),
+                    duration(t.elapsed_secs)
                 )
             }
         };
         body.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} s</td><td>{} s</td><td class=\"transfer\">{}</td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} s</td><td>{}</td><td>{} s</td><td class=\"transfer\">{}</td></tr>\n",
             r.id,
             escape(&r.user.as_deref().map_or("-".to_string(), shown)),
             escape(&r.client.to_string()),
             escape(r.backend.as_deref().unwrap_or("-")),
             r.state,
             r.connected_secs,
-            r.idle_secs,
+            r.idle_secs.map_or("-".to_string(), |s| format!("{s} s")),
+            r.control_idle_secs,
             transfer
         ));
     }
@@ -99,7 +101,7 @@ pub fn render(h: &Header, rows: &[Row]) -> String {
          <h1>ftpgate: {} session(s), {transfers} transfer(s)</h1>\n<dl><dt>Version</dt><dd>{}</dd>\
          <dt>Up for</dt><dd>{}</dd><dt>Listeners</dt><dd>{}</dd><dt>Backends</dt><dd>{}</dd>\
          {connectors}<dt>Bans</dt><dd>{} address(es)</dd></dl>\n<table>\
-         <tr><th>ID</th><th>User</th><th>Client</th><th>Backend</th><th>State</th><th>Connected</th><th>Idle</th>\
+         <tr><th>ID</th><th>User</th><th>Client</th><th>Backend</th><th>State</th><th>Connected</th><th>Idle</th><th>Control idle</th>\
          <th>Transfer</th></tr>\n{body}</table><p><a href=\"/\">index</a> &middot; <a href=\"/metrics\">metrics</a></p>\
          </body></html>\n",
         rows.len(),
