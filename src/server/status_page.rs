@@ -96,8 +96,8 @@ pub fn render(h: &Header, rows: &[Row]) -> String {
     let transfers = rows.iter().filter(|r| r.transfer.is_some()).count();
     format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"2\">\
-         <title>ftpgate status</title><style>body{{font-family:sans-serif}}td,th{{padding:2px 8px;text-align:left}}\
-         progress{{width:12em}}dt{{font-weight:bold;float:left;width:7em}}</style></head><body>\
+         <title>ftpgate status</title><style>body{{font-family:sans-serif}}td,th{{padding:2px 6px;text-align:left;vertical-align:top}}\
+         progress{{width:100%;max-width:12em}}table{{width:100%}}dt{{font-weight:bold;float:left;width:7em}}</style></head><body>\
          <h1>ftpgate: {} session(s), {transfers} transfer(s)</h1>\n<dl><dt>Version</dt><dd>{}</dd>\
          <dt>Up for</dt><dd>{}</dd><dt>Listeners</dt><dd>{}</dd><dt>Backends</dt><dd>{}</dd>\
          {connectors}<dt>Bans</dt><dd>{} address(es)</dd></dl>\n<table>\
