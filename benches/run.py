@@ -199,7 +199,8 @@ LoadModule mod_proxy.c
     path = os.path.join(d, "proftpd.conf")
     with open(path, "w") as f:
         f.write(conf)
-    start([f"{PROFTPD}/usr/sbin/proftpd", "-n", "-q", "-c", path])
+    p = start([f"{PROFTPD}/usr/sbin/proftpd", "-n", "-q", "-c", path])
+    MOD_PROXY_PIDS[port] = p.pid
     wait_port(port)
     return port
 
@@ -222,6 +223,28 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ProFTPD's master PID per mod_proxy port: it forks a child per session.
+MOD_PROXY_PIDS = {}
+
+
+def cpu_seconds_tree(pid):
+    """A forking server's CPU: its own and that of the children it has
+    reaped (a session's child is counted once it has exited), so this waits
+    until no child is left (up to 5 s)."""
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                if not f.read().split():
+                    break
+        except OSError:
+            break
+        time.sleep(0.05)
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid):
@@ -351,6 +374,8 @@ def main():
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--size-mib", type=int)
     ap.add_argument("--runs", type=int)
+    ap.add_argument("--transfers-only", action="store_true",
+                    help="skip logins per second and idle memory (before/after runs of the data path)")
     a = ap.parse_args()
     tiny = a.tiny
     size = (a.size_mib or (16 if tiny else 1024)) * 1024 * 1024
@@ -388,6 +413,8 @@ def main():
         cpu_pids = {"1. plain/plain: ftpgate": gp.pid, "2. plain client, TLS backend: ftpgate": gu.pid,
                     "3. TLS/TLS: ftpgate": gt.pid}
         cpu = {name: [0.0, 0.0] for name in cpu_pids}
+        # mod_proxy's CPU, master and session children together.
+        mp_cpu = {}
 
         # Every proxy is started first; then each round measures every row once
         # (download, then upload), so drift of the machine over the run hits
@@ -412,12 +439,20 @@ def main():
                 if name in failed:
                     continue
                 url = f"ftp://127.0.0.1:{port}"
+                mp = MOD_PROXY_PIDS.get(port)
+                if mp:
+                    m0 = cpu_seconds_tree(mp)
                 cpu0 = cpu_seconds(gp.pid)
                 try:
                     c = cpu_seconds(cpu_pids[name]) if name in cpu_pids else 0.0
                     speeds[name][0].append(curl(url, tls, certs))
                     c2 = cpu_seconds(cpu_pids[name]) if name in cpu_pids else 0.0
+                    m1 = cpu_seconds_tree(mp) if mp else 0.0
                     speeds[name][1].append(curl(url, tls, certs, upload=src))
+                    if mp:
+                        acc = mp_cpu.setdefault(name, [0.0, 0.0])
+                        acc[0] += m1 - m0
+                        acc[1] += cpu_seconds_tree(mp) - m1
                     if name in cpu_pids:
                         cpu[name][0] += c2 - c
                         cpu[name][1] += cpu_seconds(cpu_pids[name]) - c2
@@ -439,8 +474,14 @@ def main():
         for name, (down, up) in cpu.items():
             per = runs * size / 2**30
             print(f"ftpgate CPU s/GiB {name}: down {down / per:.3f} up {up / per:.3f}", flush=True)
+        for name, (down, up) in mp_cpu.items():
+            per = runs * size / 2**30
+            print(f"mod_proxy CPU s/GiB {name}: down {down / per:.3f} up {up / per:.3f}", flush=True)
+            mine = cpu.get(name.replace("mod_proxy", "ftpgate"))
+            if mine and down and up:
+                print(f"  ftpgate / mod_proxy CPU: down {mine[0] / down:.2f} up {mine[1] / up:.2f}", flush=True)
         extra = {"cpu_s_per_gib_plain": cpu_plain, "failures": failures}
-        if not tiny:
+        if not tiny and not a.transfers_only:
             mp_tls = mod_proxy(work, "mp-logins", vtls, certs, client_tls=True, backend_tls=True)
             extra["logins"] = {}
             import multiprocessing

@@ -9,6 +9,7 @@ use super::edge::hex;
 use super::tunnel::StreamCount;
 use super::{CONNECTION_WINDOW, FRAME_SIZE, HEADER_BACKEND, HEADER_INSTANCE, HEADER_NAME, HEADER_PEER, HEADER_REASON};
 use super::{HELLO_PATH, STREAM_WINDOW};
+use crate::tls::read_ahead::ReadAhead;
 use bytes::Bytes;
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -236,14 +237,14 @@ async fn link_loop(agent: Arc<Agent>, index: usize) {
     }
 }
 
-type Connection = h2::server::Connection<tokio_rustls::client::TlsStream<TcpStream>, Bytes>;
+type Connection = h2::server::Connection<tokio_rustls::client::TlsStream<ReadAhead<TcpStream>>, Bytes>;
 
 async fn dial(agent: &Agent) -> std::io::Result<Connection> {
     let tcp = TcpStream::connect(&agent.settings.edge).await?;
     let _ = tcp.set_nodelay(true);
     let name = rustls::pki_types::ServerName::try_from(agent.settings.edge_name.clone())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let tls = agent.tls.connect(name, tcp).await?;
+    let tls = agent.tls.connect(name, ReadAhead::data(tcp)).await?;
     h2::server::Builder::new()
         .max_concurrent_streams(agent.settings.max_streams)
         .initial_window_size(STREAM_WINDOW)

@@ -8,6 +8,7 @@ use super::{
     ConnectorError, Target, HEADER_BACKEND, HEADER_INSTANCE, HEADER_NAME, HEADER_PEER, HEADER_REASON, HELLO_PATH,
 };
 use super::{CONNECTION_WINDOW, FRAME_SIZE, STREAM_WINDOW};
+use crate::tls::read_ahead::ReadAhead;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -420,7 +421,7 @@ async fn setup(
     acceptor: &TlsAcceptor,
     connectors: &Connectors,
 ) -> Result<Setup, (&'static str, String)> {
-    let tls = acceptor.accept(tcp).await.map_err(|e| ("handshake", e.to_string()))?;
+    let tls = acceptor.accept(ReadAhead::data(tcp)).await.map_err(|e| ("handshake", e.to_string()))?;
     let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
     let Some(cert) = cert else { return Err(("handshake", "no client certificate".into())) };
     let fingerprint = hex(&Sha256::digest(&cert));

@@ -12,6 +12,7 @@
 //!   resume each other towards the backend.
 
 pub mod certs;
+pub mod read_ahead;
 pub mod route;
 pub mod stream;
 pub mod verify;

@@ -6,10 +6,12 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+pub use super::read_ahead::ReadAhead;
+
 /// A connection from a client: ftpgate is the TLS server.
 pub enum ClientStream {
     Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Tls(Box<tokio_rustls::server::TlsStream<ReadAhead<TcpStream>>>),
     /// Taken apart for a TLS upgrade that failed; every operation fails.
     Detached,
 }
@@ -17,7 +19,7 @@ pub enum ClientStream {
 /// A connection to the backend: ftpgate is the TLS client.
 pub enum BackendStream {
     Plain(BackendConn),
-    Tls(Box<tokio_rustls::client::TlsStream<BackendConn>>),
+    Tls(Box<tokio_rustls::client::TlsStream<ReadAhead<BackendConn>>>),
     Detached,
 }
 
@@ -62,6 +64,26 @@ impl AsyncWrite for BackendConn {
         match self.get_mut() {
             BackendConn::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             BackendConn::Tunnel(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    // rustls writes several records at once where the socket takes a
+    // vector; without these it would make one system call per record.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            BackendConn::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            BackendConn::Tunnel(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            BackendConn::Tcp(s) => s.is_write_vectored(),
+            BackendConn::Tunnel(s) => s.is_write_vectored(),
         }
     }
 
@@ -137,7 +159,7 @@ impl ClientStream {
     pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
             ClientStream::Plain(s) => Some(s),
-            ClientStream::Tls(t) => Some(t.get_ref().0),
+            ClientStream::Tls(t) => Some(t.get_ref().0.get_ref()),
             ClientStream::Detached => None,
         }
     }
@@ -148,7 +170,7 @@ impl BackendStream {
     pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
             BackendStream::Plain(s) => s.tcp(),
-            BackendStream::Tls(t) => t.get_ref().0.tcp(),
+            BackendStream::Tls(t) => t.get_ref().0.get_ref().tcp(),
             BackendStream::Detached => None,
         }
     }

@@ -6,7 +6,7 @@
 use super::{PassivePool, Refusal, Slot, LINGER};
 use crate::metrics::Metrics;
 use crate::protocol::TransferDirection;
-use crate::tls::stream::ClientStream;
+use crate::tls::stream::{ClientStream, ReadAhead};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -27,7 +27,7 @@ const MAX_PENDING: usize = 64;
 /// How long a PROXY protocol sender may take to send a data connection's header.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Handshake = (Vec<Arc<Slot>>, SocketAddr, Result<(usize, Box<TlsStream<TcpStream>>), Refusal>);
+type Handshake = (Vec<Arc<Slot>>, SocketAddr, Result<(usize, Box<TlsStream<ReadAhead<TcpStream>>>), Refusal>);
 
 enum Event {
     Accepted(std::io::Result<(TcpStream, SocketAddr)>),
@@ -175,11 +175,11 @@ async fn handshake(
     stream: TcpStream,
     slots: &[Arc<Slot>],
     metrics: &Metrics,
-) -> Result<(usize, Box<TlsStream<TcpStream>>), Refusal> {
+) -> Result<(usize, Box<TlsStream<ReadAhead<TcpStream>>>), Refusal> {
     let timeout = slots[0].claim.timeout;
     let single = (slots.len() == 1).then(|| slots[0].claim.tls.as_ref()).flatten();
     let run = async {
-        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
+        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), ReadAhead::data(stream))
             .await
             .map_err(|e| Refusal::Tls(e.to_string()))?;
         let (config, matched) = match single {

@@ -7,7 +7,7 @@ use crate::protocol::codec::CommandDecoder;
 use crate::protocol::command::CommandError;
 use crate::protocol::reply::{ReplyError, ReplyParser};
 use crate::protocol::{Command, Reply};
-use crate::tls::stream::{BackendStream, ClientStream};
+use crate::tls::stream::{BackendStream, ClientStream, ReadAhead};
 use crate::tls::BackendSessionTls;
 use bytes::BytesMut;
 use std::io;
@@ -124,7 +124,7 @@ impl ClientControl {
         let ClientStream::Plain(tcp) = std::mem::replace(&mut self.stream, ClientStream::Detached) else {
             return Err(UpgradeError::AlreadyTls);
         };
-        let tls = tokio::time::timeout(timeout, acceptor.accept(tcp))
+        let tls = tokio::time::timeout(timeout, acceptor.accept(ReadAhead::passthrough(tcp)))
             .await
             .map_err(|_| UpgradeError::Timeout(timeout.as_secs()))?
             .map_err(UpgradeError::Handshake)?;
@@ -276,10 +276,11 @@ impl BackendControl {
         let BackendStream::Plain(tcp) = std::mem::replace(&mut self.stream, BackendStream::Detached) else {
             return Err(UpgradeError::AlreadyTls.into());
         };
-        let stream = tokio::time::timeout(timeout, tls.connector.connect(tls.server_name.clone(), tcp))
-            .await
-            .map_err(|_| UpgradeError::Timeout(timeout.as_secs()))?
-            .map_err(UpgradeError::Handshake)?;
+        let stream =
+            tokio::time::timeout(timeout, tls.connector.connect(tls.server_name.clone(), ReadAhead::passthrough(tcp)))
+                .await
+                .map_err(|_| UpgradeError::Timeout(timeout.as_secs()))?
+                .map_err(UpgradeError::Handshake)?;
         let conn = stream.get_ref().1;
         tracing::debug!(target: "ftpgate::tls", version = ?conn.protocol_version(), cipher = ?conn.negotiated_cipher_suite().map(|c| c.suite()), "backend control TLS up");
         self.stream = BackendStream::Tls(Box::new(stream));

@@ -6,7 +6,7 @@ use crate::metrics::{GaugeGuard, Metrics};
 use crate::protocol::TransferDirection;
 use crate::relay;
 use crate::server::dial::Dialer;
-use crate::tls::stream::{BackendConn, BackendStream, ClientStream};
+use crate::tls::stream::{BackendConn, BackendStream, ClientStream, ReadAhead};
 use crate::tls::{self, BackendSessionTls, SessionAcceptors};
 use std::future::Future;
 use std::io;
@@ -78,7 +78,7 @@ impl DataTls {
                 (Some(acceptors), ClientStream::Plain(tcp)) => (acceptors, tcp),
                 (_, ready) => return Ok(ready),
             };
-            let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), client)
+            let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), ReadAhead::data(client))
                 .await
                 .map_err(DataError::ClientTls)?;
             // Clients start the handshake after the transfer command's 150, so
@@ -101,7 +101,11 @@ impl DataTls {
         let backend_leg = async {
             let Some(b) = &self.backend else { return Ok(BackendStream::Plain(backend)) };
             wait_for_go(go.clone()).await;
-            let tls = b.connector.connect(b.server_name.clone(), backend).await.map_err(DataError::BackendTls)?;
+            let tls = b
+                .connector
+                .connect(b.server_name.clone(), ReadAhead::data(backend))
+                .await
+                .map_err(DataError::BackendTls)?;
             let resumed = tls::resumed(tls.get_ref().1);
             self.metrics.tls_version("backend_data", Some(tls::version_label(tls.get_ref().1)));
             Metrics::inc(if resumed {
