@@ -201,40 +201,58 @@ pub struct TransferRow {
 
 /// `ftpgate who`: a table as ProFTPD's ftpwho prints one.
 pub fn render_text(rows: &[Row]) -> String {
+    struct Cells {
+        user: String,
+        client: String,
+        backend: String,
+        transfer: String,
+    }
+    let cells: Vec<Cells> = rows
+        .iter()
+        .map(|r| Cells {
+            user: r.user.as_deref().map_or("-".to_string(), shown),
+            client: r.client.to_string(),
+            backend: match (&r.backend, &r.backend_address) {
+                (Some(n), Some(a)) => format!("{n} ({a})"),
+                (Some(n), None) => n.clone(),
+                _ => "-".to_string(),
+            },
+            transfer: r.transfer.as_ref().map_or(String::new(), |t| {
+                let pct = t.percent.map_or(String::new(), |p| format!(" {p}%"));
+                let of = t.size.map_or(String::new(), |s| format!(" of {}", human(s)));
+                let left = t.eta_secs.map_or(String::new(), |s| format!(" {s}s left"));
+                format!(
+                    "{} {} {} bytes{of} {}/s{pct} for {}s{left}",
+                    t.command,
+                    shown(&t.path),
+                    t.bytes,
+                    human(t.rate),
+                    t.elapsed_secs
+                )
+            }),
+        })
+        .collect();
+    // Columns as wide as their widest cell, so a long backend address or
+    // user name never shifts the columns after it.
+    let width =
+        |min: usize, f: fn(&Cells) -> &str| cells.iter().map(|c| f(c).chars().count()).max().unwrap_or(0).max(min);
+    let (wu, wc, wb) = (width(16, |c| &c.user), width(22, |c| &c.client), width(22, |c| &c.backend));
     let mut out = format!(
-        "{:>5}  {:<16} {:<22} {:<22} {:<9} {:>6} {:>6} {:>9}  TRANSFER\n",
+        "{:>5}  {:<wu$} {:<wc$} {:<wb$} {:<9} {:>6} {:>6} {:>9}  TRANSFER\n",
         "ID", "USER", "CLIENT", "BACKEND", "STATE", "CONN", "IDLE", "CTRL-IDLE"
     );
-    for r in rows {
-        let transfer = r.transfer.as_ref().map_or(String::new(), |t| {
-            let pct = t.percent.map_or(String::new(), |p| format!(" {p}%"));
-            let of = t.size.map_or(String::new(), |s| format!(" of {}", human(s)));
-            let left = t.eta_secs.map_or(String::new(), |s| format!(" {s}s left"));
-            format!(
-                "{} {} {} bytes{of} {}/s{pct} for {}s{left}",
-                t.command,
-                shown(&t.path),
-                t.bytes,
-                human(t.rate),
-                t.elapsed_secs
-            )
-        });
-        let backend = match (&r.backend, &r.backend_address) {
-            (Some(n), Some(a)) => format!("{n} ({a})"),
-            (Some(n), None) => n.clone(),
-            _ => "-".to_string(),
-        };
+    for (r, c) in rows.iter().zip(&cells) {
         out.push_str(&format!(
-            "{:>5}  {:<16} {:<22} {:<22} {:<9} {:>5}s {:>6} {:>8}s  {}\n",
+            "{:>5}  {:<wu$} {:<wc$} {:<wb$} {:<9} {:>5}s {:>6} {:>8}s  {}\n",
             r.id,
-            r.user.as_deref().map_or("-".to_string(), shown),
-            r.client.to_string(),
-            backend,
+            c.user,
+            c.client,
+            c.backend,
             r.state,
             r.connected_secs,
             r.idle_secs.map_or("-".to_string(), |s| format!("{s}s")),
             r.control_idle_secs,
-            transfer
+            c.transfer
         ));
     }
     out.push_str(&format!("{} session(s)\n", rows.len()));
@@ -295,5 +313,22 @@ mod tests {
         assert!(!render_html(&r.rows()).contains("10.0.0.20"), "no internal address on /status");
         drop(reg);
         assert!(r.rows().is_empty());
+    }
+
+    #[test]
+    fn who_columns_are_as_wide_as_their_widest_cell() {
+        let r = Arc::new(Registry::default());
+        let short = r.register(1, "127.0.0.1:5000".parse().unwrap());
+        short.entry.backend("default", "10.0.0.2:21");
+        short.entry.logged_in();
+        let long = r.register(2, "[2001:db8::1234:5678:9abc]:50000".parse().unwrap());
+        long.entry.backend("archive-pool", "[2001:db8:ffff::1234:5678:9abc]:2121");
+        long.entry.logged_in();
+        let text = render_text(&r.rows());
+        let lines: Vec<&str> = text.lines().collect();
+        let state_at = lines[0].find("STATE").unwrap();
+        for line in &lines[1..3] {
+            assert_eq!(line.find("idle"), Some(state_at), "STATE column shifted:\n{text}");
+        }
     }
 }
