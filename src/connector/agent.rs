@@ -426,14 +426,17 @@ async fn carry(mut send: h2::SendStream<Bytes>, mut recv: h2::RecvStream, mut tc
         let down = async {
             let failed = |e: h2::Error| std::io::Error::new(std::io::ErrorKind::ConnectionReset, e.to_string());
             let mut moved = 0u64;
+            // One allocation reused: each read is split off for h2, and once
+            // h2 has sent it `reserve` takes the same memory back.
+            let mut buf = bytes::BytesMut::new();
             loop {
-                let mut buf = bytes::BytesMut::with_capacity(CARRY_BUFFER);
+                buf.reserve(CARRY_BUFFER);
                 if from_backend.read_buf(&mut buf).await? == 0 {
                     send.send_data(Bytes::new(), true).map_err(failed)?;
                     return Ok::<u64, std::io::Error>(moved);
                 }
                 moved += buf.len() as u64;
-                let mut data = buf.freeze();
+                let mut data = buf.split().freeze();
                 while !data.is_empty() {
                     send.reserve_capacity(data.len());
                     let granted = match send.capacity() {
