@@ -219,9 +219,13 @@ def curl(url, tls, certs, upload=None):
     return float(out.stdout) / 1e6
 
 
-def cpu_seconds(pid):
+def stat_fields(pid):
     with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid):
+    fields = stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -242,9 +246,7 @@ def cpu_seconds_tree(pid):
         except OSError:
             break
         time.sleep(0.05)
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return sum(int(x) for x in stat_fields(pid)[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid):
