@@ -7,7 +7,10 @@ Rows, interleaved round by round (medians):
 - a SIZE download and upload through the edge connecting to vsftpd directly
   vs through edge + connector, with a plain and with an FTPS backend (the
   edge does the backend TLS in both), MB/s and CPU seconds per GiB (edge,
-  and edge + connector);
+  and edge + connector); the same through a connector with glibc's default
+  allocator settings (GLIBC_TUNABLES="" on both: what ftpgate's own tuning,
+  src/cli/malloc.rs, is worth), unless --no-glibc-defaults; resident memory
+  of every process after the rounds;
 - NOOP round trips on one session while another session moves SIZE through
   the same connector link (median and p99, ms);
 - N idle logged-in sessions through one connector (a scripted backend):
@@ -30,10 +33,14 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as b  # noqa: E402
 
+# `run` and `connector` tune glibc's allocator themselves (src/cli/malloc.rs)
+# unless GLIBC_TUNABLES is set; an empty one keeps glibc's defaults.
+GLIBC_DEFAULTS = {"GLIBC_TUNABLES": ""}
 
-def edge(binary, backend, certs, connector_port=None, backend_tls=False):
+
+def edge(binary, backend, certs, connector_port=None, backend_tls=False, env=None):
     """An edge in front of `backend` (a port), or of `connector:dc1` with
-    its connector listener on `connector_port`."""
+    its connector listener on `connector_port`; `env` adds to its environment."""
     port = b.free_port()
     base = 40000 + (port % 10000)
     cmd = [binary, "run", "--listen", f"127.0.0.1:{port}", "--passive-ports", f"{base}-{base + 7}"]
@@ -44,16 +51,16 @@ def edge(binary, backend, certs, connector_port=None, backend_tls=False):
         cmd += ["--backend", f"127.0.0.1:{backend}"]
     if backend_tls:
         cmd += ["--backend-tls", "explicit", "--backend-ca", f"{certs}/ca.pem", "--backend-server-name", "127.0.0.1"]
-    p = b.start(cmd, env={**os.environ, "FTPGATE_LOG": "warn"})
+    p = b.start(cmd, env={**os.environ, "FTPGATE_LOG": "warn", **(env or {})})
     b.wait_port(port)
     return port, p
 
 
-def connector(binary, connector_port, backend, certs, links=2):
+def connector(binary, connector_port, backend, certs, links=2, env=None):
     return b.start([binary, "connector", "--edge", f"127.0.0.1:{connector_port}", "--name", "dc1",
                     "--backend", f"127.0.0.1:{backend}", "--cert", f"{certs}/connector-dc1.pem",
                     "--key", f"{certs}/connector-dc1.key", "--ca", f"{certs}/ca.pem", "--links", str(links)],
-                   env={**os.environ, "FTPGATE_LOG": "warn"})
+                   env={**os.environ, "FTPGATE_LOG": "warn", **(env or {})})
 
 
 def wait_ready(port, timeout=15):
@@ -101,7 +108,7 @@ def noop_latency(port, busy_port, size_note, certs):
     return statistics.median(rtts), rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))], len(rtts)
 
 
-def idle_rss(binary, certs, n):
+def idle_rss(binary, certs, n, env=None):
     import multiprocessing
     bport = b.free_port()
     backend = multiprocessing.Process(target=b.run_fake_backend, args=(bport,), daemon=True)
@@ -115,9 +122,9 @@ def idle_rss(binary, certs, n):
     gp = b.start([binary, "run", "--config", conf, "--listen", f"127.0.0.1:{gport}", "--backend", "connector:dc1",
                   "--connector-listen", f"127.0.0.1:{cport}", "--connector-ca", f"{certs}/ca.pem",
                   "--cert", f"{certs}/server.pem", "--key", f"{certs}/server.key"],
-                 env={**os.environ, "FTPGATE_LOG": "warn"})
+                 env={**os.environ, "FTPGATE_LOG": "warn", **(env or {})})
     b.wait_port(gport)
-    cp = connector(binary, cport, bport, certs)
+    cp = connector(binary, cport, bport, certs, env=env)
     time.sleep(1.5)
     before = (b.rss_mib(gp.pid), b.rss_mib(cp.pid))
 
@@ -144,6 +151,10 @@ def idle_rss(binary, certs, n):
 
     after = asyncio.run(run())
     backend.terminate()
+    gp.terminate()
+    cp.terminate()
+    gp.wait()
+    cp.wait()
     return before, after
 
 
@@ -152,6 +163,9 @@ def main():
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--idle", type=int, default=1000)
+    ap.add_argument("--no-glibc-defaults", action="store_true",
+                    help="skip the 'via connector, glibc defaults' rows (both processes with GLIBC_TUNABLES=\"\", "
+                         "i.e. without ftpgate's allocator tuning)")
     a = ap.parse_args()
     size = a.size_mib << 20
     b.setup(True)
@@ -185,6 +199,13 @@ def main():
             wait_ready(via)
             paths[f"{name} backend, direct"] = (direct, [dp])
             paths[f"{name} backend, via connector"] = (via, [vp, cp])
+            if not a.no_glibc_defaults:
+                cport = b.free_port()
+                via, vp = edge(binary, backend, certs, connector_port=cport, backend_tls=backend_tls,
+                               env=GLIBC_DEFAULTS)
+                cp = connector(binary, cport, backend, certs, env=GLIBC_DEFAULTS)
+                wait_ready(via)
+                paths[f"{name} backend, via connector, glibc defaults"] = (via, [vp, cp])
         rows = {k: {"down": [], "up": [], "cpu_edge_down": [], "cpu_all_down": [], "cpu_edge_up": [],
                     "cpu_all_up": []} for k in paths}
         for _ in range(a.runs):
@@ -211,6 +232,12 @@ def main():
             d, v = rows[f"{name} backend, direct"], rows[f"{name} backend, via connector"]
             print(f"  {name}: via connector / direct = {med(v['down']) / med(d['down']):.2f}x down, "
                   f"{med(v['up']) / med(d['up']):.2f}x up")
+            t = rows.get(f"{name} backend, via connector, glibc defaults")
+            if t:
+                print(f"  {name}: via connector with glibc's default allocator settings / direct = "
+                      f"{med(t['down']) / med(d['down']):.2f}x down, {med(t['up']) / med(d['up']):.2f}x up")
+        print("  resident memory after the rounds (MiB, edge / connector): " + "; ".join(
+            f"{k}: " + " / ".join(f"{b.rss_mib(p.pid):.0f}" for p in procs) for k, (_, procs) in paths.items()))
         print(f"  NOOP during a {a.size_mib} MiB download on the same link: median {noop[0]:.2f} ms, "
               f"p99 {noop[1]:.2f} ms ({noop[2]} NOOPs); direct edge: median {noop_direct[0]:.2f} ms, "
               f"p99 {noop_direct[1]:.2f} ms")
@@ -219,6 +246,10 @@ def main():
         before, after = idle_rss(binary, certs, a.idle)
         print(f"  {a.idle} idle sessions through one connector: edge RSS {before[0]:.0f} -> {after[0]:.0f} MiB, "
               f"connector RSS {before[1]:.0f} -> {after[1]:.0f} MiB")
+        if not a.no_glibc_defaults:
+            before, after = idle_rss(binary, certs, a.idle, env=GLIBC_DEFAULTS)
+            print(f"  the same with glibc's defaults: edge RSS {before[0]:.0f} -> {after[0]:.0f} MiB, "
+                  f"connector RSS {before[1]:.0f} -> {after[1]:.0f} MiB")
     finally:
         b.stop_all()
         shutil.rmtree(work, ignore_errors=True)

@@ -14,6 +14,7 @@ use std::sync::Arc;
 mod admin;
 mod check;
 mod connector;
+pub mod malloc;
 mod man;
 mod placed;
 
@@ -29,7 +30,7 @@ use admin::admin_request;
                   passive ports; the backend leg upgraded to TLS with session reuse, so strict servers accept \
                   legacy clients; a policy engine (command order, TLS per network, per-user paths, bans, bastion \
                   users, limits); Prometheus metrics and a status page.",
-    after_help = "Environment:\n  FTPGATE_LOG   log filter (error, warn, info, debug; or per target, e.g. ftpgate::audit=info,warn)\n  NO_COLOR      no colour codes in logs (none are written when stderr is not a terminal)"
+    after_help = "Environment:\n  FTPGATE_LOG   log filter (error, warn, info, debug; or per target, e.g. ftpgate::audit=info,warn)\n  NO_COLOR      no colour codes in logs (none are written when stderr is not a terminal)\n  GLIBC_TUNABLES  unset: `run` and `connector` re-execute themselves once with glibc's allocator tuned for relaying (freed memory kept, not faulted in again); set (empty included): used as it is"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -429,6 +430,12 @@ impl RunArgs {
 impl Cli {
     /// Whether `run` asks for JSON logs (flag or file). Logging starts before
     /// the configuration is validated, so a broken file still gets text errors.
+    /// `run` and `connector` run for long and move bulk data: they get the
+    /// allocator settings of [`malloc`].
+    pub fn is_long_running(&self) -> bool {
+        matches!(self.command, CliCommand::Run(_) | CliCommand::Connector(_))
+    }
+
     pub fn wants_json_logs(&self) -> bool {
         let CliCommand::Run(args) = &self.command else { return false };
         if let Some(f) = args.log_format {
@@ -531,6 +538,7 @@ fn log_start(settings: &Settings) {
         backend_tls = ?settings.backend_tls,
         metrics = %settings.metrics.map_or("off".to_string(), |a| a.to_string()),
         policy = %settings.policy.as_ref().map_or("none".to_string(), |p| p.display().to_string()),
+        allocator = malloc::state(),
         "ftpgate starting"
     );
 }

@@ -2,6 +2,10 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = ftpgate::cli::Cli::parse();
+    if cli.is_long_running() {
+        // Returns only where it did not re-execute (see the module).
+        ftpgate::cli::malloc::tune();
+    }
     // `run` may ask for JSON logs in its configuration; everything else logs text.
     let json = cli.wants_json_logs();
     let filter = tracing_subscriber::EnvFilter::try_from_env("FTPGATE_LOG").unwrap_or_else(|_| "info".into());

@@ -530,3 +530,49 @@ fn configuration_errors_name_file_key_and_line_once() {
     assert!(e.contains("cert.toml: line 9: tls.cert") && e.contains("/nonexistent/c.pem"), "{e}");
     assert_eq!(e.matches("No such file").count(), 1, "printed once: {e}");
 }
+
+/// `run` re-executes itself once with glibc's allocator tuned (src/cli/malloc.rs):
+/// the same process (its PID is the one spawned, and it serves), the tunables
+/// in its environment; an operator's own GLIBC_TUNABLES, empty included, is kept.
+#[test]
+fn run_tunes_glibc_malloc_unless_the_operator_did() {
+    let backend = Vsftpd::start();
+    backend.put("hello.txt", b"tuned\n");
+    let environ = |pid: u32| {
+        let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        raw.split(|&b| b == 0).map(|v| String::from_utf8_lossy(v).into_owned()).collect::<Vec<_>>()
+    };
+    for operator in [None, Some(""), Some("glibc.malloc.arena_max=2")] {
+        let (mut cmd, addr) = ftpgate_run(backend.addr);
+        cmd.env_remove("GLIBC_TUNABLES").env_remove("FTPGATE_MALLOC_TUNED");
+        if let Some(v) = operator {
+            cmd.env("GLIBC_TUNABLES", v);
+        }
+        let child = KillOnDrop::new(cmd.spawn().unwrap());
+        wait_for_greeting(addr);
+        let out = curl(&[&format!("ftp://{addr}/hello.txt")]);
+        assert_eq!((out.status, out.stdout.as_str()), (0, "tuned\n"), "{}", out.stderr);
+        let env = environ(child.id());
+        let log =
+            std::fs::read_to_string(std::env::temp_dir().join(format!("ftpgate-test-{}.log", addr.port()))).unwrap();
+        let said = if operator.is_some() {
+            "allocator=\"GLIBC_TUNABLES from the environment\""
+        } else {
+            "allocator=\"tuned\""
+        };
+        assert!(log.lines().any(|l| l.contains("ftpgate starting") && l.contains(said)), "{said} not in:\n{log}");
+        let tunables: Vec<_> = env.iter().filter(|v| v.starts_with("GLIBC_TUNABLES=")).collect();
+        assert_eq!(tunables.len(), 1, "{env:?}");
+        match operator {
+            // glibc parses the value in place, so /proc shows it up to the first ':'.
+            None => {
+                assert!(tunables[0].starts_with("GLIBC_TUNABLES=glibc.malloc.trim_threshold=67108864"), "{tunables:?}");
+                assert!(env.iter().any(|v| v == "FTPGATE_MALLOC_TUNED=1"), "{env:?}");
+            }
+            Some(v) => {
+                assert_eq!(tunables[0], &format!("GLIBC_TUNABLES={v}"));
+                assert!(!env.iter().any(|v| v.starts_with("FTPGATE_MALLOC_TUNED")), "not re-executed: {env:?}");
+            }
+        }
+    }
+}
