@@ -551,11 +551,29 @@ def report(rows, extra, size, runs, tiny):
     # person who interleaves the runs.
     if not tiny and not os.environ.get("FTPGATE_BENCH_NO_README"):
         machine = f"{os.cpu_count()} cores, Linux {platform.release()}, {datetime.date.today()}"
-        with open(os.path.join(ROOT, "benches", "README.md"), "w") as f:
-            f.write(BENCH_README.format(machine=machine, size=size >> 20, runs=runs, table=table))
+        write_last_run(os.path.join(ROOT, "benches", "README.md"),
+                       LAST_RUN.format(machine=machine, size=size >> 20, runs=runs, table=table))
 
 
-BENCH_README = """# benches/
+def write_last_run(path, section):
+    """Replaces only the README's "## Last full run" section: the rest of the
+    file is the record of earlier before/after runs and must survive."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = BENCH_README_HEAD + "## Last full run\n\n" + BENCH_README_REST
+    start = text.find("## Last full run\n")
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+    with open(path, "w") as f:
+        f.write(text)
+
+
+BENCH_README_HEAD = """# benches/
 
 `python3 benches/run.py` runs the side-by-side benchmark: vsftpd on loopback
 (plain, and strict FTPS with `require_ssl_reuse=YES`), with the direct path,
@@ -564,13 +582,17 @@ same file. `--tiny` is the smoke run the test suite makes (16 MiB, one run,
 no mod_proxy). `cargo bench` runs the criterion micro-benchmarks (codecs, and
 the relay with splice vs copy over loopback sockets).
 
-## Last full run
+"""
+
+LAST_RUN = """## Last full run
 
 {machine}; {size} MiB file, medians of {runs} runs.
 
 {table}
 
-## Reading these numbers
+"""
+
+BENCH_README_REST = """## Reading these numbers
 
 Profiled with `perf record -g` on ftpgate during single 1 GiB transfers
 (session 2 of issue 5), and `perf stat` for system calls:
