@@ -38,11 +38,12 @@ const STREAM_WINDOW: u32 = 1024 * 1024;
 /// All streams of a link together.
 const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 /// Larger frames than HTTP/2's 16 KiB default: fewer frames, and fewer of
-/// the receive buffer's regrowths and copies, per GiB. Measured through edge
-/// + connector with a plain backend, 512 MiB, 4 interleaved rounds: 64 KiB
-/// 894-915 MB/s down at 1.19-1.25 CPU s/GiB; 256 KiB 998-1005 MB/s at
-/// 1.05-1.07; 1 MiB no better; 16 KiB worse (860, 1.37). What a link may
-/// buffer is still bounded by the windows; a frame is a quarter of a stream's.
+/// the receive buffer's regrowths and copies, per GiB. Measured through an
+/// edge and a connector with a plain backend, 512 MiB, 4 interleaved
+/// rounds: 64 KiB 894-915 MB/s down at 1.19-1.25 CPU s/GiB, 256 KiB
+/// 998-1005 MB/s at 1.05-1.07, 1 MiB no better, 16 KiB worse (860, 1.37).
+/// What a link may buffer is still bounded by the windows; a frame is a
+/// quarter of a stream's.
 const FRAME_SIZE: u32 = 256 * 1024;
 
 /// What a stream is for: the session's control connection (to the

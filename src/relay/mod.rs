@@ -18,9 +18,17 @@ pub mod splice;
 
 pub use limit::{Limit, Limits, TokenBucket};
 
-/// Per-direction copy buffer. Large enough that a TLS writer can emit full
-/// 16 KiB records and loopback transfers are not bounded by syscall count.
+/// Per-direction copy buffer to start with. Large enough that a TLS writer
+/// can emit full 16 KiB records and loopback transfers are not bounded by
+/// syscall count.
 pub const COPY_BUFFER: usize = 64 * 1024;
+/// What a direction's buffer grows to once a read fills it (a bulk stream):
+/// each write then carries up to 256 KiB, which through a connector is one
+/// HTTP/2 frame instead of four. Through edge + connector, plain upload,
+/// 512 MiB, 4 interleaved rounds: 1.30 -> 1.06 CPU s/GiB, 723 -> 789 MB/s.
+/// A direction that never fills 64 KiB (commands' echo side, slow or
+/// rate-limited peers) keeps the small buffer.
+pub const BULK_COPY_BUFFER: usize = 256 * 1024;
 
 /// How long a stopped relay gives its legs to close in order.
 const CANCEL_GRACE: Duration = Duration::from_secs(2);
@@ -203,6 +211,9 @@ where
         let pass = limit.allowed(n, moved);
         count.delayed(limit.pay(pass).await);
         to.write_all(&buf[..pass]).await.map_err(|e| HalfEnd::Io(false, e))?;
+        if n == buf.len() && buf.len() < BULK_COPY_BUFFER {
+            buf.resize(BULK_COPY_BUFFER, 0);
+        }
         count.written.fetch_add(pass as u64, Ordering::Relaxed);
         moved += pass as u64;
         last_activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
