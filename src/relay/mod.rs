@@ -29,6 +29,48 @@ pub const COPY_BUFFER: usize = 64 * 1024;
 /// A direction that never fills 64 KiB (commands' echo side, slow or
 /// rate-limited peers) keeps the small buffer.
 pub const BULK_COPY_BUFFER: usize = 256 * 1024;
+/// Directions holding a grown buffer at once, process-wide: at most 192 MiB
+/// more than the small buffers, whatever the peers do (a peer may push bulk
+/// data both ways of every data connection it has). Past it a direction
+/// keeps 64 KiB: slower, not wrong, as spliced relays past their pipe budget.
+pub const MAX_BULK_BUFFERS: usize = 1024;
+
+static BULK_BUFFERS: BulkBudget = BulkBudget::new(MAX_BULK_BUFFERS);
+
+/// A count of grown buffers with a ceiling.
+pub(crate) struct BulkBudget {
+    used: std::sync::atomic::AtomicUsize,
+    max: usize,
+}
+
+/// One grown buffer's place in its budget, given back on drop.
+pub(crate) struct BulkSlot(&'static BulkBudget);
+
+impl BulkBudget {
+    pub(crate) const fn new(max: usize) -> BulkBudget {
+        BulkBudget { used: std::sync::atomic::AtomicUsize::new(0), max }
+    }
+
+    pub(crate) fn take(&'static self) -> Option<BulkSlot> {
+        let taken = self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1));
+        taken.ok().map(|_| BulkSlot(self))
+    }
+
+    pub(crate) fn in_use(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for BulkSlot {
+    fn drop(&mut self) {
+        self.0.used.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Grown copy buffers in use now (for tests and metrics).
+pub fn bulk_buffers_in_use() -> usize {
+    BULK_BUFFERS.in_use()
+}
 
 /// How long a stopped relay gives its legs to close in order.
 const CANCEL_GRACE: Duration = Duration::from_secs(2);
@@ -197,6 +239,9 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; COPY_BUFFER];
+    // Held while `buf` is the grown size; `None` once the budget said no,
+    // so a refused direction does not ask again on every read.
+    let mut bulk: Option<Option<BulkSlot>> = None;
     let mut moved = 0u64;
     loop {
         let want = if limit.is_none() { buf.len() } else { limit.next_read(buf.len(), moved) };
@@ -211,8 +256,12 @@ where
         let pass = limit.allowed(n, moved);
         count.delayed(limit.pay(pass).await);
         to.write_all(&buf[..pass]).await.map_err(|e| HalfEnd::Io(false, e))?;
-        if n == buf.len() && buf.len() < BULK_COPY_BUFFER {
-            buf.resize(BULK_COPY_BUFFER, 0);
+        if n == buf.len() && bulk.is_none() {
+            let slot = BULK_BUFFERS.take();
+            if slot.is_some() {
+                buf.resize(BULK_COPY_BUFFER, 0);
+            }
+            bulk = Some(slot);
         }
         count.written.fetch_add(pass as u64, Ordering::Relaxed);
         moved += pass as u64;
@@ -240,6 +289,7 @@ pub(crate) async fn stall_watch(last_activity: &AtomicU64, start: Instant, stall
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use tokio::io::duplex;
 
     #[tokio::test]
@@ -262,6 +312,90 @@ mod tests {
         assert_eq!(report.a_to_b, payload.len() as u64);
         assert!(matches!(report.end, RelayEnd::Eof(Side::A)));
         drop(writer.await.unwrap());
+    }
+
+    #[test]
+    fn bulk_budget_has_a_ceiling_and_gives_back() {
+        static BUDGET: BulkBudget = BulkBudget::new(2);
+        let a = BUDGET.take().expect("first");
+        let b = BUDGET.take().expect("second");
+        assert!(BUDGET.take().is_none(), "a third is refused");
+        assert_eq!(BUDGET.in_use(), 2);
+        drop(a);
+        let c = BUDGET.take().expect("a place given back is taken again");
+        drop((b, c));
+        assert_eq!(BUDGET.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_bulk_direction_grows_its_buffer_and_gives_it_back() {
+        // Duplex pipes large enough that one read fills 64 KiB.
+        let (mut client, a) = duplex(1 << 20);
+        let (b, mut server) = duplex(1 << 20);
+        let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        let send = payload.clone();
+        let writer = tokio::spawn(async move {
+            client.write_all(&send).await.unwrap();
+            client.shutdown().await.unwrap();
+            client
+        });
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let largest = Arc::new(AtomicU64::new(0));
+        let b = LargestWrite { inner: b, largest: Arc::clone(&largest) };
+        let report = relay(a, b, Duration::from_secs(5), Duration::ZERO, &Limits::default()).await;
+        assert!(matches!(report.end, RelayEnd::Eof(Side::A)));
+        assert!(reader.await.unwrap() == payload, "bytes differ");
+        assert_eq!(report.a_to_b, payload.len() as u64);
+        drop(writer.await.unwrap());
+        let largest = largest.load(Ordering::Relaxed) as usize;
+        assert!(largest > COPY_BUFFER && largest <= BULK_COPY_BUFFER, "largest write {largest}");
+        // The only relay in the library's tests that fills its buffer.
+        assert_eq!(bulk_buffers_in_use(), 0, "the grown buffer's place is given back");
+    }
+
+    /// Records the largest write it is asked for.
+    struct LargestWrite<T> {
+        inner: T,
+        largest: Arc<AtomicU64>,
+    }
+
+    impl<T: AsyncRead + Unpin> AsyncRead for LargestWrite<T> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl<T: AsyncWrite + Unpin> AsyncWrite for LargestWrite<T> {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            self.largest.fetch_max(buf.len() as u64, Ordering::Relaxed);
+            std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
     }
 
     #[tokio::test(start_paused = true)]
