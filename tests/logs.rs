@@ -97,9 +97,13 @@ fn start_line_and_one_transfer_ended_line_per_transfer_however_it_ends() {
     let mut d = c.epsv_data();
     assert_eq!(c.cmd("RETR big.bin").0, 150);
     d.read_exact(&mut part).unwrap();
+    // The control connection goes first and the data connection stays open
+    // until the line is written: closed together, the data connection's
+    // reset (unread bytes) may reach the session first, and that transfer
+    // ends as "client data connection failed" instead, which is also true.
     drop(c);
-    drop(d);
     let text = wait_for_log(&log, "transfer ended", 3);
+    drop(d);
     assert!(text.contains("cut: the client left"), "{text}");
     assert_eq!(text.matches("transfer started").count(), 3, "{text}");
 
