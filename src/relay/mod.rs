@@ -239,7 +239,8 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; COPY_BUFFER];
-    // Held while `buf` is the grown size; `None` once the budget said no,
+    // `None` until the first full read asks the budget; then the slot held
+    // while `buf` is the grown size, or `Some(None)` if the budget said no,
     // so a refused direction does not ask again on every read.
     let mut bulk: Option<Option<BulkSlot>> = None;
     let mut moved = 0u64;
